@@ -1,0 +1,238 @@
+"""Declarative registry: projects and environments from a TOML file, applied idempotently.
+
+The format is documented in README.md ("Configuration file"). Relative paths, including the
+path of a `sqlite:///relative.db` URL, resolve against the TOML file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+from django.utils.text import slugify
+from sqlalchemy.engine import make_url
+
+from environments.models import Environment, Project, UrlUnavailable
+
+_PROJECT_KEYS = {
+    "name",
+    "slug",
+    "alembic_ini",
+    "script_location",
+    "version_locations",
+    "recursive_version_locations",
+    "version_table",
+    "version_table_schema",
+    "command",
+    "working_dir",
+    "url_env_var",
+    "environment",
+}
+_ENVIRONMENT_KEYS = {"name", "slug", "position", "url", "url_from_env"}
+
+
+class ConfigError(Exception):
+    """The file is not a valid Retort configuration; the message says where and why."""
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)  # "name: field, field" — never values
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated)
+
+    def lines(self) -> list[str]:
+        return (
+            [f"created {item}" for item in self.created]
+            + [f"updated {item}" for item in self.updated]
+            + [f"unchanged {item}" for item in self.unchanged]
+        )
+
+
+def load(path: str | Path) -> tuple[dict, Path]:
+    file = Path(path)
+    try:
+        document = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{file} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}") from None
+    return document, file.resolve().parent
+
+
+def _path(value: object, base: Path, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty string.")
+    candidate = Path(value).expanduser()
+    return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
+
+
+def _url(value: object, base: Path, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty string.")
+    try:
+        parsed = make_url(value)
+    except Exception:
+        raise ConfigError(f"{where} is not a valid database URL.") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        database = Path(parsed.database).expanduser()
+        if not database.is_absolute():
+            return parsed.set(database=str((base / database).resolve())).render_as_string(
+                hide_password=False
+            )
+    return value
+
+
+def _project_fields(raw: dict, base: Path, where: str) -> dict:
+    unknown = set(raw) - _PROJECT_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}.")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where} needs a name.")
+    if "alembic_ini" not in raw and "script_location" not in raw:
+        raise ConfigError(f"{where} ({name}) needs alembic_ini or script_location.")
+    fields: dict[str, object] = {"name": name, "slug": raw.get("slug") or slugify(name)}
+    if "alembic_ini" in raw:
+        fields["alembic_ini"] = _path(raw["alembic_ini"], base, f"{where}.alembic_ini")
+    if "script_location" in raw:
+        fields["script_location"] = _path(raw["script_location"], base, f"{where}.script_location")
+    if "version_locations" in raw:
+        locations = raw["version_locations"]
+        if not isinstance(locations, list):
+            raise ConfigError(f"{where}.version_locations must be a list of paths.")
+        fields["version_locations"] = [
+            _path(loc, base, f"{where}.version_locations") for loc in locations
+        ]
+    if "recursive_version_locations" in raw:
+        if not isinstance(raw["recursive_version_locations"], bool):
+            raise ConfigError(f"{where}.recursive_version_locations must be true or false.")
+        fields["recursive_version_locations"] = raw["recursive_version_locations"]
+    for key in ("version_table", "version_table_schema", "url_env_var"):
+        if key in raw:
+            if not isinstance(raw[key], str):
+                raise ConfigError(f"{where}.{key} must be a string.")
+            fields[key] = raw[key]
+    if "command" in raw:
+        command = raw["command"]
+        if (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(p, str) for p in command)
+        ):
+            raise ConfigError(f"{where}.command must be a non-empty list of strings.")
+        fields["command"] = command
+    if "working_dir" in raw:
+        fields["working_dir"] = _path(raw["working_dir"], base, f"{where}.working_dir")
+    return fields
+
+
+def _environment_fields(raw: dict, base: Path, where: str, position: int) -> dict:
+    unknown = set(raw) - _ENVIRONMENT_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}.")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where} needs a name.")
+    has_url, has_env = "url" in raw, "url_from_env" in raw
+    if has_url == has_env:
+        raise ConfigError(f"{where} ({name}) needs exactly one of url or url_from_env.")
+    fields: dict[str, object] = {
+        "name": name,
+        "slug": raw.get("slug") or slugify(name),
+        "position": raw.get("position", position),
+        "url_from_env": raw.get("url_from_env", ""),
+    }
+    if not isinstance(fields["position"], int):
+        raise ConfigError(f"{where}.position must be a whole number.")
+    if has_url:
+        fields["url"] = _url(raw["url"], base, f"{where}.url")
+    return fields
+
+
+def apply(document: dict, base_dir: Path) -> ApplyReport:
+    """Create or update what the document declares; running it twice changes nothing."""
+    projects = document.get("project", [])
+    if not isinstance(projects, list) or not projects:
+        raise ConfigError("The file declares no [[project]] tables.")
+    report = ApplyReport()
+    with transaction.atomic():
+        for number, raw in enumerate(projects, start=1):
+            where = f"project #{number}"
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{where} must be a table.")
+            fields = _project_fields(raw, base_dir, where)
+            project = _apply_project(fields, report)
+            environments = raw.get("environment", [])
+            if not isinstance(environments, list):
+                raise ConfigError(f"{where}.environment must be [[project.environment]] tables.")
+            for position, env_raw in enumerate(environments):
+                env_where = f"{where} environment #{position + 1}"
+                env_fields = _environment_fields(env_raw, base_dir, env_where, position)
+                _apply_environment(project, env_fields, report)
+    return report
+
+
+def _apply_project(fields: dict, report: ApplyReport) -> Project:
+    project = Project.objects.filter(slug=fields["slug"]).first()
+    if project is None:
+        project = Project(**fields)
+        project.full_clean()
+        project.save()
+        report.created.append(f"project {project.name}")
+        return project
+    changed = [key for key, value in fields.items() if getattr(project, key) != value]
+    if changed:
+        for key in changed:
+            setattr(project, key, fields[key])
+        project.full_clean()
+        project.save()
+        report.updated.append(f"project {project.name}: {', '.join(changed)}")
+    else:
+        report.unchanged.append(f"project {project.name}")
+    return project
+
+
+def _apply_environment(project: Project, fields: dict, report: ApplyReport) -> None:
+    url = fields.pop("url", None)
+    environment = Environment.objects.filter(project=project, slug=fields["slug"]).first()
+    label = f"environment {project.name}/{fields['name']}"
+    if environment is None:
+        environment = Environment(project=project, **fields)
+        if url:
+            environment.set_url(url)
+        environment.save()
+        report.created.append(label)
+        return
+    changed = [key for key, value in fields.items() if getattr(environment, key) != value]
+    for key in changed:
+        setattr(environment, key, fields[key])
+    if url is not None and _stored_url(environment) != url:
+        environment.set_url(url)
+        changed.append("url")
+    elif url is None and environment.url_encrypted:
+        environment.url_encrypted = ""
+        changed.append("url")
+    if changed:
+        environment.save()
+        report.updated.append(f"{label}: {', '.join(changed)}")
+    else:
+        report.unchanged.append(label)
+
+
+def _stored_url(environment: Environment) -> str | None:
+    if not environment.url_encrypted:
+        return None
+    saved, environment.url_from_env = environment.url_from_env, ""
+    try:
+        return environment.get_url()
+    except UrlUnavailable:
+        return None
+    finally:
+        environment.url_from_env = saved

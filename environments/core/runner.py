@@ -1,0 +1,95 @@
+"""Run the alembic command of a project in a subprocess.
+
+The database URL travels in an environment variable (the project's env.py reads it), never on the
+command line where `ps` would show it, and never in the output Retort keeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from environments.core.versions import redact
+
+DEFAULT_COMMAND = ("python", "-m", "alembic", "-c", "alembic.ini")
+
+
+class RunnerError(Exception):
+    """The alembic process could not be started or did not finish in time."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def resolve_command(command: Sequence[str], python: str) -> list[str]:
+    """`python` at the front of a command means the interpreter Retort runs under."""
+    parts = list(command)
+    if parts and parts[0] in {"python", "python3"}:
+        parts[0] = python
+    return parts
+
+
+def run_alembic(
+    command: Sequence[str],
+    args: Sequence[str],
+    *,
+    url: str,
+    url_env_var: str = "DATABASE_URL",
+    working_dir: str | Path,
+    timeout: float = 600.0,
+    python: str = "python3",
+    on_line: Callable[[str], None] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> RunResult:
+    """Run `command + args`, stream its output line by line, kill its group on timeout."""
+    argv = resolve_command(command, python) + list(args)
+    env = {**os.environ, **(extra_env or {}), url_env_var: url, "PYTHONUNBUFFERED": "1"}
+    try:
+        process = subprocess.Popen(
+            argv,
+            cwd=working_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise RunnerError(f"Could not start {argv[0]!r}: {exc.strerror}") from None
+    lines: list[str] = []
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, stop)
+    timer.start()
+    try:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = redact(raw.rstrip("\n"), url)
+            lines.append(line)
+            if on_line is not None:
+                on_line(line)
+        process.wait()
+    finally:
+        timer.cancel()
+    if timed_out.is_set():
+        raise RunnerError(f"alembic did not finish within {timeout:g} seconds and was stopped.")
+    return RunResult(exit_code=process.returncode, output="\n".join(lines))

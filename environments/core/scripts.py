@@ -1,0 +1,456 @@
+"""Read an Alembic script directory the way Alembic finds it, without importing a revision file.
+
+Revision files of real projects import the application's own modules; importing them in the web
+process would run foreign code and fail whenever those modules are missing. Instead each file is
+parsed with `ast` for its module-level assignments and docstring, and the graph is built with
+Alembic's own `RevisionMap`, so every question about order, heads and branches gets Alembic's
+answer.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import os
+import re
+import sys
+import threading
+import tomllib
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic.script.revision import Revision, RevisionError, RevisionMap
+
+# Alembic's own rule for which files in a version location are revision files.
+_REVISION_FILE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
+_LEGACY_REVISION_NAME = re.compile(r"([a-f0-9]+)\.py$")
+_CREATE_DATE = re.compile(r"^Create Date:\s*(.+?)\s*$", re.MULTILINE)
+_SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep, ":": ":", ";": ";"}
+_HEADER_NAMES = ("revision", "down_revision", "branch_labels", "depends_on")
+
+
+class ScriptConfigError(Exception):
+    """The project's Alembic configuration cannot be turned into a script directory."""
+
+
+@dataclass(frozen=True)
+class ScriptConfig:
+    """Where a project's revision files live, resolved to absolute paths."""
+
+    script_location: Path
+    version_locations: tuple[Path, ...]
+    recursive: bool = False
+
+
+@dataclass(frozen=True)
+class RevisionFile:
+    """What a revision file declares, read statically."""
+
+    revision: str
+    down_revision: str | tuple[str, ...] | None
+    branch_labels: tuple[str, ...]
+    depends_on: str | tuple[str, ...] | None
+    message: str
+    doc: str
+    create_date: str | None
+    path: Path
+
+    @property
+    def down_revisions(self) -> tuple[str, ...]:
+        return _as_tuple(self.down_revision)
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return _as_tuple(self.depends_on)
+
+
+@dataclass(frozen=True)
+class ScriptProblem:
+    """A file (or the directory as a whole) that could not be read as Alembic would need."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class ScriptIndex:
+    """Every readable revision of a script directory, and Alembic's map over them."""
+
+    config: ScriptConfig
+    revisions: dict[str, RevisionFile]
+    problems: list[ScriptProblem]
+    revision_map: RevisionMap | None
+    fingerprint: tuple
+    heads: tuple[str, ...] = ()
+    bases: tuple[str, ...] = ()
+    fatal: str | None = None  # set when no graph could be built at all
+    _pending_cache: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def has_multiple_heads(self) -> bool:
+        return len(self.heads) > 1
+
+    def knows(self, revision_id: str) -> bool:
+        return revision_id in self.revisions
+
+    def pending(self, current_heads: Sequence[str]) -> tuple[str, ...]:
+        """Revisions `alembic upgrade heads` would apply from `current_heads`, in its order."""
+        key = tuple(sorted(current_heads))
+        with self._lock:
+            cached = self._pending_cache.get(key)
+        if cached is not None:
+            return cached
+        assert self.revision_map is not None
+        with self._lock:
+            revisions = self.revision_map.iterate_revisions("heads", key, implicit_base=True)
+            pending = tuple(rev.revision for rev in reversed(list(revisions)))
+            if len(self._pending_cache) > 512:
+                self._pending_cache.clear()
+            self._pending_cache[key] = pending
+        return pending
+
+    def applied(self, current_heads: Sequence[str]) -> tuple[str, ...]:
+        """Revisions a database at `current_heads` holds, newest first."""
+        if not current_heads:
+            return ()
+        assert self.revision_map is not None
+        with self._lock:
+            revisions = self.revision_map.iterate_revisions(
+                tuple(current_heads), "base", implicit_base=True
+            )
+            return tuple(rev.revision for rev in revisions)
+
+
+def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def config_from_ini(
+    ini_path: str | Path,
+    *,
+    section: str = "alembic",
+    working_dir: str | Path | None = None,
+    script_location: str | None = None,
+    version_locations: Sequence[str] | None = None,
+    recursive_version_locations: bool | None = None,
+) -> ScriptConfig:
+    """Resolve a project's script directory from its alembic.ini, as configuration only.
+
+    Relative paths resolve against `working_dir` (where alembic runs, default: the ini's folder),
+    like Alembic resolves them against its working directory. Arguments override the file.
+    """
+    ini = Path(ini_path).resolve()
+    if not ini.is_file():
+        raise ScriptConfigError(f"The Alembic configuration file {ini} does not exist.")
+    parser = configparser.ConfigParser(defaults={"here": str(ini.parent)})
+    try:
+        parser.read(ini, encoding="utf-8")
+        options = dict(parser.items(section)) if parser.has_section(section) else {}
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ScriptConfigError(f"{ini.name} could not be read: {exc}") from None
+    options.update(_options_from_pyproject(ini.parent / "pyproject.toml", options))
+
+    base = Path(working_dir).resolve() if working_dir else ini.parent
+    location = script_location or options.get("script_location")
+    if not location:
+        raise ScriptConfigError(
+            f"{ini.name} has no script_location in its [{section}] section; "
+            "set one there or in Retort's project settings."
+        )
+    if version_locations is None:
+        version_locations = _split_locations(options)
+    if recursive_version_locations is None:
+        recursive_version_locations = options.get(
+            "recursive_version_locations", ""
+        ).strip().lower() in {
+            "true",
+            "1",
+            "yes",
+            "on",
+        }
+    return build_config(
+        location, version_locations, recursive=recursive_version_locations, base=base
+    )
+
+
+def build_config(
+    script_location: str,
+    version_locations: Sequence[str] | None = None,
+    *,
+    recursive: bool = False,
+    base: Path,
+) -> ScriptConfig:
+    root = _resolve(script_location, base)
+    if version_locations:
+        locations = tuple(_resolve(loc, base) for loc in version_locations)
+    else:
+        locations = (root / "versions",)
+    return ScriptConfig(script_location=root, version_locations=locations, recursive=recursive)
+
+
+def _options_from_pyproject(path: Path, ini_options: dict[str, str]) -> dict[str, str]:
+    """Alembic 1.16+ also reads [tool.alembic] from pyproject.toml; the ini wins where both set."""
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+        return {}
+    table = data.get("tool", {}).get("alembic", {})
+    here = {"here": str(path.parent)}
+    found: dict[str, str] = {}
+    for key in ("script_location", "recursive_version_locations"):
+        if key in table and key not in ini_options:
+            found[key] = str(table[key]) % here
+    if "version_locations" in table and "version_locations" not in ini_options:
+        found["version_locations"] = "\n".join(str(v) % here for v in table["version_locations"])
+        found.setdefault("path_separator", "newline")
+    return found
+
+
+def _split_locations(options: dict[str, str]) -> list[str] | None:
+    raw = options.get("version_locations", "").strip()
+    if not raw:
+        return None
+    separator_name = options.get("path_separator") or options.get("version_path_separator")
+    if separator_name is None:
+        # Alembic's legacy behaviour: split on spaces and commas.
+        return [part for part in re.split(r", *|(?: +)", raw) if part]
+    separator = _SEPARATORS.get(separator_name.strip())
+    if separator is None:
+        raise ScriptConfigError(
+            f"path_separator {separator_name!r} is not one of space, newline, os, ':' or ';'."
+        )
+    return [part.strip() for part in raw.split(separator) if part.strip()]
+
+
+def _resolve(location: str, base: Path) -> Path:
+    if (
+        ":" in location
+        and not os.path.isabs(location)
+        and not re.match(r"^[A-Za-z]:[\\/]", location)
+    ):
+        package, _, resource = location.partition(":")
+        return _package_resource(package, resource, base)
+    path = Path(location)
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def _package_resource(package: str, resource: str, base: Path) -> Path:
+    """Find `package:resource` on disk without importing the package."""
+    parts = package.split(".")
+    for root in (base, *[Path(p) for p in sys.path if p]):
+        candidate = root.joinpath(*parts)
+        if (candidate / "__init__.py").is_file() or candidate.is_dir():
+            return (candidate / resource).resolve()
+    raise ScriptConfigError(
+        f"The package {package!r} of script location '{package}:{resource}' was not found "
+        f"under {base}; set script_location to a path instead."
+    )
+
+
+# --- reading files -------------------------------------------------------------------------
+
+
+def list_revision_files(config: ScriptConfig) -> list[Path]:
+    """The files Alembic would load, in its order, each once."""
+    seen: set[Path] = set()
+    found: list[Path] = []
+    for location in config.version_locations:
+        if not location.is_dir():
+            continue
+        for root, dirs, files in os.walk(location):
+            dirs.sort()
+            if Path(root).name == "__pycache__":
+                continue
+            for name in sorted(files):
+                if not _REVISION_FILE.match(name):
+                    continue
+                real = Path(root, name).resolve()
+                if real not in seen:
+                    seen.add(real)
+                    found.append(real)
+            if not config.recursive:
+                break
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+    return found
+
+
+def fingerprint(config: ScriptConfig, files: Iterable[Path]) -> tuple:
+    """Names, sizes and modification times: unchanged means the directory need not be read."""
+    entries = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        entries.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return (config, tuple(entries))
+
+
+def parse_revision_source(source: bytes | str, path: Path) -> RevisionFile:
+    """Read a revision file's header statically. Raises ValueError with a readable reason."""
+    try:
+        module = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        where = f" on line {exc.lineno}" if exc.lineno else ""
+        raise ValueError(f"syntax error{where}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. null bytes
+        raise ValueError(f"cannot be parsed: {exc}") from None
+
+    values: dict[str, object] = {}
+    for node in module.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in _HEADER_NAMES:
+            try:
+                values[target.id] = ast.literal_eval(value)
+            except (ValueError, SyntaxError, TypeError):
+                raise ValueError(
+                    f"{target.id} is not a literal value (line {node.lineno}); "
+                    "Retort reads revision files without running them"
+                ) from None
+
+    revision = values.get("revision")
+    if revision is None:
+        legacy = _LEGACY_REVISION_NAME.match(path.name)
+        if legacy is None:
+            raise ValueError("declares no revision id (no module-level `revision = ...`)")
+        revision = legacy.group(1)
+    if not isinstance(revision, str) or not revision.strip():
+        raise ValueError("its revision id is not a non-empty string")
+
+    doc = (ast.get_docstring(module, clean=False) or "").strip()
+    date = _CREATE_DATE.search(doc)
+    return RevisionFile(
+        revision=revision,
+        down_revision=_revision_refs(values.get("down_revision"), "down_revision"),
+        branch_labels=_as_tuple(_revision_refs(values.get("branch_labels"), "branch_labels")),
+        depends_on=_revision_refs(values.get("depends_on"), "depends_on"),
+        message=re.split("\n\n", doc)[0].strip() if doc else "",
+        doc=doc,
+        create_date=date.group(1) if date else None,
+        path=path,
+    )
+
+
+def _revision_refs(value: object, name: str) -> str | tuple[str, ...] | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return tuple(value) or None
+    raise ValueError(f"{name} must be a string, a tuple of strings or None")
+
+
+# --- the index -----------------------------------------------------------------------------
+
+_file_cache: dict[Path, tuple[int, int, RevisionFile | ScriptProblem]] = {}
+_index_cache: dict[ScriptConfig, ScriptIndex] = {}
+_build_lock = threading.Lock()
+
+
+def load_index(config: ScriptConfig) -> ScriptIndex:
+    """The script directory's index; re-read only when its fingerprint changed."""
+    files = list_revision_files(config)
+    print_ = fingerprint(config, files)
+    cached = _index_cache.get(config)
+    if cached is not None and cached.fingerprint == print_:
+        return cached
+    with _build_lock:
+        cached = _index_cache.get(config)
+        if cached is not None and cached.fingerprint == print_:
+            return cached
+        index = _build_index(config, files, print_)
+        _index_cache[config] = index
+        return index
+
+
+def _read_file(path: Path, size: int, mtime: int) -> RevisionFile | ScriptProblem:
+    cached = _file_cache.get(path)
+    if cached is not None and cached[0] == size and cached[1] == mtime:
+        return cached[2]
+    try:
+        result: RevisionFile | ScriptProblem = parse_revision_source(path.read_bytes(), path)
+    except ValueError as exc:
+        result = ScriptProblem(path.name, str(exc))
+    except OSError as exc:
+        result = ScriptProblem(path.name, f"cannot be read: {exc.strerror}")
+    _file_cache[path] = (size, mtime, result)
+    return result
+
+
+def _build_index(config: ScriptConfig, files: list[Path], print_: tuple) -> ScriptIndex:
+    problems: list[ScriptProblem] = []
+    if not any(location.is_dir() for location in config.version_locations):
+        where = ", ".join(str(loc) for loc in config.version_locations)
+        return ScriptIndex(
+            config, {}, [], None, print_, fatal=f"The version directory {where} does not exist."
+        )
+    revisions: dict[str, RevisionFile] = {}
+    graph_nodes: list[Revision] = []
+    for path, size, mtime in print_[1]:
+        parsed = _read_file(Path(path), size, mtime)
+        if isinstance(parsed, ScriptProblem):
+            problems.append(parsed)
+            continue
+        if parsed.revision in revisions:
+            problems.append(
+                ScriptProblem(
+                    parsed.path.name,
+                    f"revision {parsed.revision} is also declared in "
+                    f"{revisions[parsed.revision].path.name}; this file is ignored",
+                )
+            )
+            continue
+        try:
+            node = Revision(
+                parsed.revision,
+                parsed.down_revision,
+                dependencies=parsed.depends_on,
+                branch_labels=parsed.branch_labels or None,
+            )
+        except RevisionError as exc:
+            problems.append(ScriptProblem(parsed.path.name, str(exc)))
+            continue
+        revisions[parsed.revision] = parsed
+        graph_nodes.append(node)
+
+    revision_map = RevisionMap(lambda: graph_nodes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            heads = revision_map.heads
+            bases = revision_map.bases
+            # touch every lazily built structure now, while we hold the lock
+            revision_map._revision_map  # noqa: B018
+        except RevisionError as exc:
+            return ScriptIndex(
+                config,
+                revisions,
+                problems,
+                None,
+                print_,
+                fatal=f"The revision graph is broken: {exc}",
+            )
+    for warning in caught:
+        problems.append(ScriptProblem(str(config.script_location.name), str(warning.message)))
+    return ScriptIndex(
+        config, revisions, problems, revision_map, print_, heads=tuple(heads), bases=tuple(bases)
+    )

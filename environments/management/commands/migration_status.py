@@ -1,0 +1,66 @@
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Q
+
+from environments import services
+from environments.models import Project
+
+
+class Command(BaseCommand):
+    help = (
+        "Read each environment's migration state. Exit 0 when all are current, 1 when any is "
+        "behind, unknown, uninitialized or the scripts have several heads, 2 when any could "
+        "not be read."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--project", help="project slug or name")
+        parser.add_argument("--env", help="environment slug or name")
+        parser.add_argument("--json", action="store_true", help="print a JSON array")
+
+    def handle(self, *args, **options) -> None:
+        projects = Project.objects.prefetch_related("environments__project")
+        if options["project"]:
+            projects = projects.filter(Q(slug=options["project"]) | Q(name=options["project"]))
+            if not projects.exists():
+                raise CommandError(f"No project {options['project']!r}.")
+        overviews = services.overview_build(projects=projects)
+        rows, snapshots, multiple_heads = [], [], False
+        for overview in overviews:
+            cards = [
+                card
+                for card in overview.cards
+                if not options["env"]
+                or options["env"] in {card.environment.slug, card.environment.name}
+            ]
+            if cards and overview.multiple_heads:
+                multiple_heads = True
+            for card in cards:
+                snapshots.append(card.snapshot)
+                rows.append((overview, card))
+        if options["env"] and not rows:
+            raise CommandError(f"No environment {options['env']!r}.")
+        if options["json"]:
+            payload = [
+                card.snapshot.as_status_dict() | {"multiple_heads": bool(overview.multiple_heads)}
+                for overview, card in rows
+            ]
+            self.stdout.write(json.dumps(payload, indent=2))
+        else:
+            for overview, card in rows:
+                self.stdout.write(self._line(overview, card))
+        sys.exit(services.exit_code_for(snapshots, multiple_heads=multiple_heads))
+
+    def _line(self, overview, card) -> str:
+        snap = card.snapshot
+        heads = ",".join(h[:12] for h in snap.heads) or "-"
+        text = f"{card.environment.project.slug}/{card.environment.slug}: {snap.status} at {heads}"
+        if snap.pending:
+            text += f", {len(snap.pending)} pending"
+        if overview.multiple_heads:
+            text += f" (scripts have {len(overview.multiple_heads)} heads)"
+        if snap.error:
+            text += f" — {snap.error}"
+        return text

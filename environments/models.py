@@ -1,0 +1,249 @@
+"""The registry (projects and their database targets) and what Retort read from them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from dashboard.lib import secretbox
+from environments.core import scripts
+from environments.core.status import Status
+from environments.core.versions import display_url
+
+
+def default_command() -> list[str]:
+    return ["python", "-m", "alembic", "-c", "alembic.ini"]
+
+
+class Project(models.Model):
+    """An Alembic script directory and how to run alembic for it."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    alembic_ini = models.CharField(
+        max_length=500, blank=True, help_text="Path to alembic.ini, read as configuration only."
+    )
+    script_location = models.CharField(
+        max_length=500, blank=True, help_text="Overrides the ini's script_location."
+    )
+    version_locations = models.JSONField(
+        default=list, blank=True, help_text="Overrides the ini's version_locations (a list)."
+    )
+    recursive_version_locations = models.BooleanField(
+        null=True, blank=True, help_text="Overrides the ini's setting; empty means 'as the ini'."
+    )
+    version_table = models.CharField(max_length=200, default="alembic_version")
+    version_table_schema = models.CharField(max_length=200, blank=True)
+    command = models.JSONField(
+        default=default_command, help_text="How alembic is run for this project, as a list."
+    )
+    working_dir = models.CharField(
+        max_length=500, blank=True, help_text="Where the command runs; default: the ini's folder."
+    )
+    url_env_var = models.CharField(
+        max_length=100,
+        default="DATABASE_URL",
+        help_text="The environment variable through which env.py reads the database URL.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("project_detail", args=[self.slug])
+
+    def clean(self) -> None:
+        if not self.alembic_ini and not self.script_location:
+            raise ValidationError("Give the path to alembic.ini, or a script_location.")
+        if not isinstance(self.command, list) or not all(isinstance(p, str) for p in self.command):
+            raise ValidationError({"command": "The command must be a list of strings."})
+        if not isinstance(self.version_locations, list):
+            raise ValidationError({"version_locations": "version_locations must be a list."})
+
+    @property
+    def run_dir(self) -> Path:
+        """Where alembic runs for this project, and what relative paths are relative to."""
+        if self.working_dir:
+            return Path(self.working_dir)
+        if self.alembic_ini:
+            return Path(self.alembic_ini).parent
+        return Path(settings.BASE_DIR)
+
+    def script_config(self) -> scripts.ScriptConfig:
+        """Where the revision files are. Raises ScriptConfigError with a readable reason."""
+        overrides = {
+            "script_location": self.script_location or None,
+            "version_locations": self.version_locations or None,
+        }
+        if self.alembic_ini:
+            return scripts.config_from_ini(
+                self.alembic_ini,
+                working_dir=self.run_dir,
+                recursive_version_locations=self.recursive_version_locations,
+                **overrides,
+            )
+        return scripts.build_config(
+            self.script_location,
+            self.version_locations or None,
+            recursive=bool(self.recursive_version_locations),
+            base=self.run_dir,
+        )
+
+    def load_scripts(self) -> tuple[scripts.ScriptIndex | None, str | None]:
+        """The script index, or None and the reason it could not be read."""
+        try:
+            return scripts.load_index(self.script_config()), None
+        except scripts.ScriptConfigError as exc:
+            return None, str(exc)
+
+
+class UrlUnavailable(LookupError):
+    """An environment's URL cannot be had (missing variable, undecryptable value)."""
+
+
+class Environment(models.Model):
+    """One database the project's migrations run against."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="environments")
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=100)
+    position = models.PositiveIntegerField(
+        default=0, help_text="Order in the promotion chain: dev before staging before prod."
+    )
+    url_encrypted = models.TextField(blank=True, editable=False)
+    url_from_env = models.CharField(
+        max_length=100, blank=True, help_text="Name of an environment variable holding the URL."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project__name", "position", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "slug"], name="environment_slug_per_project"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "name"], name="environment_name_per_project"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.name} / {self.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("environment_detail", args=[self.project.slug, self.slug])
+
+    def set_url(self, url: str) -> None:
+        self.url_encrypted = secretbox.encrypt(url) if url else ""
+
+    def get_url(self) -> str:
+        """The database URL, decrypted or read from the named variable."""
+        if self.url_from_env:
+            value = os.environ.get(self.url_from_env)
+            if not value:
+                raise UrlUnavailable(
+                    f"The environment variable {self.url_from_env} that should hold this "
+                    "database's URL is not set for the Retort process."
+                )
+            return value
+        if not self.url_encrypted:
+            raise UrlUnavailable("No database URL is configured for this environment.")
+        try:
+            return secretbox.decrypt(self.url_encrypted)
+        except secretbox.DecryptionError:
+            raise UrlUnavailable(
+                "The stored database URL cannot be decrypted: RETORT_ENCRYPTION_KEY changed "
+                "since it was saved. Enter the URL again."
+            ) from None
+
+    @property
+    def url_for_display(self) -> str:
+        if self.url_from_env:
+            return f"from ${self.url_from_env}"
+        try:
+            return display_url(self.get_url())
+        except UrlUnavailable as exc:
+            return str(exc)
+
+    def latest_snapshot(self) -> Snapshot | None:
+        return self.snapshots.order_by("-checked_at", "-id").first()
+
+
+class Snapshot(models.Model):
+    """One read of an environment's version table: what it held and what that meant."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="snapshots")
+    checked_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=20, choices=[(s.value, s.value) for s in Status])
+    heads = models.JSONField(default=list)
+    script_heads = models.JSONField(default=list)
+    pending = models.JSONField(default=list)
+    unknown = models.JSONField(default=list)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+        indexes = [models.Index(fields=["environment", "-checked_at"], name="snapshot_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.environment} {self.status} at {self.checked_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def status_enum(self) -> Status:
+        return Status(self.status)
+
+    @property
+    def is_read_failure(self) -> bool:
+        return self.status_enum.is_read_failure
+
+    def as_status_dict(self) -> dict[str, object]:
+        """The shape `migration_status --json` and /api/v1/status promise."""
+        return {
+            "project": self.environment.project.slug,
+            "environment": self.environment.slug,
+            "status": self.status,
+            "heads": list(self.heads),
+            "script_heads": list(self.script_heads),
+            "pending": list(self.pending),
+            "unknown": list(self.unknown),
+            "error": self.error or None,
+            "checked_at": self.checked_at.isoformat(),
+        }
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user})"
+
+    @staticmethod
+    def digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, *, user, name: str) -> tuple[ApiToken, str]:
+        """Create a token; the plain value is returned once and never stored."""
+        token = "rt_" + secrets.token_urlsafe(32)
+        return cls.objects.create(user=user, name=name, token_hash=cls.digest(token)), token

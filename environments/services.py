@@ -1,0 +1,201 @@
+"""Workflows over the registry: read environments, build the overview, apply a config file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+
+from environments.core import status as core_status
+from environments.core.scripts import ScriptIndex, ScriptProblem
+from environments.models import Environment, Project, Snapshot
+
+
+@dataclass
+class RevisionLine:
+    revision: str
+    message: str
+    known: bool = True
+
+
+@dataclass
+class EnvironmentCard:
+    environment: Environment
+    snapshot: Snapshot | None
+    heads: list[RevisionLine] = field(default_factory=list)
+
+
+@dataclass
+class ProjectOverview:
+    project: Project
+    index: ScriptIndex | None
+    index_error: str | None
+    cards: list[EnvironmentCard]
+
+    @property
+    def problems(self) -> list[ScriptProblem]:
+        return self.index.problems if self.index else []
+
+    @property
+    def multiple_heads(self) -> tuple[str, ...]:
+        return self.index.heads if self.index and self.index.has_multiple_heads else ()
+
+    @property
+    def fatal(self) -> str | None:
+        return self.index_error or (self.index.fatal if self.index else None)
+
+
+def _target(environment: Environment, index: ScriptIndex | None, error: str | None):
+    project = environment.project
+    return core_status.Target(
+        key=environment.pk,
+        url=environment.get_url,
+        index=index,
+        version_table=project.version_table or "alembic_version",
+        version_table_schema=project.version_table_schema or None,
+        index_error=error,
+    )
+
+
+def environments_read(*, environments: Sequence[Environment]) -> dict[int, Snapshot]:
+    """Read every environment in parallel and store one snapshot per read."""
+    indexes: dict[int, tuple[ScriptIndex | None, str | None]] = {}
+    targets = []
+    for environment in environments:
+        project = environment.project
+        if project.pk not in indexes:
+            indexes[project.pk] = project.load_scripts()
+        targets.append(_target(environment, *indexes[project.pk]))
+    states = core_status.read_many(
+        targets, timeout=settings.RETORT_CONNECT_TIMEOUT, workers=settings.RETORT_READ_WORKERS
+    )
+    snapshots = [
+        Snapshot(
+            environment=environment,
+            checked_at=states[environment.pk].checked_at,
+            status=states[environment.pk].status.value,
+            heads=list(states[environment.pk].heads),
+            script_heads=list(states[environment.pk].script_heads),
+            pending=list(states[environment.pk].pending),
+            unknown=list(states[environment.pk].unknown),
+            error=states[environment.pk].error or "",
+            duration_ms=states[environment.pk].duration_ms,
+        )
+        for environment in environments
+    ]
+    with transaction.atomic():
+        Snapshot.objects.bulk_create(snapshots)
+    return {snapshot.environment.pk: snapshot for snapshot in snapshots}
+
+
+def environment_read(*, environment: Environment) -> Snapshot:
+    return environments_read(environments=[environment])[environment.pk]
+
+
+def _card(environment: Environment, snapshot: Snapshot | None, index: ScriptIndex | None):
+    heads = []
+    if snapshot is not None:
+        for head in snapshot.heads:
+            revision = index.revisions.get(head) if index else None
+            heads.append(
+                RevisionLine(head, revision.message if revision else "", revision is not None)
+            )
+    return EnvironmentCard(environment=environment, snapshot=snapshot, heads=heads)
+
+
+def overview_build(*, projects: Iterable[Project], refresh: bool = True) -> list[ProjectOverview]:
+    """Every project with its environments in promotion order, read now (or as last read)."""
+    projects = list(projects)
+    environments = [env for project in projects for env in project.environments.all()]
+    if refresh:
+        snapshots = environments_read(environments=environments)
+    else:
+        snapshots = {env.pk: env.latest_snapshot() for env in environments}
+    overviews = []
+    for project in projects:
+        index, error = project.load_scripts()
+        cards = [_card(env, snapshots.get(env.pk), index) for env in project.environments.all()]
+        overviews.append(ProjectOverview(project, index, error, cards))
+    return overviews
+
+
+def environment_card(*, environment: Environment, refresh: bool) -> EnvironmentCard:
+    snapshot = (
+        environment_read(environment=environment) if refresh else environment.latest_snapshot()
+    )
+    index, _ = environment.project.load_scripts()
+    return _card(environment, snapshot, index)
+
+
+def exit_code_for(snapshots: Iterable[Snapshot], *, multiple_heads: bool) -> int:
+    """0 all current, 1 something to do, 2 something could not be read (CI gates on it)."""
+    statuses = [snapshot.status_enum for snapshot in snapshots]
+    if any(status.is_read_failure for status in statuses):
+        return 2
+    if multiple_heads or any(status is not core_status.Status.CURRENT for status in statuses):
+        return 1
+    return 0
+
+
+@dataclass
+class RevisionRow:
+    revision: str
+    message: str
+    create_date: str | None
+    branch_labels: tuple[str, ...]
+    down_revisions: tuple[str, ...]
+    filename: str
+
+    @property
+    def is_merge(self) -> bool:
+        return len(self.down_revisions) > 1
+
+
+@dataclass
+class EnvironmentDetail:
+    pending: list[RevisionRow]
+    applied: list[RevisionRow]
+    recent: list[Snapshot]
+    index_error: str | None
+    problems: list[ScriptProblem]
+
+
+def _rows(index: ScriptIndex, ids: Iterable[str]) -> list[RevisionRow]:
+    rows = []
+    for revision_id in ids:
+        revision = index.revisions.get(revision_id)
+        if revision is not None:
+            rows.append(
+                RevisionRow(
+                    revision=revision.revision,
+                    message=revision.message,
+                    create_date=revision.create_date,
+                    branch_labels=revision.branch_labels,
+                    down_revisions=revision.down_revisions,
+                    filename=revision.path.name,
+                )
+            )
+    return rows
+
+
+def environment_detail_build(*, card: EnvironmentCard) -> EnvironmentDetail:
+    """Pending revisions in apply order and the applied history, newest first."""
+    environment, snapshot = card.environment, card.snapshot
+    index, error = environment.project.load_scripts()
+    pending: list[RevisionRow] = []
+    applied: list[RevisionRow] = []
+    if index is not None and index.revision_map is not None and snapshot is not None:
+        pending = _rows(index, snapshot.pending)
+        known_heads = [head for head in snapshot.heads if index.knows(head)]
+        if not snapshot.unknown and known_heads:
+            applied = _rows(index, index.applied(known_heads))
+    recent = list(environment.snapshots.order_by("-checked_at", "-id")[:20])
+    return EnvironmentDetail(
+        pending=pending,
+        applied=applied,
+        recent=recent,
+        index_error=error or (index.fatal if index else None),
+        problems=index.problems if index else [],
+    )

@@ -1,0 +1,20 @@
+"""Celery tasks: thin wrappers that fetch by id and call one service."""
+
+from celery import shared_task
+
+from environments import services
+from environments.models import Environment
+
+
+@shared_task
+def environment_refresh(environment_id: int) -> str | None:
+    environment = Environment.objects.select_related("project").filter(pk=environment_id).first()
+    if environment is None:
+        return None
+    return services.environment_read(environment=environment).status
+
+
+@shared_task
+def environments_refresh_all() -> int:
+    environments = list(Environment.objects.select_related("project"))
+    return len(services.environments_read(environments=environments))

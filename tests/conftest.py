@@ -1,0 +1,320 @@
+"""Shared fixtures: real target databases (SQLite files, PostgreSQL databases made per test),
+real alembic subprocesses, the sample project copied so a test may change it, named users."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from environments.models import Environment, Project
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "inventory"
+PG_HOST = os.environ.get("RETORT_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("RETORT_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("RETORT_TEST_PG_USER", "postgres")
+ARTIFACTS = REPO / "test-artifacts"
+
+
+# --- alembic, for real ---------------------------------------------------------------------
+
+
+def alembic(ini: Path, url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real alembic CLI against `url`, the way the project's env.py expects it."""
+    env = {**os.environ, "DATABASE_URL": url}
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), *args],
+        cwd=ini.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"alembic {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    """A private copy of the sample project; returns its alembic.ini."""
+    target = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target / "alembic.ini"
+
+
+def write_revision(
+    versions: Path,
+    revision: str,
+    down_revision: str | tuple[str, ...] | None,
+    *,
+    message: str = "a change",
+    body: str = "pass",
+    branch_labels: tuple[str, ...] | None = None,
+    depends_on: str | None = None,
+) -> Path:
+    """A revision file as `alembic revision` would write it."""
+    path = versions / f"{revision}_change.py"
+    path.write_text(
+        f'"""{message}\n\nRevision ID: {revision}\nRevises: {down_revision}\n'
+        f'Create Date: 2026-01-02 03:04:05.000000\n\n"""\n'
+        "from alembic import op\nimport sqlalchemy as sa\n\n"
+        f"revision: str = {revision!r}\n"
+        f"down_revision = {down_revision!r}\n"
+        f"branch_labels = {branch_labels!r}\n"
+        f"depends_on = {depends_on!r}\n\n\n"
+        f"def upgrade() -> None:\n    {body}\n\n\n"
+        "def downgrade() -> None:\n    pass\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+# --- target databases ----------------------------------------------------------------------
+
+
+def pg_url(
+    name: str, *, user: str = PG_USER, password: str | None = None, port: int = PG_PORT
+) -> str:
+    auth = f"{user}:{password}" if password else user
+    return f"postgresql://{auth}@{PG_HOST}:{port}/{name}"
+
+
+def _pg_admin() -> psycopg2.extensions.connection:
+    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
+    connection.autocommit = True
+    return connection
+
+
+@pytest.fixture
+def pg_database() -> Iterator[Callable[[], str]]:
+    """Create fresh PostgreSQL databases for this test; each is dropped afterwards."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"retort_t_{uuid.uuid4().hex[:12]}"
+        with contextlib.closing(_pg_admin()) as connection, connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return pg_url(name)
+
+    yield make
+    admin = _pg_admin()
+    try:
+        with admin.cursor() as cursor:
+            for name in created:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Callable[[str], str]:
+    def make(name: str = "target") -> str:
+        return f"sqlite:///{tmp_path / f'{name}.sqlite'}"
+
+    return make
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target_url(request, sqlite_url, pg_database) -> str:
+    """One empty target database of each kind the product supports for real."""
+    return sqlite_url() if request.param == "sqlite" else pg_database()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A TCP port on loopback with nothing listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                accepted.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(timeout=2)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+# --- a PostgreSQL that checks passwords ----------------------------------------------------
+
+PASSWORD_ROLE = "retort_pw_user"
+PASSWORD = "C0rrect-Horse_Battery!"
+
+
+@pytest.fixture(scope="session")
+def password_postgres() -> Iterator[int]:
+    """A throwaway PostgreSQL cluster with scram-sha-256 on TCP, so wrong passwords fail.
+
+    The machine's own server trusts every local login; this one is started for the tests that
+    need a real password check and removed afterwards.
+    """
+    bindir = _pg_bindir()
+    # Outside pytest's private tmp folder: the server runs as the postgres user.
+    base = Path(tempfile.mkdtemp(prefix="retort-pgpw-"))
+    os.chmod(base, 0o777)
+    data = base / "data"
+    pwfile = base / "pw"
+    pwfile.write_text(PASSWORD)
+    os.chmod(pwfile, 0o644)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            PASSWORD_ROLE,
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            f"--pwfile={pwfile}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(base / "log"),
+            "-o",
+            f"-p {port} -c listen_addresses=127.0.0.1 -k {base}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        yield port
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _pg_bindir() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL server binaries (initdb) are not installed")
+    return found[-1].parent
+
+
+# --- the registry and users ----------------------------------------------------------------
+
+
+@pytest.fixture
+def make_project(db) -> Callable[..., Project]:
+    def make(ini: Path, environments: dict[str, str] | None = None, **fields) -> Project:
+        name = fields.pop("name", "inventory")
+        project = Project.objects.create(
+            name=name, slug=fields.pop("slug", name), alembic_ini=str(ini), **fields
+        )
+        for position, (env_name, url) in enumerate((environments or {}).items()):
+            environment = Environment(
+                project=project, name=env_name, slug=env_name, position=position
+            )
+            environment.set_url(url)
+            environment.save()
+        return project
+
+    return make
+
+
+@pytest.fixture
+def users(db) -> dict[str, object]:
+    """Three named users: a release manager, a developer, a viewer."""
+    made = {}
+    for username, group in (("alice", "release_manager"), ("bob", "developer"), ("vera", "viewer")):
+        user = get_user_model().objects.create_user(username, password="pw-" + username)
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
+        made[username] = user
+    return made
+
+
+@pytest.fixture
+def client_alice(client, users):
+    client.force_login(users["alice"])
+    return client
+
+
+DEMO_TARGETS = ("dev", "staging", "prod")
+
+
+@pytest.fixture(scope="session")
+def demo_templates(tmp_path_factory) -> Path:
+    """dev at head, staging 3 behind, prod 6 behind — built once by alembic, copied per test."""
+    from examples.inventory import revisions
+
+    folder = tmp_path_factory.mktemp("demo-templates")
+    targets = (revisions.DEV_TARGET, revisions.STAGING_TARGET, revisions.PROD_TARGET)
+    for name, target in zip(DEMO_TARGETS, targets, strict=True):
+        alembic(
+            EXAMPLE / "alembic.ini", f"sqlite:///{folder / f'{name}.sqlite'}", "upgrade", target
+        )
+    return folder
+
+
+@pytest.fixture
+def demo_project(inventory, make_project, demo_templates, tmp_path) -> Project:
+    """The sample project registered with its three demo environments (private copies)."""
+    urls = {}
+    for name in DEMO_TARGETS:
+        shutil.copy(demo_templates / f"{name}.sqlite", tmp_path / f"{name}.sqlite")
+        urls[name] = f"sqlite:///{tmp_path / f'{name}.sqlite'}"
+    return make_project(inventory, urls)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

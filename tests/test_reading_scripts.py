@@ -1,0 +1,272 @@
+"""Reading script directories statically gives the same answers as Alembic importing them."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from environments.core import scripts
+from examples.inventory import revisions as inv
+from examples.synthetic import write_history
+from tests.conftest import alembic, write_revision
+
+
+def _alembic_view(ini: Path) -> dict[str, tuple]:
+    directory = ScriptDirectory.from_config(Config(str(ini)))
+    return {
+        script.revision: (
+            tuple(sorted(script._versioned_down_revisions)),
+            tuple(sorted(script._orig_branch_labels)),
+            tuple(sorted(scripts._as_tuple(script.dependencies))),
+            script.doc,
+        )
+        for script in directory.walk_revisions()
+    }
+
+
+def _our_view(index: scripts.ScriptIndex) -> dict[str, tuple]:
+    return {
+        rev.revision: (
+            tuple(sorted(rev.down_revisions)),
+            tuple(sorted(rev.branch_labels)),
+            tuple(sorted(rev.dependencies)),
+            rev.message,
+        )
+        for rev in index.revisions.values()
+    }
+
+
+def test_it_reads_the_sample_project_exactly_as_alembic_does(inventory):
+    index = scripts.load_index(scripts.config_from_ini(inventory))
+
+    assert _our_view(index) == _alembic_view(inventory)
+    assert index.heads == (inv.HEAD,)
+    assert index.problems == []
+    assert index.revisions[inv.CREATE_REPORT_RUNS].branch_labels == ("reporting",)
+    assert index.revisions[inv.DEPENDS_ON_REVISION].dependencies == (inv.DEPENDS_ON_TARGET,)
+    assert set(index.revisions[inv.MERGE_REVISION].down_revisions) == {
+        inv.ADD_ORDERS_STATUS,
+        inv.CREATE_ORDER_REPORTS,
+    }
+
+
+def test_it_reads_generated_histories_with_branches_merges_and_depends_on(tmp_path):
+    history = write_history(tmp_path / "gen", 300, seed=7, heads=3, depends_on_every=25)
+    index = scripts.load_index(scripts.config_from_ini(history.alembic_ini))
+
+    assert _our_view(index) == _alembic_view(history.alembic_ini)
+    assert sorted(index.heads) == sorted(history.heads)
+    assert len(index.heads) == 3
+    assert index.has_multiple_heads
+
+
+def test_it_reads_the_message_and_create_date_from_the_docstring(tmp_path):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    write_revision(versions, "aaa111", None, message="add the widgets table")
+    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+
+    revision = scripts.load_index(config).revisions["aaa111"]
+
+    assert revision.message == "add the widgets table"
+    assert revision.create_date == "2026-01-02 03:04:05.000000"
+
+
+def test_it_reads_annotated_and_plain_assignments_and_tuples(tmp_path):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "m.py").write_text(
+        '"""merge"""\n'
+        "from typing import Sequence, Union\n"
+        "revision: str = 'ccc333'\n"
+        "down_revision: Union[str, Sequence[str], None] = ('aaa111', 'bbb222')\n"
+        "branch_labels: Union[str, Sequence[str], None] = 'release'\n"
+        "depends_on: Union[str, Sequence[str], None] = ['aaa111']\n"
+    )
+    revision = scripts.parse_revision_source((versions / "m.py").read_bytes(), versions / "m.py")
+
+    assert revision.revision == "ccc333"
+    assert revision.down_revisions == ("aaa111", "bbb222")
+    assert revision.branch_labels == ("release",)
+    assert revision.dependencies == ("aaa111",)
+
+
+def test_a_file_with_a_syntax_error_is_named_and_the_rest_still_loads(inventory):
+    versions = inventory.parent / "migrations" / "versions"
+    (versions / "9999_broken.py").write_text('revision = "zzz"\ndef upgrade(:\n    pass\n')
+
+    index = scripts.load_index(scripts.config_from_ini(inventory))
+
+    assert len(index.revisions) == len(inv.ALL_REVISIONS)
+    assert [p.path for p in index.problems] == ["9999_broken.py"]
+    assert "syntax error on line 2" in index.problems[0].message
+
+
+def test_a_file_without_a_revision_id_is_named(inventory):
+    versions = inventory.parent / "migrations" / "versions"
+    (versions / "notes_helper.py").write_text('"""helpers, not a revision"""\nX = 1\n')
+
+    index = scripts.load_index(scripts.config_from_ini(inventory))
+
+    assert [str(p) for p in index.problems] == [
+        "notes_helper.py: declares no revision id (no module-level `revision = ...`)"
+    ]
+    assert index.heads == (inv.HEAD,)
+
+
+def test_a_revision_id_computed_at_import_time_is_reported_not_executed(tmp_path):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    marker = tmp_path / "imported"
+    (versions / "x.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\nrevision = 'abc' + 'def'\ndown_revision = None\n"
+    )
+    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+
+    index = scripts.load_index(config)
+
+    assert not marker.exists(), "a revision file was executed"
+    assert "revision is not a literal value" in index.problems[0].message
+
+
+def test_revision_files_are_never_imported(inventory):
+    versions = inventory.parent / "migrations" / "versions"
+    marker = inventory.parent / "imported"
+    path = next(versions.glob(f"{inv.CREATE_USERS}_*.py"))
+    path.write_text(f"open({str(marker)!r}, 'w').write('ran')\n" + path.read_text())
+
+    index = scripts.load_index(scripts.config_from_ini(inventory))
+
+    assert inv.CREATE_USERS in index.revisions
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("separator", "joiner"),
+    [("os", os.pathsep), ("space", " "), ("newline", "\n    "), (";", ";"), (None, ", ")],
+)
+def test_version_locations_are_split_on_the_configured_path_separator(tmp_path, separator, joiner):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    write_revision(one, "aaa111", None)
+    write_revision(two, "bbb222", "aaa111")
+    sep_line = f"path_separator = {separator}\n" if separator else ""
+    (tmp_path / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s/scripts\n"
+        f"version_locations = %(here)s/one{joiner}%(here)s/two\n{sep_line}"
+    )
+
+    index = scripts.load_index(scripts.config_from_ini(tmp_path / "alembic.ini"))
+
+    assert set(index.revisions) == {"aaa111", "bbb222"}
+    assert index.heads == ("bbb222",)
+
+
+def test_recursive_version_locations_reads_subfolders_only_when_asked(tmp_path):
+    versions = tmp_path / "scripts" / "versions"
+    (versions / "2025").mkdir(parents=True)
+    write_revision(versions, "aaa111", None)
+    write_revision(versions / "2025", "bbb222", "aaa111")
+    ini = tmp_path / "alembic.ini"
+    ini.write_text("[alembic]\nscript_location = %(here)s/scripts\n")
+
+    flat = scripts.load_index(scripts.config_from_ini(ini))
+    ini.write_text(
+        "[alembic]\nscript_location = %(here)s/scripts\nrecursive_version_locations = true\n"
+    )
+    deep = scripts.load_index(scripts.config_from_ini(ini))
+    overridden = scripts.load_index(scripts.config_from_ini(ini, recursive_version_locations=False))
+
+    assert set(flat.revisions) == {"aaa111"}
+    assert set(deep.revisions) == {"aaa111", "bbb222"}
+    assert set(overridden.revisions) == {"aaa111"}
+
+
+def test_relative_script_location_resolves_against_the_working_directory(tmp_path):
+    project = tmp_path / "app"
+    (project / "db" / "versions").mkdir(parents=True)
+    write_revision(project / "db" / "versions", "aaa111", None)
+    (project / "config").mkdir()
+    ini = project / "config" / "alembic.ini"
+    ini.write_text("[alembic]\nscript_location = db\n")
+
+    config = scripts.config_from_ini(ini, working_dir=project)
+
+    assert config.script_location == project / "db"
+    assert set(scripts.load_index(config).revisions) == {"aaa111"}
+
+
+def test_a_missing_script_location_says_how_to_fix_it(tmp_path):
+    ini = tmp_path / "alembic.ini"
+    ini.write_text("[alembic]\nsqlalchemy.url = sqlite://\n")
+
+    with pytest.raises(scripts.ScriptConfigError, match="no script_location"):
+        scripts.config_from_ini(ini)
+    with pytest.raises(scripts.ScriptConfigError, match="does not exist"):
+        scripts.config_from_ini(tmp_path / "nope.ini")
+
+
+def test_a_missing_version_directory_is_reported_as_such(tmp_path):
+    config = scripts.build_config(str(tmp_path / "gone"), base=tmp_path)
+
+    index = scripts.load_index(config)
+
+    assert index.revision_map is None
+    assert "does not exist" in index.fatal
+
+
+def test_an_unchanged_directory_is_not_read_again_and_a_change_rereads_one_file(inventory):
+    config = scripts.config_from_ini(inventory)
+    first = scripts.load_index(config)
+    assert scripts.load_index(config) is first
+
+    path = next((inventory.parent / "migrations" / "versions").glob(f"{inv.HEAD}_*.py"))
+    path.write_text(path.read_text().replace('"""', '"""Renamed: ', 1))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    untouched = next(
+        (inventory.parent / "migrations" / "versions").glob(f"{inv.CREATE_USERS}_*.py")
+    ).resolve()
+    before = scripts._file_cache[untouched][2]
+
+    second = scripts.load_index(config)
+
+    assert second is not first
+    assert second.revisions[inv.HEAD].message.startswith("Renamed: ")
+    assert scripts._file_cache[untouched][2] is before
+
+
+def test_pending_revisions_come_in_the_order_alembic_upgrade_heads_applies_them(
+    tmp_path, sqlite_url
+):
+    history = write_history(tmp_path / "gen", 60, seed=3, branch_every=10, branch_length=3, heads=2)
+    index = scripts.load_index(scripts.config_from_ini(history.alembic_ini))
+    url = sqlite_url("order")
+    start = history.revisions[5]
+    alembic(history.alembic_ini, url, "upgrade", start)
+
+    predicted = index.pending((start,))
+    ran = alembic(history.alembic_ini, url, "upgrade", "heads")
+    applied = re.findall(r"Running upgrade [^\n]*? -> (\w+)", ran.stderr + ran.stdout)
+
+    assert list(predicted) == applied
+    assert len(predicted) == len(history.revisions) - 6
+
+
+def test_a_cycle_or_broken_graph_is_a_readable_error(tmp_path):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    write_revision(versions, "aaa111", "bbb222")
+    write_revision(versions, "bbb222", "aaa111")
+    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+
+    index = scripts.load_index(config)
+
+    assert index.revision_map is None
+    assert index.fatal.startswith("The revision graph is broken")
