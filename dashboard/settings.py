@@ -92,6 +92,7 @@ RETORT_READ_WORKERS = int(env_float("RETORT_READ_WORKERS", 16))
 
 # Celery: Redis in production and CI, an embedded SQLite broker otherwise.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}")
+CELERY_TASK_DEFAULT_QUEUE = env_str("RETORT_CELERY_QUEUE", "retort")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = False  # a migration must never be redelivered to a second worker
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

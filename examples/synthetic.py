@@ -200,6 +200,7 @@ class _Planner:
         self._ids: set[str] = set()
         self._clock = _START_DATE
         self._depends_on_due = False
+        self._next_depends_on = depends_on_every
 
     def _new_id(self) -> str:
         while True:
@@ -230,8 +231,10 @@ class _Planner:
         depend on (they must not be ancestors of ``parent``).
         """
         index = len(self.revisions)
-        if self.depends_on_every and index > 0 and index % self.depends_on_every == 0:
+        if self.depends_on_every and index >= self._next_depends_on:
+            # Due at every multiple of depends_on_every, even if a merge landed on it.
             self._depends_on_due = True
+            self._next_depends_on = (index // self.depends_on_every + 1) * self.depends_on_every
         depends_on = None
         if self._depends_on_due and other_tips:
             depends_on = self.rng.choice(list(other_tips))
@@ -319,12 +322,12 @@ def _plan(
             main_moved = True
 
     if tail:
-        tail_fork = main_tip
-        tips: list[str | None] = [tail_fork] * heads
+        assert main_tip is not None  # the body has at least one revision
+        tips = [main_tip] * heads
         for step in range(tail):
             line = step % heads
-            others = [tip for i, tip in enumerate(tips) if i != line and tip != tail_fork]
-            tips[line] = planner.add(tips[line], [tip for tip in others if tip is not None])
+            others = [tip for i, tip in enumerate(tips) if i != line and tip != main_tip]
+            tips[line] = planner.add(tips[line], others)
 
     return planner.revisions
 

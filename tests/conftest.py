@@ -318,3 +318,70 @@ def demo_project(inventory, make_project, demo_templates, tmp_path) -> Project:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# --- a real Celery worker ------------------------------------------------------------------
+
+
+def dashboard_database_url() -> str:
+    """The URL of the test run's dashboard database, for processes that must share it."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgresql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def start_worker(tmp_path) -> Iterator[Callable[..., str]]:
+    """Start `celery worker` processes on a private queue; returns the queue name."""
+    processes: list[subprocess.Popen] = []
+
+    def start(broker_url: str | None = None) -> str:
+        from django.conf import settings
+
+        queue = f"retort-test-{uuid.uuid4().hex[:8]}"
+        log = open(tmp_path / f"{queue}.log", "w")  # noqa: SIM115 - closed with the process
+        env = {
+            **os.environ,
+            "DATABASE_URL": dashboard_database_url(),
+            "CELERY_BROKER_URL": broker_url or settings.CELERY_BROKER_URL,
+            "RETORT_CELERY_QUEUE": queue,
+        }
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dashboard",
+                "worker",
+                "-Q",
+                queue,
+                "--concurrency=1",
+                "--pool=prefork",
+                "--loglevel=INFO",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"{queue}@%h",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        process.log_path = log.name  # type: ignore[attr-defined]
+        processes.append(process)
+        return queue
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -25,7 +25,7 @@ class Command(BaseCommand):
         if options["project"]:
             projects = projects.filter(Q(slug=options["project"]) | Q(name=options["project"]))
             if not projects.exists():
-                raise CommandError(f"No project {options['project']!r}.")
+                raise CommandError(f"No project {options['project']!r}.", returncode=2)
         overviews = services.overview_build(projects=projects)
         rows, snapshots, multiple_heads = [], [], False
         for overview in overviews:
@@ -41,7 +41,7 @@ class Command(BaseCommand):
                 snapshots.append(card.snapshot)
                 rows.append((overview, card))
         if options["env"] and not rows:
-            raise CommandError(f"No environment {options['env']!r}.")
+            raise CommandError(f"No environment {options['env']!r}.", returncode=2)
         if options["json"]:
             payload = [
                 card.snapshot.as_status_dict() | {"multiple_heads": bool(overview.multiple_heads)}

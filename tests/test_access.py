@@ -1,0 +1,77 @@
+"""Every page but login and the health check refuses anonymous users."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+pytestmark = pytest.mark.django_db
+
+PUBLIC = {"login", "healthz"}
+SAMPLE_ARGS = {"project_slug": "inventory", "env_slug": "prod"}
+
+
+def _patterns(resolver: URLResolver, prefix: str = "") -> list[tuple[str, URLPattern]]:
+    found = []
+    for entry in resolver.url_patterns:
+        if isinstance(entry, URLResolver):
+            found += _patterns(entry, prefix + str(entry.pattern))
+        else:
+            found.append((prefix + str(entry.pattern), entry))
+    return found
+
+
+def _own_patterns():
+    """Our URL patterns (the admin guards its own pages and is tested by Django)."""
+    return [
+        (route, pattern)
+        for route, pattern in _patterns(get_resolver())
+        if not route.startswith("admin/") and pattern.name not in PUBLIC
+    ]
+
+
+def test_the_list_of_patterns_covers_the_pages_we_serve():
+    names = {pattern.name for _, pattern in _own_patterns()}
+
+    assert {
+        "overview",
+        "project_detail",
+        "environment_detail",
+        "environment_refresh",
+        "api_status",
+    } <= names
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_every_url_pattern_refuses_anonymous_users(client, demo_project, method):
+    for route, pattern in _own_patterns():
+        kwargs = {key: SAMPLE_ARGS[key] for key in pattern.pattern.converters}
+        url = reverse(pattern.name, kwargs=kwargs)
+        response = getattr(client, method)(url)
+        if response.status_code == 405:
+            continue  # the wrong method is refused before anything else
+        if pattern.name == "api_status":
+            assert response.status_code == 401, route
+        else:
+            assert response.status_code == 302, (route, response.status_code)
+            assert response["Location"].startswith(reverse("login")), route
+
+
+def test_the_admin_refuses_anonymous_users(client, demo_project):
+    response = client.get("/admin/environments/environment/")
+
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+def test_the_admin_refuses_logged_in_non_staff(client, users):
+    client.force_login(users["bob"])
+
+    assert client.get("/admin/environments/environment/").status_code == 302
+
+
+def test_logging_in_lands_on_the_overview(client, users):
+    response = client.post(reverse("login"), {"username": "alice", "password": "pw-alice"})
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("overview")

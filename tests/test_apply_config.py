@@ -1,0 +1,162 @@
+"""`manage.py apply_config FILE.toml` creates or updates the registry, idempotently."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from environments.models import Environment, Project
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "Pr0d-Pa55word"
+
+
+def _config(folder: Path, *, prod_url: str | None = None, extra: str = "") -> Path:
+    prod_url = prod_url or f"postgresql://deploy:{SECRET}@db.internal:5432/inventory"
+    path = folder / "retort.toml"
+    path.write_text(
+        f"""
+[[project]]
+name = "inventory"
+alembic_ini = "app/alembic.ini"
+version_table = "alembic_version"
+command = ["python", "-m", "alembic", "-c", "alembic.ini"]
+url_env_var = "INVENTORY_DATABASE_URL"
+{extra}
+
+[[project.environment]]
+name = "dev"
+url = "sqlite:///data/dev.sqlite"
+
+[[project.environment]]
+name = "staging"
+url_from_env = "INVENTORY_STAGING_URL"
+
+[[project.environment]]
+name = "prod"
+url = "{prod_url}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _apply(path: Path) -> str:
+    out = StringIO()
+    call_command("apply_config", str(path), stdout=out)
+    return out.getvalue()
+
+
+def _rows() -> list[tuple]:
+    return [
+        (e.project.slug, e.slug, e.position, e.url_encrypted, e.url_from_env, e.updated_at)
+        for e in Environment.objects.select_related("project").order_by("position")
+    ] + [tuple(Project.objects.values_list("updated_at", "alembic_ini", "command"))]
+
+
+def test_it_creates_the_project_and_its_environments_in_order(tmp_path):
+    output = _apply(_config(tmp_path))
+
+    project = Project.objects.get(slug="inventory")
+    assert project.alembic_ini == str(tmp_path / "app" / "alembic.ini")
+    assert project.url_env_var == "INVENTORY_DATABASE_URL"
+    assert [e.name for e in project.environments.order_by("position")] == ["dev", "staging", "prod"]
+    dev = project.environments.get(slug="dev")
+    assert dev.get_url() == f"sqlite:///{tmp_path / 'data' / 'dev.sqlite'}"
+    assert project.environments.get(slug="staging").url_from_env == "INVENTORY_STAGING_URL"
+    assert "created environment inventory/prod" in output
+    assert SECRET not in output
+
+
+def test_applying_the_same_file_twice_changes_nothing_the_second_time(tmp_path):
+    path = _config(tmp_path)
+    _apply(path)
+    before = _rows()
+
+    output = _apply(path)
+
+    assert _rows() == before
+    assert "nothing changed: 0 created, 0 updated, 4 unchanged" in output
+
+
+def test_a_changed_url_is_updated_and_named_but_never_printed(tmp_path):
+    _apply(_config(tmp_path))
+
+    output = _apply(_config(tmp_path, prod_url="postgresql://deploy:N3w-Secret@db2/inventory"))
+
+    assert "updated environment inventory/prod: url" in output
+    assert "N3w-Secret" not in output
+    assert Environment.objects.get(slug="prod").get_url().endswith("@db2/inventory")
+
+
+def test_the_url_is_stored_encrypted(tmp_path):
+    _apply(_config(tmp_path))
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT url_encrypted FROM environments_environment")
+        stored = " ".join(row[0] for row in cursor.fetchall())
+    assert SECRET not in stored
+    assert "db.internal" not in stored
+    assert Environment.objects.get(slug="prod").get_url().startswith("postgresql://deploy:")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[[project]]\nalembic_ini = 'a.ini'\n", "needs a name"),
+        ("[[project]]\nname = 'x'\n", "needs alembic_ini or script_location"),
+        (
+            "[[project]]\nname = 'x'\nscript_location = 'm'\ncolour = 'red'\n",
+            "unknown keys: colour",
+        ),
+        (
+            "[[project]]\nname='x'\nscript_location='m'\n[[project.environment]]\nname='dev'\n",
+            "needs exactly one of url or url_from_env",
+        ),
+        (
+            "[[project]]\nname='x'\nscript_location='m'\ncommand='alembic upgrade'\n",
+            "command must be a non-empty list",
+        ),
+        ("[[project]\nname = 'x'", "not valid TOML"),
+        ("title = 'nothing'\n", "declares no [[project]]"),
+    ],
+)
+def test_a_bad_file_gets_a_clear_message_and_changes_nothing(tmp_path, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+
+    with pytest.raises(CommandError, match=message.replace("[", r"\[")):
+        _apply(path)
+
+    assert not Project.objects.exists()
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(CommandError, match="does not exist"):
+        _apply(tmp_path / "absent.toml")
+
+
+def test_script_location_and_version_locations_resolve_against_the_file(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(
+        "[[project]]\nname='svc'\nscript_location='db/migrations'\n"
+        "version_locations=['db/migrations/versions','plugins/versions']\n"
+        "recursive_version_locations=true\nversion_table_schema='ops'\nworking_dir='.'\n"
+    )
+
+    _apply(path)
+
+    project = Project.objects.get(slug="svc")
+    assert project.script_location == str(tmp_path / "db" / "migrations")
+    assert project.version_locations == [
+        str(tmp_path / "db" / "migrations" / "versions"),
+        str(tmp_path / "plugins" / "versions"),
+    ]
+    assert project.recursive_version_locations is True
+    assert project.working_dir == str(tmp_path)
+    assert project.version_table_schema == "ops"

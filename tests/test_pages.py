@@ -1,0 +1,174 @@
+"""What a logged-in person sees on the overview and environment pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from environments.models import Snapshot
+from examples.inventory import revisions as inv
+from tests.conftest import alembic, pg_url, write_revision
+
+pytestmark = pytest.mark.django_db
+
+
+def _card_html(html: str, slug: str) -> str:
+    start = html.index(f'data-environment="{slug}"')
+    return html[start : html.index("</article>", start)]
+
+
+def test_the_overview_shows_each_environment_side_by_side_in_promotion_order(
+    client_alice, demo_project
+):
+    html = client_alice.get(reverse("overview")).content.decode()
+
+    assert html.index('aria-label="dev"') < html.index('aria-label="staging"')
+    assert html.index('aria-label="staging"') < html.index('aria-label="prod"')
+    assert ">current</span>" in _card_html(html, "dev")
+    assert ">3 behind</span>" in _card_html(html, "staging")
+    assert ">6 behind</span>" in _card_html(html, "prod")
+    prod = _card_html(html, "prod")
+    assert inv.PROD_TARGET[:12] in prod
+    assert "index users.name" in prod.lower() or "ix_users_name" in prod.lower()
+    assert "<strong>6</strong> pending revisions" in prod
+    assert "Checked" in prod
+
+
+def test_every_page_load_stores_one_snapshot_per_environment(client_alice, demo_project):
+    client_alice.get(reverse("overview"))
+    client_alice.get(reverse("overview"))
+
+    assert Snapshot.objects.filter(environment__project=demo_project).count() == 6
+
+
+def test_the_htmx_poll_gets_only_the_projects_fragment(client_alice, demo_project):
+    response = client_alice.get(reverse("overview"), headers={"HX-Request": "true"})
+    html = response.content.decode()
+
+    assert html.lstrip().startswith('<div id="projects"')
+    assert "<html" not in html
+    assert 'hx-trigger="every 30s"' in html
+
+
+def test_refresh_rereads_one_environment_and_answers_with_its_card_only(client_alice, demo_project):
+    staging = demo_project.environments.get(slug="staging")
+    alembic(Path(demo_project.alembic_ini), staging.get_url(), "upgrade", "head")
+
+    response = client_alice.post(
+        reverse("environment_refresh", args=["inventory", "staging"]),
+        headers={"HX-Request": "true"},
+    )
+    html = response.content.decode()
+
+    assert html.lstrip().startswith("<article")
+    assert html.count("<article") == 1
+    assert ">current</span>" in html
+    assert staging.latest_snapshot().status == "current"
+    assert not Snapshot.objects.filter(environment__slug="prod").exists()
+
+
+def test_refresh_without_javascript_goes_to_the_environment_page(client_alice, demo_project):
+    response = client_alice.post(reverse("environment_refresh", args=["inventory", "prod"]))
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("environment_detail", args=["inventory", "prod"])
+
+
+def test_the_environment_page_lists_pending_in_apply_order_and_applied_history(
+    client_alice, demo_project
+):
+    html = client_alice.get(
+        reverse("environment_detail", args=["inventory", "prod"])
+    ).content.decode()
+
+    pending = html[html.index('id="pending"') : html.index("</table>", html.index('id="pending"'))]
+    applied = html[html.index('id="applied"') : html.index("</table>", html.index('id="applied"'))]
+    position = inv.ALL_REVISIONS.index(inv.PROD_TARGET)
+    expected_pending = inv.ALL_REVISIONS[position + 1 :]
+    assert [pending.index(rev) for rev in expected_pending] == sorted(
+        pending.index(rev) for rev in expected_pending
+    )
+    for rev in inv.ALL_REVISIONS[: position + 1]:
+        assert rev in applied
+        assert rev not in pending
+    assert applied.index(inv.PROD_TARGET) < applied.index(inv.CREATE_USERS)
+    assert ">reporting</span>" in applied
+    assert ">merge</span>" in applied
+
+
+def test_an_unreachable_environment_is_explained_in_words(
+    client_alice, inventory, make_project, closed_port
+):
+    make_project(inventory, {"prod": pg_url("x", password="S3cret-pw", port=closed_port)})
+
+    response = client_alice.get(reverse("overview"))
+    html = response.content.decode()
+
+    assert response.status_code == 200
+    assert ">unreachable</span>" in html
+    assert "Cannot reach the database" in html
+    assert "Traceback" not in html
+    assert "S3cret-pw" not in html
+
+
+def test_a_message_with_markup_is_shown_escaped(client_alice, inventory, make_project, sqlite_url):
+    versions = inventory.parent / "migrations" / "versions"
+    payload = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
+    write_revision(versions, "bad000000001", inv.HEAD, message=payload)
+    at_payload, before_payload = sqlite_url("dev"), sqlite_url("prod")
+    alembic(inventory, at_payload, "upgrade", "head")
+    alembic(inventory, before_payload, "upgrade", inv.HEAD)
+    make_project(inventory, {"dev": at_payload, "prod": before_payload})
+
+    overview = client_alice.get(reverse("overview")).content.decode()
+    detail = client_alice.get(
+        reverse("environment_detail", args=["inventory", "prod"])
+    ).content.decode()
+
+    escaped = (
+        "&lt;script&gt;alert(&quot;owned&quot;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+    )
+    assert escaped in _card_html(overview, "dev")
+    assert escaped in detail[detail.index('id="pending"') :]
+    for html in (overview, detail):
+        assert "<script>alert" not in html
+        assert "<img src=x" not in html
+
+
+def test_unreadable_revision_files_are_named_on_the_overview(client_alice, demo_project):
+    versions = Path(demo_project.alembic_ini).parent / "migrations" / "versions"
+    (versions / "zz_broken.py").write_text("revision = 'x'\ndef upgrade(:\n")
+
+    html = client_alice.get(reverse("overview")).content.decode()
+
+    assert "1 revision file could not be read" in html
+    assert "zz_broken.py" in html
+    assert "syntax error on line 2" in html
+    assert ">current</span>" in _card_html(html, "dev")
+
+
+def test_several_script_heads_are_flagged_on_the_overview(client_alice, demo_project):
+    versions = Path(demo_project.alembic_ini).parent / "migrations" / "versions"
+    write_revision(versions, "side00000001", inv.CREATE_SHIPMENTS, message="a second head")
+
+    html = client_alice.get(reverse("overview")).content.decode()
+
+    assert "The scripts have 2 heads" in html
+    assert "alembic upgrade head</code> would fail" in html
+
+
+def test_an_unknown_project_or_environment_is_a_404(client_alice, demo_project):
+    assert client_alice.get(reverse("project_detail", args=["nope"])).status_code == 404
+    assert (
+        client_alice.get(reverse("environment_detail", args=["inventory", "nope"])).status_code
+        == 404
+    )
+
+
+def test_healthz_answers_without_login(client, db):
+    response = client.get(reverse("healthz"))
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}

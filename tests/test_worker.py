@@ -1,0 +1,74 @@
+"""Reads run in a real Celery worker process, over Redis and over the demo's embedded broker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dashboard.celery import app as celery_app
+from environments import tasks
+from environments.models import Snapshot
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def _wait_for(condition, *, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _send(broker_url: str, queue: str, task, *args) -> None:
+    """Queue a task the way the web process does, on the given broker."""
+    with celery_app.connection_for_write(broker_url) as connection:
+        task.apply_async(args=args, queue=queue, connection=connection)
+
+
+@pytest.mark.parametrize("broker", ["settings", "embedded"])
+def test_a_worker_process_reads_an_environment_and_stores_a_snapshot(
+    demo_project, start_worker, tmp_path, settings, broker
+):
+    broker_url = (
+        settings.CELERY_BROKER_URL
+        if broker == "settings"
+        else f"sqla+sqlite:///{tmp_path / 'b.db'}"
+    )
+    queue = start_worker(broker_url)
+    prod = demo_project.environments.get(slug="prod")
+
+    _send(broker_url, queue, tasks.environment_refresh, prod.pk)
+
+    assert _wait_for(lambda: Snapshot.objects.filter(environment=prod).exists())
+    snapshot = prod.latest_snapshot()
+    assert snapshot.status == "behind"
+    assert len(snapshot.pending) == 6
+
+
+def test_the_scheduled_refresh_reads_every_environment(demo_project, start_worker, settings):
+    queue = start_worker()
+
+    _send(settings.CELERY_BROKER_URL, queue, tasks.environments_refresh_all)
+
+    assert _wait_for(lambda: Snapshot.objects.count() == 3)
+    statuses = {
+        s.environment.slug: s.status for s in Snapshot.objects.select_related("environment")
+    }
+    assert statuses == {"dev": "current", "staging": "behind", "prod": "behind"}
+
+
+def test_a_task_for_a_deleted_environment_is_a_no_op(demo_project, start_worker, settings):
+    queue = start_worker()
+    prod = demo_project.environments.get(slug="prod")
+    dev = demo_project.environments.get(slug="dev")
+    gone = prod.pk
+    prod.delete()
+
+    _send(settings.CELERY_BROKER_URL, queue, tasks.environment_refresh, gone)
+    _send(settings.CELERY_BROKER_URL, queue, tasks.environment_refresh, dev.pk)
+
+    assert _wait_for(lambda: Snapshot.objects.filter(environment=dev).exists())
+    assert Snapshot.objects.count() == 1
