@@ -89,6 +89,8 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # Reading target databases
 RETORT_CONNECT_TIMEOUT = env_float("RETORT_CONNECT_TIMEOUT", 3.0)
 RETORT_READ_WORKERS = int(env_float("RETORT_READ_WORKERS", 16))
+# Reads older than this are pruned by the scheduled refresh (each environment keeps its latest).
+RETORT_SNAPSHOT_DAYS = env_float("RETORT_SNAPSHOT_DAYS", 30.0)
 
 # Celery: Redis in production and CI, an embedded SQLite broker otherwise.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}")

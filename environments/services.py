@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
 
 from environments.core import status as core_status
 from environments.core.scripts import ScriptIndex, ScriptProblem
@@ -88,6 +91,19 @@ def environments_read(*, environments: Sequence[Environment]) -> dict[int, Snaps
     with transaction.atomic():
         Snapshot.objects.bulk_create(snapshots)
     return {snapshot.environment.pk: snapshot for snapshot in snapshots}
+
+
+def snapshots_prune(*, keep_days: float) -> int:
+    """Delete reads older than `keep_days`, always keeping each environment's latest."""
+    cutoff = timezone.now() - timedelta(days=keep_days)
+    latest = (
+        Snapshot.objects.filter(environment=OuterRef("environment"))
+        .order_by("-checked_at", "-id")
+        .values("pk")[:1]
+    )
+    old = Snapshot.objects.filter(checked_at__lt=cutoff).exclude(pk=Subquery(latest))
+    deleted, _ = old.delete()
+    return deleted
 
 
 def environment_read(*, environment: Environment) -> Snapshot:

@@ -1,6 +1,7 @@
 """Celery tasks: thin wrappers that fetch by id and call one service."""
 
 from celery import shared_task
+from django.conf import settings
 
 from environments import services
 from environments.models import Environment
@@ -17,4 +18,6 @@ def environment_refresh(environment_id: int) -> str | None:
 @shared_task
 def environments_refresh_all() -> int:
     environments = list(Environment.objects.select_related("project"))
-    return len(services.environments_read(environments=environments))
+    read = len(services.environments_read(environments=environments))
+    services.snapshots_prune(keep_days=settings.RETORT_SNAPSHOT_DAYS)
+    return read

@@ -357,3 +357,24 @@ def test_each_read_is_stored_as_a_snapshot(demo_project):
     latest = environment.latest_snapshot()
     assert latest.status == "behind"
     assert latest.heads == [inv.PROD_TARGET]
+
+
+def test_old_reads_are_pruned_but_each_environment_keeps_its_latest(demo_project):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    prod = demo_project.environments.get(slug="prod")
+    dev = demo_project.environments.get(slug="dev")
+    for environment in (prod, prod, dev):
+        services.environment_read(environment=environment)
+    Snapshot = prod.snapshots.model
+    Snapshot.objects.update(checked_at=timezone.now() - timedelta(days=40))
+    services.environment_read(environment=prod)
+
+    deleted = services.snapshots_prune(keep_days=30)
+
+    assert deleted == 2
+    assert prod.snapshots.count() == 1
+    assert prod.latest_snapshot().checked_at > timezone.now() - timedelta(minutes=1)
+    assert dev.snapshots.count() == 1, "an environment's only read is kept however old"
