@@ -81,7 +81,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = DATA_DIR / "static"  # collectstatic target; WhiteNoise also finds files in place
+STATIC_ROOT.mkdir(exist_ok=True)
 # WhiteNoise serves static files from the app server (runserver and gunicorn alike); without a
 # collectstatic run it finds them where they are.
 WHITENOISE_USE_FINDERS = True

@@ -5,7 +5,14 @@ from environments import views
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("api/v1/status", views.api_status, name="api_status"),
+    path("api/v1/projects/<slug:project_slug>/graph", views.api_graph, name="api_graph"),
     path("projects/<slug:project_slug>/", views.project_detail, name="project_detail"),
+    path("projects/<slug:project_slug>/graph", views.project_graph, name="project_graph"),
+    path(
+        "projects/<slug:project_slug>/revisions/<str:revision>",
+        views.revision_panel,
+        name="revision_panel",
+    ),
     path(
         "projects/<slug:project_slug>/environments/<slug:env_slug>/",
         views.environment_detail,

@@ -84,6 +84,34 @@ def write_revision(
     return path
 
 
+def three_heads_history(tmp_path: Path) -> Path:
+    """Three concurrent heads, a merge of merges and a depends_on across branches."""
+    root = tmp_path / "tri"
+    versions = root / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/migrations\n")
+    write_revision(versions, "a00000000000", None, message="base")
+    write_revision(versions, "a10000000000", "a00000000000", message="trunk")
+    write_revision(versions, "b10000000000", "a10000000000", message="left one")
+    write_revision(
+        versions, "c10000000000", "a10000000000", message="middle one", branch_labels=("middle",)
+    )
+    write_revision(versions, "d10000000000", "a10000000000", message="right one")
+    write_revision(
+        versions, "c20000000000", "c10000000000", message="middle two", depends_on="b10000000000"
+    )
+    write_revision(versions, "e10000000000", ("b10000000000", "c20000000000"), message="merge l+m")
+    write_revision(
+        versions, "f10000000000", ("e10000000000", "d10000000000"), message="merge of merges"
+    )
+    write_revision(versions, "h10000000000", "f10000000000", message="head one")
+    write_revision(
+        versions, "h20000000000", "f10000000000", message="head two", depends_on="h10000000000"
+    )
+    write_revision(versions, "h30000000000", "f10000000000", message="head three")
+    return root / "alembic.ini"
+
+
 # --- target databases ----------------------------------------------------------------------
 
 

@@ -1,0 +1,280 @@
+"""The revision graph of a project, with every environment's position on it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from environments import services
+from environments.core import findings as core_findings
+from environments.core import graph as core_graph
+from environments.core import svg
+from environments.core.scripts import RevisionFile, ScriptIndex
+from environments.models import Environment, Project, Snapshot
+
+_findings_cache: dict[Path, tuple[int, int, list[core_findings.Finding] | str]] = {}
+
+
+def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | str:
+    """Static findings of one revision file, cached by size and mtime; a sentence on failure."""
+    path = revision.path
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return f"{path.name} cannot be read: {exc.strerror}"
+    cached = _findings_cache.get(path)
+    if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
+        return cached[2]
+    try:
+        result: list[core_findings.Finding] | str = core_findings.analyze(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        result = f"{path.name} could not be analysed: {exc}"
+    _findings_cache[path] = (stat.st_size, stat.st_mtime_ns, result)
+    return result
+
+
+def finding_dict(finding: core_findings.Finding) -> dict[str, object]:
+    return asdict(finding) | {"severity": finding.severity}
+
+
+def destructive_revisions(index: ScriptIndex) -> frozenset[str]:
+    flagged = set()
+    for revision in index.revisions.values():
+        found = revision_findings(revision)
+        if isinstance(found, list) and any(
+            f.function == "upgrade" and f.severity == "danger" for f in found
+        ):
+            flagged.add(revision.revision)
+    return frozenset(flagged)
+
+
+def search(index: ScriptIndex, query: str) -> list[str]:
+    """Revisions whose id starts with the query, or whose message has every word of it."""
+    query = query.strip().lower()
+    if not query:
+        return []
+    by_id = sorted(rev for rev in index.revisions if rev.lower().startswith(query))
+    if by_id:
+        return by_id
+    words = query.split()
+    return sorted(
+        rev.revision
+        for rev in index.revisions.values()
+        if all(word in rev.message.lower() for word in words)
+    )
+
+
+@dataclass
+class GraphView:
+    project: Project
+    index: ScriptIndex | None
+    index_error: str | None
+    environments: list[Environment]
+    snapshots: dict[int, Snapshot]
+    selected: Environment | None = None
+    layout: core_graph.Layout | None = None
+    svg: str = ""
+    matches: list[str] = field(default_factory=list)
+    query: str = ""
+    unknown: list[str] = field(default_factory=list)
+    markers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    applied: frozenset[str] = frozenset()
+    pending: frozenset[str] = frozenset()
+    flagged: frozenset[str] = frozenset()
+
+    @property
+    def selected_snapshot(self) -> Snapshot | None:
+        return self.snapshots.get(self.selected.pk) if self.selected else None
+
+
+def graph_build(
+    *,
+    project: Project,
+    environment_slug: str | None = None,
+    query: str = "",
+    expand: list[str] | None = None,
+    node_url=None,
+    expand_url=None,
+    read: bool = True,
+) -> GraphView:
+    """Lay out the project's graph with markers, the chosen environment's states and a search."""
+    index, error = project.load_scripts()
+    environments = list(project.environments.all())
+    if read:
+        snapshots = services.environments_read(environments=environments)
+    else:
+        snapshots = {env.pk: env.latest_snapshot() for env in environments}
+        snapshots = {pk: snap for pk, snap in snapshots.items() if snap is not None}
+    view = GraphView(project, index, error, environments, snapshots, query=query)
+    if index is None or index.revision_map is None:
+        view.index_error = error or (index.fatal if index else None)
+        return view
+    pending_anywhere: set[str] = set()
+    for environment in environments:
+        snapshot = snapshots.get(environment.pk)
+        if snapshot is None:
+            continue
+        known = tuple(head for head in snapshot.heads if index.knows(head))
+        if known:
+            view.markers[environment.name] = known
+        pending_anywhere.update(snapshot.pending)
+        if environment.slug == environment_slug:
+            view.selected = environment
+            view.unknown = list(snapshot.unknown)
+            view.pending = frozenset(snapshot.pending)
+            view.applied = frozenset(index.applied(known)) if known else frozenset()
+    view.matches = search(index, query)
+    view.flagged = destructive_revisions(index)
+    view.layout = core_graph.layout(
+        index,
+        markers=view.markers,
+        pending=pending_anywhere,
+        keep=view.matches[:1],
+        expand=expand or [],
+    )
+    view.svg = svg.render(
+        view.layout,
+        index,
+        svg.Decorations(
+            markers=view.markers,
+            applied=view.applied,
+            pending=view.pending,
+            selected_environment=view.selected.name if view.selected else None,
+            flagged=view.flagged,
+            highlighted=view.matches[0] if view.matches else None,
+            node_url=node_url,
+            expand_url=expand_url,
+        ),
+    )
+    return view
+
+
+def graph_json(view: GraphView) -> dict[str, object]:
+    """The graph as data: nodes, edges with their kind, environment markers, findings."""
+    index, layout = view.index, view.layout
+    if index is None or layout is None:
+        return {"project": view.project.slug, "error": view.index_error}
+    children: dict[str, list[str]] = {}
+    for revision in index.revisions.values():
+        for parent in revision.down_revisions:
+            children.setdefault(parent, []).append(revision.revision)
+    nodes = []
+    for node in layout.nodes:
+        if node.is_fold:
+            nodes.append(
+                {
+                    "id": node.id,
+                    "kind": "fold",
+                    "row": node.row,
+                    "lane": node.lane,
+                    "revisions": list(node.folded),
+                }
+            )
+            continue
+        revision = index.revisions[node.id]
+        found = revision_findings(revision)
+        nodes.append(
+            {
+                "id": node.id,
+                "kind": "revision",
+                "row": node.row,
+                "lane": node.lane,
+                "message": revision.message,
+                "create_date": revision.create_date,
+                "parents": list(revision.down_revisions),
+                "children": sorted(children.get(node.id, [])),
+                "depends_on": list(revision.dependencies),
+                "branch_labels": list(revision.branch_labels),
+                "is_head": node.id in index.heads,
+                "is_base": node.id in index.bases,
+                "environments": sorted(e for e, heads in view.markers.items() if node.id in heads),
+                "state": (
+                    "pending"
+                    if node.id in view.pending
+                    else "applied"
+                    if node.id in view.applied
+                    else None
+                ),
+                "findings": [finding_dict(f) for f in found] if isinstance(found, list) else [],
+            }
+        )
+    return {
+        "project": view.project.slug,
+        "environment": view.selected.slug if view.selected else None,
+        "heads": list(index.heads),
+        "bases": list(index.bases),
+        "nodes": nodes,
+        "edges": [
+            {"from": edge.child, "to": edge.parent, "kind": edge.kind} for edge in layout.edges
+        ],
+        "markers": [
+            {"environment": env, "revision": head}
+            for env, heads in sorted(view.markers.items())
+            for head in heads
+        ],
+        "unknown": view.unknown,
+    }
+
+
+@dataclass
+class RevisionPanel:
+    revision: RevisionFile
+    children: list[str]
+    at_revision: list[str]  # environments whose heads are this revision
+    applied_in: list[str]  # environments that have applied it
+    pending_in: list[str]
+    findings: list[core_findings.Finding]
+    findings_error: str | None
+    upgrade_html: str
+    downgrade_html: str
+    path: str
+    is_head: bool
+    is_base: bool
+
+
+def revision_panel_build(*, project: Project, revision_id: str) -> RevisionPanel | None:
+    """Everything the panel shows about one revision, read statically from its file."""
+    index, _ = project.load_scripts()
+    if index is None or index.revision_map is None:
+        return None
+    revision = index.revisions.get(revision_id)
+    if revision is None:
+        return None
+    children = sorted(
+        rev.revision for rev in index.revisions.values() if revision_id in rev.down_revisions
+    )
+    at_revision, applied_in, pending_in = [], [], []
+    for environment in project.environments.all():
+        snapshot = environment.latest_snapshot()
+        if snapshot is None or snapshot.unknown:
+            continue
+        if revision_id in snapshot.heads:
+            at_revision.append(environment.name)
+        if revision_id in snapshot.pending:
+            pending_in.append(environment.name)
+        elif snapshot.heads and revision_id in index.applied(snapshot.heads):
+            applied_in.append(environment.name)
+    found = revision_findings(revision)
+    try:
+        sources = core_findings.function_sources(revision.path.read_bytes())
+    except (OSError, ValueError):
+        sources = {}
+
+    def highlighted(name: str) -> str:
+        function = sources.get(name)
+        return core_findings.highlight(function.source) if function else ""
+
+    return RevisionPanel(
+        revision=revision,
+        children=children,
+        at_revision=at_revision,
+        applied_in=applied_in,
+        pending_in=pending_in,
+        findings=found if isinstance(found, list) else [],
+        findings_error=found if isinstance(found, str) else None,
+        upgrade_html=highlighted("upgrade"),
+        downgrade_html=highlighted("downgrade"),
+        path=str(revision.path),
+        is_head=revision_id in index.heads,
+        is_base=revision_id in index.bases,
+    )

@@ -1,0 +1,147 @@
+"""The overview in a real browser: Playwright drives Debian's Chromium against a live server.
+
+Issue #2: log in, see the three demo environments with the right badges, refresh one, and see
+only that card update.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from environments.models import Project
+from examples.inventory import revisions as inv
+from tests.conftest import alembic
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A headless Chromium for this module: Debian's, never a downloaded one.
+
+    While Playwright's sync API is alive it leaves its event loop marked as running in this
+    thread, and Django then refuses every ORM call in it (the fixtures', the test database's
+    set-up and flushes) with SynchronousOnlyOperation. DJANGO_ALLOW_ASYNC_UNSAFE is the known
+    workaround; it is set for exactly as long as Playwright runs. Module scope, not session:
+    Playwright stopped, the loop is no longer marked running, so the tests in other modules
+    run with Django's check intact.
+    """
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests drive Debian's Chromium "
+            "(apt-get install chromium); they never download one.",
+            pytrace=False,
+        )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            yield browser
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def log_in(page: Page, base_url: str, username: str, password: str) -> None:
+    page.goto(base_url + "/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/$"))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def has_marker(page: Page, env: str) -> bool:
+    return page.locator(f'article.card[aria-label="{env}"]').evaluate("el => el.__marker === 1")
+
+
+def test_a_person_logs_in_sees_the_badges_and_a_refresh_updates_only_that_card(
+    page: Page, live_server, demo_project: Project, users, artifacts: Path
+) -> None:
+    log_in(page, live_server.url, "alice", "pw-alice")
+
+    expect(page.get_by_role("heading", name="Migration state")).to_be_visible()
+    cards = page.locator("article.card")
+    expect(cards).to_have_count(3)
+    for position, env in enumerate(("dev", "staging", "prod")):
+        expect(cards.nth(position)).to_have_attribute("aria-label", env)
+    badge = {
+        env: page.locator(f'article.card[aria-label="{env}"]').get_by_test_id("badge")
+        for env in ("dev", "staging", "prod")
+    }
+    expect(badge["dev"]).to_have_text("current")
+    expect(badge["staging"]).to_have_text("3 behind")
+    expect(badge["prod"]).to_have_text("6 behind")
+    page.screenshot(path=artifacts / "overview.png", full_page=True)
+
+    page.evaluate(
+        "() => { window.__marker = 1;"
+        " document.querySelectorAll('article.card').forEach(el => { el.__marker = 1; }); }"
+    )
+    staging = demo_project.environments.get(slug="staging")
+    alembic(Path(demo_project.alembic_ini), staging.get_url(), "upgrade", "head")
+    url_before = page.url
+
+    page.locator('article.card[aria-label="staging"]').get_by_role("button", name="Refresh").click()
+
+    expect(badge["staging"]).to_have_text("current")
+    assert page.url == url_before
+    assert page.evaluate("() => window.__marker") == 1, "the refresh navigated away"
+    expect(cards).to_have_count(3)
+    assert not has_marker(page, "staging"), "the staging card should be a freshly swapped node"
+    assert has_marker(page, "dev"), "the dev card was re-rendered"
+    assert has_marker(page, "prod"), "the prod card was re-rendered"
+    expect(badge["prod"]).to_have_text("6 behind")
+    expect(badge["dev"]).to_have_text("current")
+    page.screenshot(path=artifacts / "overview-after-refresh.png", full_page=True)
+
+
+def test_the_prod_card_leads_to_its_pending_revisions_in_apply_order(
+    page: Page, live_server, demo_project: Project, users, artifacts: Path
+) -> None:
+    log_in(page, live_server.url, "alice", "pw-alice")
+
+    page.locator('article.card[aria-label="prod"]').get_by_role("link", name="prod").click()
+
+    expect(page).to_have_url(re.compile(r"/projects/inventory/environments/prod/$"))
+    expect(page.get_by_role("heading", name="prod", level=1)).to_be_visible()
+    pending = page.locator("section").filter(
+        has=page.get_by_role("heading", name="Pending, in apply order")
+    )
+    rows = pending.locator("table tbody tr")
+    expect(rows).to_have_count(6)
+    expect(rows.first.locator("td").nth(1).locator("code")).to_have_text(inv.ADD_USERS_EMAIL)
+    expect(rows.filter(has_text=inv.DROP_COLUMN_REVISION)).to_have_count(1)
+    page.screenshot(path=artifacts / "environment-prod.png", full_page=True)
+
+
+def test_a_wrong_password_is_refused_on_the_login_page(page: Page, live_server, users) -> None:
+    log_in(page, live_server.url, "alice", "not-alices-password")
+
+    expect(page.get_by_role("alert")).to_contain_text("did not match")
+    expect(page).to_have_url(re.compile(r"/login/"))
+    expect(page.get_by_role("heading", name="Log in to Retort")).to_be_visible()
+    expect(page.locator("article.card")).to_have_count(0)
