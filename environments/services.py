@@ -62,9 +62,14 @@ def _target(environment: Environment, index: ScriptIndex | None, error: str | No
     )
 
 
-def environments_read(*, environments: Sequence[Environment]) -> dict[int, Snapshot]:
+Indexes = dict[int, tuple[ScriptIndex | None, str | None]]
+
+
+def environments_read(
+    *, environments: Sequence[Environment], indexes: Indexes | None = None
+) -> dict[int, Snapshot]:
     """Read every environment in parallel and store one snapshot per read."""
-    indexes: dict[int, tuple[ScriptIndex | None, str | None]] = {}
+    indexes = {} if indexes is None else indexes
     targets = []
     for environment in environments:
         project = environment.project
@@ -125,13 +130,14 @@ def overview_build(*, projects: Iterable[Project], refresh: bool = True) -> list
     """Every project with its environments in promotion order, read now (or as last read)."""
     projects = list(projects)
     environments = [env for project in projects for env in project.environments.all()]
+    indexes: Indexes = {project.pk: project.load_scripts() for project in projects}
     if refresh:
-        snapshots = environments_read(environments=environments)
+        snapshots = environments_read(environments=environments, indexes=indexes)
     else:
         snapshots = {env.pk: env.latest_snapshot() for env in environments}
     overviews = []
     for project in projects:
-        index, error = project.load_scripts()
+        index, error = indexes[project.pk]
         cards = [_card(env, snapshots.get(env.pk), index) for env in project.environments.all()]
         overviews.append(ProjectOverview(project, index, error, cards))
     return overviews

@@ -270,3 +270,57 @@ def test_a_cycle_or_broken_graph_is_a_readable_error(tmp_path):
 
     assert index.revision_map is None
     assert index.fatal.startswith("The revision graph is broken")
+
+
+def test_a_syntax_error_below_a_readable_header_is_reported_and_the_graph_still_loads(inventory):
+    versions = inventory.parent / "migrations" / "versions"
+    write_revision(versions, "bodybad00001", inv.HEAD, body="op.execute(  # never closed")
+
+    index = scripts.load_index(scripts.config_from_ini(inventory))
+
+    assert index.heads == ("bodybad00001",)
+    [problem] = index.problems
+    assert problem.path == "bodybad00001_change.py"
+    assert problem.message.startswith("syntax error on line")
+    assert "alembic cannot load the scripts" in problem.message
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'revision = "abc123"  # the id\ndown_revision = (\n    "aaa111",\n    "bbb222",\n)\n',
+        "revision = 'abc123'\ndown_revision = ['aaa111', 'bbb222']\n",
+        'revision: str = "abc123"\ndown_revision: tuple[str, str] = ("aaa111", "bbb222")\n',
+    ],
+)
+def test_the_fast_scan_and_the_parser_agree_on_every_header_style(tmp_path, header):
+    source = (
+        'r"""Merge two\\branches\n\nRevision ID: abc123\nCreate Date: 2026-01-01 00:00:00\n"""\n'
+        + header
+        + "branch_labels = None\ndepends_on = None\n\ndef upgrade():\n    pass\n"
+    ).encode()
+    path = tmp_path / "abc123_merge.py"
+
+    fast = scripts.read_revision_source(source, path)
+    slow = scripts.parse_revision_source(source, path)
+
+    assert fast == slow
+    assert fast.down_revisions == ("aaa111", "bbb222")
+    assert fast.message == "Merge two\\branches"
+    assert fast.create_date == "2026-01-01 00:00:00"
+
+
+def test_a_long_file_and_a_long_docstring_are_read_whole_when_needed(tmp_path):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    long_doc = "a long story\n\n" + "more words " * 2000
+    (versions / "big.py").write_text(
+        f'"""{long_doc}"""\nrevision = "big001"\ndown_revision = None\n'
+        "branch_labels = None\ndepends_on = None\n" + "# padding\n" * 3000
+    )
+    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+
+    revision = scripts.load_index(config).revisions["big001"]
+
+    assert revision.message == "a long story"
+    assert revision.doc.endswith("more words")

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import ast
 import configparser
+import gc
 import os
 import re
 import sys
 import threading
 import tomllib
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +84,7 @@ class ScriptIndex:
 
     config: ScriptConfig
     revisions: dict[str, RevisionFile]
-    problems: list[ScriptProblem]
+    read_problems: list[ScriptProblem]  # files whose header could not be read
     revision_map: RevisionMap | None
     fingerprint: tuple
     heads: tuple[str, ...] = ()
@@ -91,6 +92,26 @@ class ScriptIndex:
     fatal: str | None = None  # set when no graph could be built at all
     _pending_cache: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    _syntax_problems: list[ScriptProblem] | None = None
+
+    @property
+    def problems(self) -> list[ScriptProblem]:
+        """Unreadable headers, and syntax errors anywhere in a file (checked on first ask).
+
+        Compiling every file costs more than reading the whole graph, so it happens only when
+        someone asks for problems, once per version of each file.
+        """
+        if self._syntax_problems is None:
+            by_path = {str(path): (size, mtime) for path, size, mtime in self.fingerprint[1]}
+            found = []
+            for revision in self.revisions.values():
+                size, mtime = by_path.get(str(revision.path), (0, 0))
+                problem = check_syntax(revision.path, size, mtime)
+                if problem is not None:
+                    found.append(problem)
+            self._syntax_problems = found
+        return self.read_problems + self._syntax_problems
 
     @property
     def has_multiple_heads(self) -> bool:
@@ -265,44 +286,117 @@ def _package_resource(package: str, resource: str, base: Path) -> Path:
 # --- reading files -------------------------------------------------------------------------
 
 
-def list_revision_files(config: ScriptConfig) -> list[Path]:
-    """The files Alembic would load, in its order, each once."""
-    seen: set[Path] = set()
-    found: list[Path] = []
+def list_revision_files(config: ScriptConfig) -> list[tuple[Path, int, int]]:
+    """The files Alembic would load, in its order, each once, with their size and mtime.
+
+    Only directories are resolved (a file reached twice through links to the same folder is
+    listed once); resolving every file would cost more than reading it.
+    """
+    seen_dirs: set[str] = set()
+    found: list[tuple[Path, int, int]] = []
     for location in config.version_locations:
-        if not location.is_dir():
-            continue
-        for root, dirs, files in os.walk(location):
-            dirs.sort()
-            if Path(root).name == "__pycache__":
+        pending = [os.path.realpath(location)]
+        while pending:
+            directory = pending.pop(0)
+            if directory in seen_dirs or not os.path.isdir(directory):
                 continue
-            for name in sorted(files):
-                if not _REVISION_FILE.match(name):
-                    continue
-                real = Path(root, name).resolve()
-                if real not in seen:
-                    seen.add(real)
-                    found.append(real)
-            if not config.recursive:
-                break
-            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            seen_dirs.add(directory)
+            subdirs = []
+            with os.scandir(directory) as entries:
+                for entry in sorted(entries, key=lambda e: e.name):
+                    if entry.is_dir():
+                        if entry.name != "__pycache__":
+                            subdirs.append(os.path.realpath(entry.path))
+                    elif _REVISION_FILE.match(entry.name):
+                        try:
+                            stat = entry.stat()
+                        except OSError:
+                            continue
+                        found.append((Path(entry.path), stat.st_size, stat.st_mtime_ns))
+            if config.recursive:
+                pending[:0] = subdirs
     return found
 
 
-def fingerprint(config: ScriptConfig, files: Iterable[Path]) -> tuple:
-    """Names, sizes and modification times: unchanged means the directory need not be read."""
-    entries = []
-    for path in files:
+def read_revision_source(source: bytes, path: Path) -> RevisionFile:
+    """Read a revision file's header: a fast scan, or `ast` whenever the file is unusual.
+
+    The scan finds the four module-level assignments and the docstring in the text and
+    evaluates only those literals; anything it cannot read with certainty (a header missing,
+    a value that is not a literal, an odd docstring) goes through the full parser instead.
+    """
+    try:
+        return _scan_header(source, path)
+    except _NeedsParser:
+        return parse_revision_source(source, path)
+
+
+class _NeedsParser(Exception):
+    """The fast scan is not sure; let the parser decide."""
+
+
+_HEADER = re.compile(
+    rb"^(revision|down_revision|branch_labels|depends_on)[ \t]*(?::[^=\n]*)?=[ \t]*(.+)$",
+    re.MULTILINE,
+)
+_LEADING_DOCSTRING = re.compile(
+    rb'\A(?:[ \t]*(?:#[^\n]*)?\n)*[ \t]*([rRuU]?)("""|\'\'\')(.*?)\2', re.DOTALL
+)
+
+
+def _scan_header(source: bytes, path: Path, *, complete: bool = True) -> RevisionFile:
+    docstring = _LEADING_DOCSTRING.match(source)
+    if docstring is None and not complete and re.match(rb"\s*[rRuU]?(\"\"\"|\'\'\')", source):
+        raise _NeedsParser  # a docstring longer than what was read
+    body_start = docstring.end() if docstring else 0
+    values: dict[str, object] = {}
+    for match in _HEADER.finditer(source, body_start):
+        name = match.group(1).decode()
+        text = match.group(2)
+        if text.count(b"(") != text.count(b")") or text.count(b"[") != text.count(b"]"):
+            raise _NeedsParser  # a value spread over several lines
+        values[name] = _literal(text)
+    if set(values) != set(_HEADER_NAMES) or not isinstance(values["revision"], str):
+        raise _NeedsParser
+    doc = ""
+    if docstring:
+        body = docstring.group(3)
+        if b"\\" in body and docstring.group(1) not in (b"r", b"R"):
+            raise _NeedsParser  # escapes: let the parser interpret them
         try:
-            stat = path.stat()
-        except OSError:
-            continue
-        entries.append((str(path), stat.st_size, stat.st_mtime_ns))
-    return (config, tuple(entries))
+            doc = body.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise _NeedsParser from None
+    return _revision_file(values, doc, path)
+
+
+_STRING = re.compile(rb"""\A(?:"([^"\\\n]*)"|'([^'\\\n]*)')\Z""")
+_STRINGS = re.compile(
+    rb"""\A[(\[]\s*((?:(?:"[^"\\\n]*"|'[^'\\\n]*')\s*,\s*)*(?:"[^"\\\n]*"|'[^'\\\n]*')?)\s*,?\s*[)\]]\Z"""
+)
+_ITEM = re.compile(rb""""([^"\\\n]*)"|'([^'\\\n]*)'""")
+
+
+def _literal(text: bytes) -> object:
+    """The value of `None`, a plain string or a tuple/list of plain strings; else the parser."""
+    value = text.split(b"#", 1)[0].strip() if b"#" in text else text.strip()
+    if value == b"None":
+        return None
+    match = _STRING.match(value)
+    if match:
+        return (match.group(1) if match.group(1) is not None else match.group(2)).decode()
+    match = _STRINGS.match(value)
+    if match:
+        items = [(a if a else b).decode() for a, b in _ITEM.findall(match.group(1))]
+        return items if value.startswith(b"[") else tuple(items)
+    try:
+        return ast.literal_eval(text.decode("utf-8").strip())
+    except (ValueError, SyntaxError, TypeError, UnicodeDecodeError):
+        raise _NeedsParser from None
 
 
 def parse_revision_source(source: bytes | str, path: Path) -> RevisionFile:
-    """Read a revision file's header statically. Raises ValueError with a readable reason."""
+    """Read a revision file's header with `ast`. Raises ValueError with a readable reason."""
     try:
         module = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
@@ -328,16 +422,19 @@ def parse_revision_source(source: bytes | str, path: Path) -> RevisionFile:
                     "Retort reads revision files without running them"
                 ) from None
 
-    revision = values.get("revision")
-    if revision is None:
+    doc = (ast.get_docstring(module, clean=False) or "").strip()
+    if values.get("revision") is None:
         legacy = _LEGACY_REVISION_NAME.match(path.name)
         if legacy is None:
             raise ValueError("declares no revision id (no module-level `revision = ...`)")
-        revision = legacy.group(1)
+        values["revision"] = legacy.group(1)
+    return _revision_file(values, doc, path)
+
+
+def _revision_file(values: dict[str, object], doc: str, path: Path) -> RevisionFile:
+    revision = values.get("revision")
     if not isinstance(revision, str) or not revision.strip():
         raise ValueError("its revision id is not a non-empty string")
-
-    doc = (ast.get_docstring(module, clean=False) or "").strip()
     date = _CREATE_DATE.search(doc)
     return RevisionFile(
         revision=revision,
@@ -362,6 +459,7 @@ def _revision_refs(value: object, name: str) -> str | tuple[str, ...] | None:
 # --- the index -----------------------------------------------------------------------------
 
 _file_cache: dict[Path, tuple[int, int, RevisionFile | ScriptProblem]] = {}
+_syntax_cache: dict[Path, tuple[int, int, ScriptProblem | None]] = {}
 _index_cache: dict[ScriptConfig, ScriptIndex] = {}
 _build_lock = threading.Lock()
 
@@ -369,7 +467,7 @@ _build_lock = threading.Lock()
 def load_index(config: ScriptConfig) -> ScriptIndex:
     """The script directory's index; re-read only when its fingerprint changed."""
     files = list_revision_files(config)
-    print_ = fingerprint(config, files)
+    print_ = (config, tuple((str(path), size, mtime) for path, size, mtime in files))
     cached = _index_cache.get(config)
     if cached is not None and cached.fingerprint == print_:
         return cached
@@ -377,7 +475,13 @@ def load_index(config: ScriptConfig) -> ScriptIndex:
         cached = _index_cache.get(config)
         if cached is not None and cached.fingerprint == print_:
             return cached
-        index = _build_index(config, files, print_)
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # a build allocates many small objects and frees none of them
+        try:
+            index = _build_index(config, files, print_)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         _index_cache[config] = index
         return index
 
@@ -387,7 +491,7 @@ def _read_file(path: Path, size: int, mtime: int) -> RevisionFile | ScriptProble
     if cached is not None and cached[0] == size and cached[1] == mtime:
         return cached[2]
     try:
-        result: RevisionFile | ScriptProblem = parse_revision_source(path.read_bytes(), path)
+        result: RevisionFile | ScriptProblem = _read_header(path, size)
     except ValueError as exc:
         result = ScriptProblem(path.name, str(exc))
     except OSError as exc:
@@ -396,7 +500,47 @@ def _read_file(path: Path, size: int, mtime: int) -> RevisionFile | ScriptProble
     return result
 
 
-def _build_index(config: ScriptConfig, files: list[Path], print_: tuple) -> ScriptIndex:
+_PREFIX = 8192
+
+
+def _read_header(path: Path, size: int) -> RevisionFile:
+    """Headers sit at the top of a revision file: scan its first bytes, the rest only if needed."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        prefix = os.read(fd, _PREFIX)
+    finally:
+        os.close(fd)
+    if len(prefix) < _PREFIX and size <= _PREFIX:
+        return read_revision_source(prefix, path)
+    try:
+        return _scan_header(prefix, path, complete=False)
+    except _NeedsParser:
+        return read_revision_source(path.read_bytes(), path)
+
+
+def check_syntax(path: Path, size: int, mtime: int) -> ScriptProblem | None:
+    """Compile (never run) a file whose header was read by the fast scan, once per version."""
+    cached = _syntax_cache.get(path)
+    if cached is not None and cached[0] == size and cached[1] == mtime:
+        return cached[2]
+    problem = None
+    try:
+        compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f" on line {exc.lineno}" if exc.lineno else ""
+        problem = ScriptProblem(
+            path.name,
+            f"syntax error{where}: {exc.msg} — alembic cannot load the scripts until it is fixed",
+        )
+    except (ValueError, OSError) as exc:
+        problem = ScriptProblem(path.name, f"cannot be compiled: {exc}")
+    _syntax_cache[path] = (size, mtime, problem)
+    return problem
+
+
+def _build_index(
+    config: ScriptConfig, files: list[tuple[Path, int, int]], print_: tuple
+) -> ScriptIndex:
     problems: list[ScriptProblem] = []
     if not any(location.is_dir() for location in config.version_locations):
         where = ", ".join(str(loc) for loc in config.version_locations)
@@ -405,8 +549,8 @@ def _build_index(config: ScriptConfig, files: list[Path], print_: tuple) -> Scri
         )
     revisions: dict[str, RevisionFile] = {}
     graph_nodes: list[Revision] = []
-    for path, size, mtime in print_[1]:
-        parsed = _read_file(Path(path), size, mtime)
+    for path, size, mtime in files:
+        parsed = _read_file(path, size, mtime)
         if isinstance(parsed, ScriptProblem):
             problems.append(parsed)
             continue

@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
+import threading
 import urllib.parse
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -131,7 +133,7 @@ def read_versions(
             message="The database URL is not valid; expected dialect+driver://user@host/database.",
         )
     try:
-        engine = _engine(target, timeout)
+        engine = _cached_engine(target, timeout)
     except _ReadFailure as exc:
         return VersionRead(failure=exc.kind, message=redact(exc.message, target))
     except NoSuchModuleError:
@@ -167,8 +169,28 @@ def read_versions(
     except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
         kind, message = classify(exc)
         return VersionRead(failure=kind, message=redact(message, target))
-    finally:
-        engine.dispose()
+
+
+# Engines hold no connection (NullPool) but remember their dialect's first-connect checks, which
+# cost several round trips; keeping one per URL makes a re-read one connection and one query.
+_engines: OrderedDict[tuple[str, float], Engine] = OrderedDict()
+_engines_lock = threading.Lock()
+_MAX_ENGINES = 512
+
+
+def _cached_engine(target: URL, timeout: float) -> Engine:
+    key = (target.render_as_string(hide_password=False), timeout)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is not None:
+            _engines.move_to_end(key)
+            return engine
+    engine = _engine(target, timeout)
+    with _engines_lock:
+        _engines[key] = engine
+        while len(_engines) > _MAX_ENGINES:
+            _engines.popitem(last=False)[1].dispose()
+    return engine
 
 
 class _ReadFailure(Exception):
