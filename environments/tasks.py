@@ -19,5 +19,9 @@ def environment_refresh(environment_id: int) -> str | None:
 def environments_refresh_all() -> int:
     environments = list(Environment.objects.select_related("project"))
     read = len(services.environments_read(environments=environments))
+    for project in {environment.project for environment in environments}:
+        index, _ = project.load_scripts()
+        if index is not None:
+            index.problems  # noqa: B018 - compiles changed files here, not in a page request
     services.snapshots_prune(keep_days=settings.RETORT_SNAPSHOT_DAYS)
     return read

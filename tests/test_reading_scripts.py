@@ -324,3 +324,15 @@ def test_a_long_file_and_a_long_docstring_are_read_whole_when_needed(tmp_path):
 
     assert revision.message == "a long story"
     assert revision.doc.endswith("more words")
+
+
+def test_a_revision_reached_through_a_link_is_read_once(tmp_path):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    original = write_revision(versions, "aaa111", None)
+    (versions / "zz_link.py").symlink_to(original)
+
+    index = scripts.load_index(scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path))
+
+    assert set(index.revisions) == {"aaa111"}
+    assert index.problems == []

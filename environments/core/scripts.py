@@ -293,6 +293,7 @@ def list_revision_files(config: ScriptConfig) -> list[tuple[Path, int, int]]:
     listed once); resolving every file would cost more than reading it.
     """
     seen_dirs: set[str] = set()
+    seen_links: set[str] = set()
     found: list[tuple[Path, int, int]] = []
     for location in config.version_locations:
         pending = [os.path.realpath(location)]
@@ -308,6 +309,12 @@ def list_revision_files(config: ScriptConfig) -> list[tuple[Path, int, int]]:
                         if entry.name != "__pycache__":
                             subdirs.append(os.path.realpath(entry.path))
                     elif _REVISION_FILE.match(entry.name):
+                        if entry.is_symlink():
+                            real = os.path.realpath(entry.path)
+                            # Alembic loads a file reached twice only once
+                            if real in seen_links or os.path.dirname(real) in seen_dirs:
+                                continue
+                            seen_links.add(real)
                         try:
                             stat = entry.stat()
                         except OSError:

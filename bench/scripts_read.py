@@ -1,0 +1,128 @@
+"""Figure 1: reading the script directory cold, Retort's way and Alembic's way, and warm."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from bench.stats import Samples, repeat, timed
+from environments.core import scripts
+
+
+@dataclass(frozen=True)
+class ReadFigures:
+    retort_cold: Samples
+    alembic_cold: Samples
+    alembic_bytecode: Samples
+    retort_warm: Samples
+    problems_first: Samples  # the first `index.problems` after a cold read
+    caches: tuple[str, ...]  # the reader's caches emptied for each cold read
+
+
+def clear_caches() -> tuple[str, ...]:
+    """Empty every module-level cache of Retort's reader; returns their names."""
+    cleared = []
+    for name, value in vars(scripts).items():
+        if name.startswith("_") and name.endswith("_cache") and isinstance(value, dict):
+            value.clear()
+            cleared.append(name)
+    if not {"_index_cache", "_file_cache"} <= set(cleared):
+        raise RuntimeError(f"Retort's reader caches are not where expected: {cleared}")
+    return tuple(sorted(cleared))
+
+
+def retort_cold(ini: Path) -> set[str]:
+    """Retort's read with its module caches emptied, as in a fresh process."""
+    clear_caches()
+    return set(scripts.load_index(scripts.config_from_ini(ini)).revisions)
+
+
+def retort_warm(ini: Path) -> scripts.ScriptIndex:
+    return scripts.load_index(scripts.config_from_ini(ini))
+
+
+def alembic_cold(ini: Path) -> set[str]:
+    """Alembic's own read: a fresh ScriptDirectory, every revision walked."""
+    directory = ScriptDirectory.from_config(Config(str(ini)))
+    return {script.revision for script in directory.walk_revisions()}
+
+
+def clear_bytecode(versions: Path) -> None:
+    """Remove what an import may have cached, so Alembic compiles every file again."""
+    shutil.rmtree(versions / "__pycache__", ignore_errors=True)
+    if (versions / "__pycache__").exists():
+        raise RuntimeError(f"{versions / '__pycache__'} could not be removed")
+
+
+def measure(ini: Path, versions: Path, *, rounds: int = 5, budget: float = 90.0) -> ReadFigures:
+    if not sys.dont_write_bytecode:
+        raise RuntimeError("the cold read comparison needs sys.dont_write_bytecode set")
+    clear_bytecode(versions)
+    caches = clear_caches()
+    # Untimed warm-up of both: imports what the revision files import (alembic.op, ...),
+    # and checks both readers see the same revisions.
+    if retort_cold(ini) != alembic_cold(ini):
+        raise RuntimeError("Retort and Alembic read different revisions")
+    retort_times: list[float] = []
+    alembic_times: list[float] = []
+    deadline = time.monotonic() + budget
+    for round_ in range(rounds):
+        order = ("retort", "alembic") if round_ % 2 == 0 else ("alembic", "retort")
+        for reader in order:
+            if reader == "retort":
+                retort_times.append(timed(lambda: retort_cold(ini)))
+            else:
+                clear_bytecode(versions)
+                alembic_times.append(timed(lambda: alembic_cold(ini)))
+        if time.monotonic() >= deadline:
+            break
+    clear_bytecode(versions)
+    return ReadFigures(
+        retort_cold=Samples(tuple(retort_times)),
+        alembic_cold=Samples(tuple(alembic_times)),
+        alembic_bytecode=_measure_alembic_with_bytecode(ini, versions),
+        problems_first=_measure_problems_first(ini),
+        retort_warm=_measure_warm(ini),
+        caches=caches,
+    )
+
+
+def _measure_problems_first(ini: Path, *, count: int = 3, budget: float = 20.0) -> Samples:
+    """What the overview page pays when it first shows a freshly read index's problems."""
+    times: list[float] = []
+    deadline = time.monotonic() + budget
+    for _ in range(count):
+        retort_cold(ini)
+        index = retort_warm(ini)
+        times.append(timed(functools.partial(getattr, index, "problems")))
+        if index.problems:
+            raise RuntimeError(f"the synthetic history has problems: {index.problems[:3]}")
+        if time.monotonic() >= deadline:
+            break
+    return Samples(tuple(times))
+
+
+def _measure_warm(ini: Path) -> Samples:
+    index = retort_warm(ini)
+    samples = repeat(lambda: retort_warm(ini), count=20, budget=20.0)
+    if retort_warm(ini) is not index:
+        raise RuntimeError("the warm read rebuilt the index of an unchanged directory")
+    return samples
+
+
+def _measure_alembic_with_bytecode(ini: Path, versions: Path) -> Samples:
+    """Alembic's best case, for information: __pycache__ written once, then reused."""
+    sys.dont_write_bytecode = False
+    try:
+        alembic_cold(ini)
+        return repeat(lambda: alembic_cold(ini), count=3, budget=20.0)
+    finally:
+        sys.dont_write_bytecode = True
+        clear_bytecode(versions)
