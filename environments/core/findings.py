@@ -20,6 +20,8 @@ from pygments import highlight as _pygments_highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
+from environments.core.scripts import name_assignments
+
 DESTRUCTIVE = "destructive"
 IRREVERSIBLE_DOWNGRADE = "irreversible_downgrade"
 DATA_MIGRATION = "data_migration"
@@ -163,20 +165,12 @@ def _single_assignments(statements: Iterable[ast.AST]) -> dict[str, ast.expr]:
     """Names assigned exactly once, to their value: enough to follow `sql = "..."` to its text."""
     values: dict[str, ast.expr] = {}
     seen: set[str] = set()
-    for node in statements:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            target, value = node.target, node.value
+    for name, value in name_assignments(statements):
+        if name in seen:
+            values.pop(name, None)
         else:
-            continue
-        if not isinstance(target, ast.Name):
-            continue
-        if target.id in seen:
-            values.pop(target.id, None)
-        else:
-            values[target.id] = value
-        seen.add(target.id)
+            values[name] = value
+        seen.add(name)
     return values
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 import tomllib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -402,6 +402,19 @@ def _literal(text: bytes) -> object:
         raise _NeedsParser from None
 
 
+def name_assignments(statements: Iterable[ast.AST]) -> Iterator[tuple[str, ast.expr]]:
+    """`name = value` and `name: type = value` statements, as (name, value)."""
+    for node in statements:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name):
+            yield target.id, value
+
+
 def parse_revision_source(source: bytes | str, path: Path) -> RevisionFile:
     """Read a revision file's header with `ast`. Raises ValueError with a readable reason."""
     try:
@@ -413,19 +426,13 @@ def parse_revision_source(source: bytes | str, path: Path) -> RevisionFile:
         raise ValueError(f"cannot be parsed: {exc}") from None
 
     values: dict[str, object] = {}
-    for node in module.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            target, value = node.target, node.value
-        else:
-            continue
-        if isinstance(target, ast.Name) and target.id in _HEADER_NAMES:
+    for name, value in name_assignments(module.body):
+        if name in _HEADER_NAMES:
             try:
-                values[target.id] = ast.literal_eval(value)
+                values[name] = ast.literal_eval(value)
             except (ValueError, SyntaxError, TypeError):
                 raise ValueError(
-                    f"{target.id} is not a literal value (line {node.lineno}); "
+                    f"{name} is not a literal value (line {value.lineno}); "
                     "Retort reads revision files without running them"
                 ) from None
 
