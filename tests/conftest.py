@@ -22,6 +22,8 @@ from django.contrib.auth.models import Group
 
 from environments.models import Environment, Project
 
+pytest_plugins = ["tests.browser"]  # the Chromium fixtures, started only when a test asks
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "inventory"
 PG_HOST = os.environ.get("RETORT_TEST_PG_HOST", "127.0.0.1")
