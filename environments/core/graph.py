@@ -70,13 +70,6 @@ class Layout:
     def height(self) -> int:
         return MARGIN * 2 + max(len(self.nodes) - 1, 0) * ROW
 
-    def node_for(self, revision: str) -> Node | None:
-        """The node showing `revision`: its own, or the fold hiding it."""
-        node = self.by_id.get(revision)
-        if node is None and revision in self.fold_of:
-            node = self.by_id[self.fold_of[revision]]
-        return node
-
 
 def protected_revisions(
     index: ScriptIndex,
