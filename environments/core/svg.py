@@ -96,6 +96,7 @@ def _node(
     url = escape(deco.node_url(node.id)) if deco.node_url else ""
     attrs = (
         f' hx-get="{url}" hx-target="#panel" hx-swap="innerHTML" tabindex="0" role="button"'
+        " hx-trigger=\"click, keydown[key=='Enter'||key==' ']\""
         if url
         else ""
     )
