@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from environments import services
 from environments.core import findings as core_findings
 from environments.core import graph as core_graph
 from environments.core import svg
-from environments.core.scripts import RevisionFile, ScriptIndex
+from environments.core.scripts import FileCache, RevisionFile, ScriptIndex
 from environments.models import Environment, Project, Snapshot
 
-_findings_cache: dict[Path, tuple[int, int, list[core_findings.Finding] | str]] = {}
+_findings_cache = FileCache()
 
 
 def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | str:
@@ -22,15 +21,14 @@ def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | s
         stat = path.stat()
     except OSError as exc:
         return f"{path.name} cannot be read: {exc.strerror}"
-    cached = _findings_cache.get(path)
-    if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
-        return cached[2]
-    try:
-        result: list[core_findings.Finding] | str = core_findings.analyze(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        result = f"{path.name} could not be analysed: {exc}"
-    _findings_cache[path] = (stat.st_size, stat.st_mtime_ns, result)
-    return result
+
+    def analyze() -> list[core_findings.Finding] | str:
+        try:
+            return core_findings.analyze(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            return f"{path.name} could not be analysed: {exc}"
+
+    return _findings_cache.get_or_compute(path, stat.st_size, stat.st_mtime_ns, analyze)
 
 
 def finding_dict(finding: core_findings.Finding) -> dict[str, object]:

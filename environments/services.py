@@ -79,23 +79,24 @@ def environments_read(
     states = core_status.read_many(
         targets, timeout=settings.RETORT_CONNECT_TIMEOUT, workers=settings.RETORT_READ_WORKERS
     )
-    snapshots = [
-        Snapshot(
-            environment=environment,
-            checked_at=states[environment.pk].checked_at,
-            status=states[environment.pk].status.value,
-            heads=list(states[environment.pk].heads),
-            script_heads=list(states[environment.pk].script_heads),
-            pending=list(states[environment.pk].pending),
-            unknown=list(states[environment.pk].unknown),
-            error=states[environment.pk].error or "",
-            duration_ms=states[environment.pk].duration_ms,
-        )
-        for environment in environments
-    ]
+    snapshots = [_snapshot(environment, states[environment.pk]) for environment in environments]
     with transaction.atomic():
         Snapshot.objects.bulk_create(snapshots)
     return {snapshot.environment.pk: snapshot for snapshot in snapshots}
+
+
+def _snapshot(environment: Environment, state: core_status.EnvironmentState) -> Snapshot:
+    return Snapshot(
+        environment=environment,
+        checked_at=state.checked_at,
+        status=state.status.value,
+        heads=list(state.heads),
+        script_heads=list(state.script_heads),
+        pending=list(state.pending),
+        unknown=list(state.unknown),
+        error=state.error or "",
+        duration_ms=state.duration_ms,
+    )
 
 
 def snapshots_prune(*, keep_days: float) -> int:

@@ -60,7 +60,6 @@ class Layout:
     lanes: int
     gutters: int
     by_id: dict[str, Node]
-    fold_of: dict[str, str]  # revision id -> id of the fold node hiding it
 
     @property
     def width(self) -> int:
@@ -133,12 +132,12 @@ def layout(
     """Place every revision (or fold) on a row and a lane, and route every edge."""
     ordered = order(index)
     protected = protected_revisions(index, markers=markers, pending=pending, keep=keep)
-    nodes, fold_of = _fold(index, ordered, protected, fold_runs_longer_than, set(expand))
+    nodes = _fold(index, ordered, protected, fold_runs_longer_than, set(expand))
     by_id = {node.id: node for node in nodes}
     lanes_used, travel = _assign_lanes(nodes)
     edges = _parent_edges(nodes, by_id, travel)
     gutters = _dependency_edges(nodes, by_id, edges, lanes_used)
-    return Layout(nodes, edges, lanes_used, gutters, by_id, fold_of)
+    return Layout(nodes, edges, lanes_used, gutters, by_id)
 
 
 def _fold(
@@ -147,11 +146,10 @@ def _fold(
     protected: set[str],
     threshold: int,
     expand: set[str],
-) -> tuple[list[Node], dict[str, str]]:
+) -> list[Node]:
     """Collapse runs of unprotected single-parent, single-child revisions into fold nodes."""
     revisions = index.revisions
     nodes: list[Node] = []
-    fold_of: dict[str, str] = {}
     rename: dict[str, str] = {}
     position = 0
     while position < len(ordered):
@@ -169,7 +167,6 @@ def _fold(
         if len(run) > threshold and not (expand & set(run)):
             fold_id = f"fold:{run[0]}"
             for revision in run:
-                fold_of[revision] = fold_id
                 rename[revision] = fold_id
             bottom = revisions[run[-1]]
             nodes.append(Node(id=fold_id, parents=bottom.down_revisions, folded=tuple(run)))
@@ -191,7 +188,7 @@ def _fold(
         node.dependencies = tuple(rename.get(d, d) for d in node.dependencies if d in revisions)
     for row, node in enumerate(nodes):
         node.row = row
-    return nodes, fold_of
+    return nodes
 
 
 def _assign_lanes(nodes: list[Node]) -> tuple[int, dict[tuple[str, str], int]]:

@@ -18,13 +18,16 @@ import sys
 import threading
 import tomllib
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from alembic.script.revision import Revision, RevisionError, RevisionMap
 
 # Alembic's own rule for which files in a version location are revision files.
+T = TypeVar("T")
+
 _REVISION_FILE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
 _LEGACY_REVISION_NAME = re.compile(r"([a-f0-9]+)\.py$")
 _CREATE_DATE = re.compile(r"^Create Date:\s*(.+?)\s*$", re.MULTILINE)
@@ -472,8 +475,21 @@ def _revision_refs(value: object, name: str) -> str | tuple[str, ...] | None:
 
 # --- the index -----------------------------------------------------------------------------
 
-_file_cache: dict[Path, tuple[int, int, RevisionFile | ScriptProblem]] = {}
-_syntax_cache: dict[Path, tuple[int, int, ScriptProblem | None]] = {}
+
+class FileCache(dict):
+    """Results computed from a file, kept while its size and modification time stay the same."""
+
+    def get_or_compute(self, path: Path, size: int, mtime: int, compute: Callable[[], T]) -> T:
+        cached = self.get(path)
+        if cached is not None and cached[0] == size and cached[1] == mtime:
+            return cached[2]
+        result = compute()
+        self[path] = (size, mtime, result)
+        return result
+
+
+_file_cache = FileCache()
+_syntax_cache = FileCache()
 _index_cache: dict[ScriptConfig, ScriptIndex] = {}
 _build_lock = threading.Lock()
 
@@ -501,17 +517,15 @@ def load_index(config: ScriptConfig) -> ScriptIndex:
 
 
 def _read_file(path: Path, size: int, mtime: int) -> RevisionFile | ScriptProblem:
-    cached = _file_cache.get(path)
-    if cached is not None and cached[0] == size and cached[1] == mtime:
-        return cached[2]
-    try:
-        result: RevisionFile | ScriptProblem = _read_header(path, size)
-    except ValueError as exc:
-        result = ScriptProblem(path.name, str(exc))
-    except OSError as exc:
-        result = ScriptProblem(path.name, f"cannot be read: {exc.strerror}")
-    _file_cache[path] = (size, mtime, result)
-    return result
+    def read() -> RevisionFile | ScriptProblem:
+        try:
+            return _read_header(path, size)
+        except ValueError as exc:
+            return ScriptProblem(path.name, str(exc))
+        except OSError as exc:
+            return ScriptProblem(path.name, f"cannot be read: {exc.strerror}")
+
+    return _file_cache.get_or_compute(path, size, mtime, read)
 
 
 _PREFIX = 8192
@@ -534,22 +548,22 @@ def _read_header(path: Path, size: int) -> RevisionFile:
 
 def check_syntax(path: Path, size: int, mtime: int) -> ScriptProblem | None:
     """Compile (never run) a file whose header was read by the fast scan, once per version."""
-    cached = _syntax_cache.get(path)
-    if cached is not None and cached[0] == size and cached[1] == mtime:
-        return cached[2]
-    problem = None
-    try:
-        compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        where = f" on line {exc.lineno}" if exc.lineno else ""
-        problem = ScriptProblem(
-            path.name,
-            f"syntax error{where}: {exc.msg} — alembic cannot load the scripts until it is fixed",
-        )
-    except (ValueError, OSError) as exc:
-        problem = ScriptProblem(path.name, f"cannot be compiled: {exc}")
-    _syntax_cache[path] = (size, mtime, problem)
-    return problem
+
+    def compile_file() -> ScriptProblem | None:
+        try:
+            compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            where = f" on line {exc.lineno}" if exc.lineno else ""
+            return ScriptProblem(
+                path.name,
+                f"syntax error{where}: {exc.msg} — alembic cannot load the scripts until it is "
+                "fixed",
+            )
+        except (ValueError, OSError) as exc:
+            return ScriptProblem(path.name, f"cannot be compiled: {exc}")
+        return None
+
+    return _syntax_cache.get_or_compute(path, size, mtime, compile_file)
 
 
 def _build_index(
