@@ -37,6 +37,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "environments.audit.AuditRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -98,6 +99,10 @@ RETORT_READ_WORKERS = int(env_float("RETORT_READ_WORKERS", 16))
 # Reads older than this are pruned by the scheduled refresh (each environment keeps its latest).
 RETORT_SNAPSHOT_DAYS = env_float("RETORT_SNAPSHOT_DAYS", 30.0)
 
+# Audit: take the client IP from X-Forwarded-For (only behind a proxy that sets it).
+RETORT_TRUST_X_FORWARDED_FOR = env_bool("RETORT_TRUST_X_FORWARDED_FOR", False)
+RETORT_AUDIT_PAGE_SIZE = 50
+
 # Celery: Redis in production and CI, an embedded SQLite broker otherwise.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}")
 CELERY_TASK_DEFAULT_QUEUE = env_str("RETORT_CELERY_QUEUE", "retort")
@@ -109,6 +114,10 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-all-environments": {
         "task": "environments.tasks.environments_refresh_all",
         "schedule": env_float("RETORT_REFRESH_SECONDS", 300.0),
+    },
+    "verify-audit-chain": {
+        "task": "environments.tasks.audit_verify",
+        "schedule": env_float("RETORT_AUDIT_VERIFY_SECONDS", 86400.0),
     },
 }
 

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from environments.models import ApiToken, Environment, Project, Snapshot
+from environments.models import ApiToken, AuditEvent, Environment, Project, Snapshot
 
 
 class EnvironmentForm(forms.ModelForm):
@@ -75,3 +75,21 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # tokens are issued with `manage.py create_api_token`, shown once
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the trail can be browsed here, never edited."""
+
+    list_display = ["seq", "created_at", "actor_name", "action", "project_name", "environment_name"]
+    list_filter = ["action", "actor_kind"]
+    search_fields = ["actor_name", "project_name", "environment_name"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class EnvironmentsConfig(AppConfig):
     name = "environments"
     verbose_name = "Projects and environments"
+
+    def ready(self) -> None:
+        from environments import signals  # noqa: F401 - connects the audit receivers

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from environments.audit import audit_record
 from environments.core import status as core_status
 from environments.core.scripts import ScriptIndex, ScriptProblem
 from environments.models import Environment, Project, Snapshot
@@ -80,9 +81,71 @@ def environments_read(
         targets, timeout=settings.RETORT_CONNECT_TIMEOUT, workers=settings.RETORT_READ_WORKERS
     )
     snapshots = [_snapshot(environment, states[environment.pk]) for environment in environments]
+    changed = _revision_changes(snapshots, _last_read_heads([e.pk for e in environments]))
     with transaction.atomic():
+        if changed:
+            _record_revision_changes(changed)
         Snapshot.objects.bulk_create(snapshots)
     return {snapshot.environment.pk: snapshot for snapshot in snapshots}
+
+
+_READ_FAILURES = [s.value for s in core_status.Status if s.is_read_failure]
+
+
+def _last_read_heads(environment_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each environment's heads at its latest successful read (environments never read: absent)."""
+    latest = (
+        Snapshot.objects.filter(environment=OuterRef("pk"))
+        .exclude(status__in=_READ_FAILURES)
+        .order_by("-checked_at", "-id")
+    )
+    rows = (
+        Environment.objects.filter(pk__in=environment_ids)
+        .annotate(last_id=Subquery(latest.values("pk")[:1]))
+        .exclude(last_id=None)
+        .values_list("pk", "last_id")
+    )
+    ids = dict(rows)
+    heads = dict(Snapshot.objects.filter(pk__in=ids.values()).values_list("pk", "heads"))
+    return {env_id: heads[snapshot_id] for env_id, snapshot_id in ids.items()}
+
+
+def _revision_changes(
+    snapshots: Sequence[Snapshot], previous: dict[int, list[str]]
+) -> list[tuple[Snapshot, list[str]]]:
+    """Reads that found other heads than the environment's previous successful read."""
+    changed = []
+    for snapshot in snapshots:
+        before = previous.get(snapshot.environment.pk)
+        if snapshot.is_read_failure or before is None:
+            continue
+        if sorted(before) != sorted(snapshot.heads):
+            changed.append((snapshot, before))
+    return changed
+
+
+def _record_revision_changes(changed: list[tuple[Snapshot, list[str]]]) -> None:
+    """One `revision_changed` event per change, plus `out_of_band_change` when no Retort job
+    explains it. Runs inside the transaction that stores the snapshots; the environments are
+    locked and their previous heads read again, so two overlapping reads record a change once."""
+    locked = [snapshot.environment.pk for snapshot, _ in changed]
+    list(Environment.objects.select_for_update().filter(pk__in=locked).values_list("pk"))
+    previous = _last_read_heads(locked)
+    for snapshot, _ in changed:
+        environment = snapshot.environment
+        before = previous.get(environment.pk)
+        if before is None or sorted(before) == sorted(snapshot.heads):
+            continue  # an overlapping read recorded it first
+        details = {"status": snapshot.status, "checked_at": snapshot.checked_at.isoformat()}
+        for action in ("revision_changed", "out_of_band_change"):
+            audit_record(
+                action=action,
+                environment=environment,
+                from_revisions=before,
+                to_revisions=snapshot.heads,
+                details=details,
+                system_actor="reader",
+            )
 
 
 def _snapshot(environment: Environment, state: core_status.EnvironmentState) -> Snapshot:

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import services
+from environments import audit, services
 from environments.models import Environment
 
 
@@ -25,3 +25,9 @@ def environments_refresh_all() -> int:
             index.problems  # noqa: B018 - compiles changed files here, not in a page request
     services.snapshots_prune(keep_days=settings.RETORT_SNAPSHOT_DAYS)
     return read
+
+
+@shared_task
+def audit_verify() -> bool:
+    """Walk the whole audit chain; the audit page shows the result."""
+    return audit.audit_verify_full().ok

@@ -4,6 +4,8 @@ from environments import views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("audit/", views.audit_log, name="audit_log"),
+    path("audit/export.<str:fmt>", views.audit_export, name="audit_export"),
     path("api/v1/status", views.api_status, name="api_status"),
     path("api/v1/projects/<slug:project_slug>/graph", views.api_graph, name="api_graph"),
     path("projects/<slug:project_slug>/", views.project_detail, name="project_detail"),

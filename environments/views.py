@@ -1,15 +1,24 @@
-"""Pages: the overview, a project, an environment; its refresh; the status API."""
+"""Pages: the overview, a project, an environment and its refresh, the graph, the audit trail;
+the JSON API."""
 
 from __future__ import annotations
 
+import csv
+import itertools
+import json
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.apiauth import api_login_required
-from environments import graphs, services
+from environments import audit, graphs, services
+from environments.forms import AuditFilterForm
 from environments.models import Environment, Project
 
 
@@ -130,3 +139,55 @@ def api_graph(request: HttpRequest, project_slug: str) -> JsonResponse:
         read=request.GET.get("read", "1") != "0",
     )
     return JsonResponse(graphs.graph_json(view))
+
+
+@require_GET
+@login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET or None)
+    events = audit.events_filtered(**form.filters())
+    page = Paginator(events, settings.RETORT_AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "chain": audit.audit_verify_incremental(),
+    }
+    template = "environments/_audit_results.html" if request.htmx else "environments/audit.html"
+    return render(request, template, context)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@require_GET
+@login_required
+def audit_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
+    """The filtered events as CSV or JSON Lines, streamed row by row from the database."""
+    if fmt not in ("csv", "jsonl"):
+        raise Http404("Export as csv or jsonl.")
+    form = AuditFilterForm(request.GET or None)
+    filters = form.filters()
+    audit.audit_record(
+        action="audit_exported",
+        details={"format": fmt, "filters": {k: v for k, v in filters.items() if v}},
+    )
+    rows = audit.export_rows(audit.events_filtered(**filters))
+    if fmt == "csv":
+        writer = csv.writer(_Echo())
+        lines = itertools.chain(
+            [writer.writerow(audit.EXPORT_COLUMNS)],
+            (writer.writerow([row[c] for c in audit.EXPORT_COLUMNS]) for row in rows),
+        )
+        content_type = "text/csv; charset=utf-8"
+    else:
+        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        content_type = "application/x-ndjson; charset=utf-8"
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response = StreamingHttpResponse(lines, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="retort-audit-{stamp}.{fmt}"'
+    return response

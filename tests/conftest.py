@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import psycopg2
@@ -415,3 +415,63 @@ def start_worker(tmp_path) -> Iterator[Callable[..., str]]:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# --- no test password in the audit trail ---------------------------------------------------
+
+# Every password the suite uses, typed or stored. Each audit event written during the run is
+# scanned for them when the run ends (per xdist worker); one found fails the run.
+TEST_SECRETS = (
+    "pw-alice",
+    "pw-bob",
+    "pw-vera",
+    "retort-demo",
+    PASSWORD,
+    "not-alices-password",
+    "Pr0d-Pa55word",  # tests/test_apply_config.py
+    "N3w-Secret",
+    "Zebra-Quartz-9137",  # tests/test_secrets.py
+    "p@ss:w/rd%1",
+    "p%40ss%3Aw%2Frd%251",
+    "S3cret-pw",
+    "Hunter2-secret",
+    "Wr0ng-Pa55word%!",
+)
+
+
+def secrets_in(texts: Iterable[tuple[str, str]], secrets: Iterable[str]) -> list[str]:
+    """`label: secret` for every (label, text) that contains one of the secrets."""
+    return [
+        f"{label}: {secret[:2]}…" for label, text in texts for secret in secrets if secret in text
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audit_events_hold_no_test_password() -> Iterator[list[tuple[str, str]]]:
+    from django.db.models.signals import post_save
+
+    from environments.models import AuditEvent
+
+    seen: list[tuple[str, str]] = []
+
+    def remember(sender, instance, created, **kwargs) -> None:
+        text = " ".join(str(getattr(instance, f.attname)) for f in AuditEvent._meta.fields)
+        seen.append((f"event {instance.seq} ({instance.action})", text))
+
+    post_save.connect(remember, sender=AuditEvent, dispatch_uid="test-secret-scan")
+    yield seen
+    post_save.disconnect(sender=AuditEvent, dispatch_uid="test-secret-scan")
+    found = secrets_in(seen, TEST_SECRETS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    (ARTIFACTS / f"audit-secret-scan-{worker}.txt").write_text(
+        f"{len(seen)} audit events written in this run were scanned for "
+        f"{len(TEST_SECRETS)} test passwords: {len(found)} found.\n" + "\n".join(found)
+    )
+    assert not found, f"test passwords appear in audit events: {found}"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    """Real hashing costs about a second per user on this machine; tests need none of it."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

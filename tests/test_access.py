@@ -8,7 +8,12 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 pytestmark = pytest.mark.django_db
 
 PUBLIC = {"login", "healthz"}
-SAMPLE_ARGS = {"project_slug": "inventory", "env_slug": "prod", "revision": "2e8b5f0c7a48"}
+SAMPLE_ARGS = {
+    "project_slug": "inventory",
+    "env_slug": "prod",
+    "revision": "2e8b5f0c7a48",
+    "fmt": "csv",
+}
 
 
 def _patterns(resolver: URLResolver, prefix: str = "") -> list[tuple[str, URLPattern]]:

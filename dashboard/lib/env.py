@@ -51,7 +51,14 @@ def database_from_url(url: str) -> dict[str, object]:
         raise ImproperlyConfigured("DATABASE_URL is not a valid database URL") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": parsed.database or ":memory:"}
+        # IMMEDIATE: a transaction takes the write lock when it begins, so the web process and
+        # the worker queue for it instead of failing with "database is locked" mid-way; the
+        # audit chain relies on writers being serialised this way.
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": parsed.database or ":memory:",
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+        }
     if backend == "postgresql":
         return {
             "ENGINE": "django.db.backends.postgresql",

@@ -247,3 +247,11 @@ def classify(error: BaseException) -> tuple[Failure, str]:
     if "file is not a database" in lowered:
         return Failure.ERROR, f"The file is not a SQLite database: {text}"
     return Failure.ERROR, f"Reading the version table failed: {text}"
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][\w+.-]*://[^\s:/@]*:)(?P<password>[^\s@/]+)(?=@)")
+
+
+def redact_urls(text: str) -> str:
+    """Mask the password of every `scheme://user:password@host` URL found in free text."""
+    return _URL_PASSWORD.sub(r"\g<head>***", text)

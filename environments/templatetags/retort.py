@@ -4,6 +4,8 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from environments.audit import action_label
+
 register = template.Library()
 
 _LABELS = {
@@ -40,3 +42,28 @@ def ago(moment: datetime | None) -> str:
 def short_date(create_date: str | None) -> str:
     """Alembic's Create Date without microseconds."""
     return (create_date or "").split(".")[0]
+
+
+@register.filter
+def audit_action_label(action: str) -> str:
+    return action_label(action)
+
+
+def _detail_text(value) -> str:
+    if isinstance(value, dict) and set(value) == {"from", "to"}:
+        return f"{_detail_text(value['from'])} → {_detail_text(value['to'])}"
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {_detail_text(item)}" for key, item in value.items())
+    if isinstance(value, list):
+        return ", ".join(_detail_text(item) for item in value) or "[]"
+    if value is None or value == "":
+        return "∅"
+    return str(value)
+
+
+@register.filter
+def audit_details(details: dict) -> str:
+    """An event's details as one readable line (autoescaped by the template)."""
+    if set(details) == {"changed"} or set(details) == {"fields"}:
+        details = next(iter(details.values()))
+    return _detail_text(details)

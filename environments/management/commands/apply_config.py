@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from environments import configfile
+from environments.audit import acting_as
 
 
 class Command(BaseCommand):
@@ -12,7 +13,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         try:
             document, base = configfile.load(options["file"])
-            report = configfile.apply(document, base)
+            with acting_as("apply_config"):
+                report = configfile.apply(document, base)
         except configfile.ConfigError as exc:
             raise CommandError(str(exc)) from None
         for line in report.lines():

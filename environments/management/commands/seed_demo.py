@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
 from environments import configfile, services
+from environments.audit import acting_as
 from environments.core.runner import RunnerError, run_alembic
 from environments.models import Environment, Project
 
@@ -48,7 +49,8 @@ class Command(BaseCommand):
                 }
             ]
         }
-        report = configfile.apply(document, Path(settings.BASE_DIR))
+        with acting_as("seed_demo"):
+            report = configfile.apply(document, Path(settings.BASE_DIR))
         for line in report.lines():
             self.stdout.write(line)
 

@@ -1,0 +1,39 @@
+import json
+import sys
+
+from django.core.management.base import BaseCommand
+
+from environments import audit
+
+
+class Command(BaseCommand):
+    help = (
+        "Walk the audit chain from its first event and check every hash and link. Exit 0 when "
+        "it is intact, 1 naming the first broken link."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    def handle(self, *args, **options) -> None:
+        report = audit.audit_verify_full()
+        if options["json"]:
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "ok": report.ok,
+                        "verified_through": report.verified_through,
+                        "head_hash": report.head_hash if report.ok else None,
+                        "broken_event": report.broken_seq,
+                        "reason": report.reason or None,
+                    }
+                )
+            )
+        elif report.ok:
+            self.stdout.write(
+                f"{report.message} {report.checked} events checked; head hash {report.head_hash}."
+            )
+        else:
+            self.stderr.write(report.message)
+        if not report.ok:
+            sys.exit(1)
