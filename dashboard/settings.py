@@ -99,6 +99,14 @@ RETORT_READ_WORKERS = int(env_float("RETORT_READ_WORKERS", 16))
 # Reads older than this are pruned by the scheduled refresh (each environment keeps its latest).
 RETORT_SNAPSHOT_DAYS = env_float("RETORT_SNAPSHOT_DAYS", 30.0)
 
+# Jobs
+RETORT_BACKUP_ROOT = Path(env_str("RETORT_BACKUP_ROOT", str(DATA_DIR / "backups")))
+RETORT_JOB_TIMEOUT = env_float("RETORT_JOB_TIMEOUT", 3600.0)  # seconds, per alembic/pg_dump run
+RETORT_HEARTBEAT_SECONDS = env_float("RETORT_HEARTBEAT_SECONDS", 5.0)
+# A running job whose worker has not beaten for this long is interrupted by the reaper.
+RETORT_HEARTBEAT_TIMEOUT = env_float("RETORT_HEARTBEAT_TIMEOUT", 60.0)
+RETORT_REAPER_SECONDS = env_float("RETORT_REAPER_SECONDS", 30.0)
+
 # Audit: take the client IP from X-Forwarded-For (only behind a proxy that sets it).
 RETORT_TRUST_X_FORWARDED_FOR = env_bool("RETORT_TRUST_X_FORWARDED_FOR", False)
 RETORT_AUDIT_PAGE_SIZE = 50
@@ -114,6 +122,10 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-all-environments": {
         "task": "environments.tasks.environments_refresh_all",
         "schedule": env_float("RETORT_REFRESH_SECONDS", 300.0),
+    },
+    "reap-stopped-jobs": {
+        "task": "environments.tasks.jobs_reap",
+        "schedule": RETORT_REAPER_SECONDS,
     },
     "verify-audit-chain": {
         "task": "environments.tasks.audit_verify",

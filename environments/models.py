@@ -140,6 +140,12 @@ class Environment(AuditedModel):
     url_from_env = models.CharField(
         max_length=100, blank=True, help_text="Name of an environment variable holding the URL."
     )
+    backup_before_jobs = models.BooleanField(
+        default=True, help_text="Back the database up before every upgrade and downgrade."
+    )
+    keep_backups = models.PositiveIntegerField(
+        default=5, help_text="How many of this environment's backups to keep (older are removed)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -372,3 +378,158 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"audit verified through event {self.verified_seq}"
+
+
+class Backup(models.Model):
+    """A verified copy of an environment's database, made before a job touched it."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="backups")
+    made_by_job = models.ForeignKey(
+        "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=20)  # "pg_dump" or "sqlite"
+    path = models.CharField(max_length=1000)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    verified = models.CharField(max_length=300, blank=True)
+    heads = models.JSONField(default=list, help_text="What the version table held when copied.")
+    created_at = models.DateTimeField(default=timezone.now)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"backup #{self.pk} of {self.environment} at {self.created_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def available(self) -> bool:
+        return self.removed_at is None and Path(self.path).exists()
+
+
+class Job(models.Model):
+    """One change to one environment's database, run by a Celery worker.
+
+    Planned in the web process (statically, from the scripts), previewed and run by a worker.
+    `from_heads` is what the database held when planned: the worker refuses to run if it holds
+    anything else; `to_heads` is what it must hold afterwards, or the job fails.
+    """
+
+    class Kind(models.TextChoices):
+        UPGRADE = "upgrade"
+        DOWNGRADE = "downgrade"
+        STAMP = "stamp"
+        RESTORE = "restore"
+
+    class Status(models.TextChoices):
+        PLANNED = "planned"
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        INTERRUPTED = "interrupted"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
+
+    class Preview(models.TextChoices):
+        PENDING = "pending"
+        READY = "ready"
+        UNAVAILABLE = "unavailable"
+        NOT_NEEDED = "not_needed"
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    target = models.CharField(max_length=200)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLANNED)
+    from_heads = models.JSONField(default=list)
+    to_heads = models.JSONField(default=list)
+    revisions = models.JSONField(default=list, help_text="In the order they will run.")
+    findings = models.JSONField(default=list)
+    sql_status = models.CharField(max_length=20, choices=Preview.choices, default=Preview.PENDING)
+    sql_preview = models.TextField(blank=True)
+    sql_sha256 = models.CharField(max_length=64, blank=True)
+    sql_note = models.TextField(blank=True)
+    restore_from = models.ForeignKey(
+        Backup, null=True, blank=True, on_delete=models.PROTECT, related_name="restored_by"
+    )
+    backup = models.ForeignKey(
+        Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker_host = models.CharField(max_length=200, blank=True)
+    worker_pid = models.PositiveIntegerField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    progress_done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    result_heads = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="one_active_job_per_environment",
+            )
+        ]
+        indexes = [models.Index(fields=["environment", "-created_at"], name="job_latest")]
+
+    def __str__(self) -> str:
+        return f"job #{self.pk} {self.kind} {self.environment} to {self.target} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("job_detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def progress_total(self) -> int:
+        return len(self.revisions)
+
+    @property
+    def plan_sha256(self) -> str:
+        """What an approval binds to: the plan and the exact SQL it previews."""
+        content = {
+            "environment": self.environment_id,
+            "kind": self.kind,
+            "target": self.target,
+            "from_heads": sorted(self.from_heads),
+            "to_heads": sorted(self.to_heads),
+            "revisions": list(self.revisions),
+            "restore_from": self.restore_from_id,
+            "sql_sha256": self.sql_sha256,
+        }
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class JobLogLine(models.Model):
+    """One line of a job's log: Retort's own steps, pg_dump's and alembic's output."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_lines")
+    seq = models.PositiveIntegerField()
+    at = models.DateTimeField(default=timezone.now)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["job", "seq"]
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="job_log_line_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.seq} {self.text[:60]}"

@@ -8,13 +8,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from environments.audit import audit_record
 from environments.core import status as core_status
 from environments.core.scripts import ScriptIndex, ScriptProblem
-from environments.models import Environment, Project, Snapshot
+from environments.models import Environment, Job, Project, Snapshot
 
 
 @dataclass
@@ -81,7 +81,7 @@ def environments_read(
         targets, timeout=settings.RETORT_CONNECT_TIMEOUT, workers=settings.RETORT_READ_WORKERS
     )
     snapshots = [_snapshot(environment, states[environment.pk]) for environment in environments]
-    changed = _revision_changes(snapshots, _last_read_heads([e.pk for e in environments]))
+    changed = _revision_changes(snapshots, _last_reads([e.pk for e in environments]))
     with transaction.atomic():
         if changed:
             _record_revision_changes(changed)
@@ -92,8 +92,8 @@ def environments_read(
 _READ_FAILURES = [s.value for s in core_status.Status if s.is_read_failure]
 
 
-def _last_read_heads(environment_ids: Sequence[int]) -> dict[int, list[str]]:
-    """Each environment's heads at its latest successful read (environments never read: absent)."""
+def _last_reads(environment_ids: Sequence[int]) -> dict[int, Snapshot]:
+    """Each environment's latest successful read (environments never read: absent)."""
     latest = (
         Snapshot.objects.filter(environment=OuterRef("pk"))
         .exclude(status__in=_READ_FAILURES)
@@ -106,42 +106,56 @@ def _last_read_heads(environment_ids: Sequence[int]) -> dict[int, list[str]]:
         .values_list("pk", "last_id")
     )
     ids = dict(rows)
-    heads = dict(Snapshot.objects.filter(pk__in=ids.values()).values_list("pk", "heads"))
-    return {env_id: heads[snapshot_id] for env_id, snapshot_id in ids.items()}
+    snapshots = Snapshot.objects.only("pk", "heads", "checked_at").in_bulk(ids.values())
+    return {env_id: snapshots[snapshot_id] for env_id, snapshot_id in ids.items()}
 
 
 def _revision_changes(
-    snapshots: Sequence[Snapshot], previous: dict[int, list[str]]
-) -> list[tuple[Snapshot, list[str]]]:
+    snapshots: Sequence[Snapshot], previous: dict[int, Snapshot]
+) -> list[Snapshot]:
     """Reads that found other heads than the environment's previous successful read."""
     changed = []
     for snapshot in snapshots:
         before = previous.get(snapshot.environment.pk)
         if snapshot.is_read_failure or before is None:
             continue
-        if sorted(before) != sorted(snapshot.heads):
-            changed.append((snapshot, before))
+        if sorted(before.heads) != sorted(snapshot.heads):
+            changed.append(snapshot)
     return changed
 
 
-def _record_revision_changes(changed: list[tuple[Snapshot, list[str]]]) -> None:
+def _explaining_job(environment: Environment, since) -> Job | None:
+    """The Retort job that ran on this environment since its previous read, if any."""
+    return (
+        Job.objects.filter(environment=environment, started_at__isnull=False)
+        .filter(Q(started_at__gte=since) | Q(status=Job.Status.RUNNING) | Q(finished_at__gte=since))
+        .order_by("-started_at")
+        .first()
+    )
+
+
+def _record_revision_changes(changed: list[Snapshot]) -> None:
     """One `revision_changed` event per change, plus `out_of_band_change` when no Retort job
     explains it. Runs inside the transaction that stores the snapshots; the environments are
-    locked and their previous heads read again, so two overlapping reads record a change once."""
-    locked = [snapshot.environment.pk for snapshot, _ in changed]
+    locked and their previous reads looked up again, so two overlapping reads record a change
+    once."""
+    locked = [snapshot.environment.pk for snapshot in changed]
     list(Environment.objects.select_for_update().filter(pk__in=locked).values_list("pk"))
-    previous = _last_read_heads(locked)
-    for snapshot, _ in changed:
+    previous = _last_reads(locked)
+    for snapshot in changed:
         environment = snapshot.environment
         before = previous.get(environment.pk)
-        if before is None or sorted(before) == sorted(snapshot.heads):
+        if before is None or sorted(before.heads) == sorted(snapshot.heads):
             continue  # an overlapping read recorded it first
+        job = _explaining_job(environment, before.checked_at)
         details = {"status": snapshot.status, "checked_at": snapshot.checked_at.isoformat()}
-        for action in ("revision_changed", "out_of_band_change"):
+        actions = ["revision_changed"] if job else ["revision_changed", "out_of_band_change"]
+        for action in actions:
             audit_record(
                 action=action,
                 environment=environment,
-                from_revisions=before,
+                job_id=job.pk if job else None,
+                from_revisions=before.heads,
                 to_revisions=snapshot.heads,
                 details=details,
                 system_actor="reader",

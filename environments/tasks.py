@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import audit, services
+from environments import audit, jobs, services
 from environments.models import Environment
 
 
@@ -31,3 +31,21 @@ def environments_refresh_all() -> int:
 def audit_verify() -> bool:
     """Walk the whole audit chain; the audit page shows the result."""
     return audit.audit_verify_full().ok
+
+
+@shared_task(acks_late=False, max_retries=0)
+def job_run(job_id: int) -> str | None:
+    """At most once: acknowledged on receipt, never retried; a redelivery finds it taken."""
+    job = jobs.job_run(job_id=job_id)
+    return job.status if job else None
+
+
+@shared_task
+def job_preview_sql(job_id: int) -> str | None:
+    job = jobs.job_preview_sql(job_id=job_id)
+    return job.sql_status if job else None
+
+
+@shared_task
+def jobs_reap() -> list[int]:
+    return jobs.jobs_reap()

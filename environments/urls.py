@@ -4,6 +4,9 @@ from environments import views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("jobs/<int:job_id>/", views.job_detail, name="job_detail"),
+    path("jobs/<int:job_id>/live", views.job_live, name="job_live"),
+    path("jobs/<int:job_id>/<str:action>", views.job_action, name="job_action"),
     path("audit/", views.audit_log, name="audit_log"),
     path("audit/export.<str:fmt>", views.audit_export, name="audit_export"),
     path("api/v1/status", views.api_status, name="api_status"),
@@ -19,6 +22,11 @@ urlpatterns = [
         "projects/<slug:project_slug>/environments/<slug:env_slug>/",
         views.environment_detail,
         name="environment_detail",
+    ),
+    path(
+        "projects/<slug:project_slug>/environments/<slug:env_slug>/jobs/new",
+        views.job_new,
+        name="job_new",
     ),
     path(
         "projects/<slug:project_slug>/environments/<slug:env_slug>/refresh",

@@ -17,9 +17,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.apiauth import api_login_required
-from environments import audit, graphs, services
+from environments import audit, graphs, jobs, services
 from environments.forms import AuditFilterForm
-from environments.models import Environment, Project
+from environments.models import Environment, Job, Project
 
 
 def _projects(slug: str | None = None):
@@ -58,7 +58,8 @@ def environment_detail(request: HttpRequest, project_slug: str, env_slug: str) -
     environment = _get_environment(project_slug, env_slug)
     card = services.environment_card(environment=environment, refresh=True)
     detail = services.environment_detail_build(card=card)
-    return render(request, "environments/environment_detail.html", {"card": card, "detail": detail})
+    context = {"card": card, "detail": detail} | _job_context(environment)
+    return render(request, "environments/environment_detail.html", context)
 
 
 @require_POST
@@ -191,3 +192,100 @@ def audit_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
     response = StreamingHttpResponse(lines, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="retort-audit-{stamp}.{fmt}"'
     return response
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def _job_context(environment: Environment) -> dict:
+    """What the environment page needs to offer a job: targets, recent jobs, backups."""
+    index, _ = environment.project.load_scripts()
+    targets = []
+    if index is not None and index.revision_map is not None:
+        newest_first = index.applied(index.heads) if index.heads else ()
+        targets = [(rev, index.revisions[rev].message) for rev in newest_first]
+    return {
+        "targets": targets,
+        "jobs": environment.jobs.select_related("requested_by")[:20],
+        "backups": environment.backups.filter(removed_at=None)[:20],
+        "active_job": environment.jobs.filter(status__in=Job.ACTIVE).first(),
+    }
+
+
+@require_POST
+@login_required
+def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpResponse:
+    environment = _get_environment(project_slug, env_slug)
+    kind = request.POST.get("kind", "")
+    target = (request.POST.get("target_text") or request.POST.get("target") or "").strip()
+    restore_from = None
+    if kind == Job.Kind.RESTORE:
+        restore_from = environment.backups.filter(pk=request.POST.get("backup") or 0).first()
+    try:
+        job = jobs.job_request(
+            environment=environment,
+            kind=kind,
+            target=target,
+            user=request.user,
+            reason=request.POST.get("reason", "").strip(),
+            restore_from=restore_from,
+        )
+    except jobs.JobRefused as exc:
+        card = services.environment_card(environment=environment, refresh=False)
+        detail = services.environment_detail_build(card=card)
+        context = {"card": card, "detail": detail, "job_error": str(exc)}
+        context |= _job_context(environment)
+        return render(request, "environments/environment_detail.html", context, status=400)
+    return redirect(job)
+
+
+def _get_job(job_id: int) -> Job:
+    return get_object_or_404(
+        Job.objects.select_related(
+            "environment__project", "requested_by", "backup", "restore_from"
+        ),
+        pk=job_id,
+    )
+
+
+@require_GET
+@login_required
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job(job_id)
+    return render(request, "environments/job_detail.html", _job_page(job))
+
+
+def _job_page(job: Job, error: str | None = None) -> dict:
+    lines = list(job.log_lines.order_by("-seq")[:2000])[::-1]
+    return {"job": job, "log_lines": lines, "job_error": error}
+
+
+@require_GET
+@login_required
+def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The part of the job page that changes; htmx polls it and stops (286) once settled."""
+    job = _get_job(job_id)
+    response = render(request, "environments/_job_live.html", _job_page(job))
+    settled = job.is_finished or (
+        job.status == Job.Status.PLANNED and job.sql_status != Job.Preview.PENDING
+    )
+    if settled and request.htmx:
+        response.status_code = 286
+    return response
+
+
+@require_POST
+@login_required
+def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
+    job = _get_job(job_id)
+    try:
+        if action == "queue":
+            jobs.job_queue(job=job, user=request.user)
+        elif action == "cancel":
+            jobs.job_cancel(job=job, user=request.user)
+        else:
+            raise Http404("No such action.")
+    except jobs.JobRefused as exc:
+        job.refresh_from_db()
+        return render(request, "environments/job_detail.html", _job_page(job, str(exc)), status=409)
+    return redirect(job)

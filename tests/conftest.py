@@ -369,7 +369,9 @@ def start_worker(tmp_path) -> Iterator[Callable[..., str]]:
     """Start `celery worker` processes on a private queue; returns the queue name."""
     processes: list[subprocess.Popen] = []
 
-    def start(broker_url: str | None = None) -> str:
+    def start(
+        broker_url: str | None = None, *, beat: bool = False, env: dict[str, str] | None = None
+    ) -> str:
         from django.conf import settings
 
         queue = f"retort-test-{uuid.uuid4().hex[:8]}"
@@ -379,7 +381,10 @@ def start_worker(tmp_path) -> Iterator[Callable[..., str]]:
             "DATABASE_URL": dashboard_database_url(),
             "CELERY_BROKER_URL": broker_url or settings.CELERY_BROKER_URL,
             "RETORT_CELERY_QUEUE": queue,
+            "RETORT_BACKUP_ROOT": str(settings.RETORT_BACKUP_ROOT),
+            **(env or {}),
         }
+        extra = ["-B", "--schedule", str(tmp_path / f"{queue}-beat")] if beat else []
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -398,6 +403,7 @@ def start_worker(tmp_path) -> Iterator[Callable[..., str]]:
                 "--without-mingle",
                 "-n",
                 f"{queue}@%h",
+                *extra,
             ],
             cwd=REPO,
             env=env,
@@ -475,3 +481,9 @@ def audit_events_hold_no_test_password() -> Iterator[list[tuple[str, str]]]:
 def _fast_password_hashing(settings) -> None:
     """Real hashing costs about a second per user on this machine; tests need none of it."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _private_backup_root(settings, tmp_path_factory) -> None:
+    """Backups of a test go to a folder of its own, never the developer's var/backups."""
+    settings.RETORT_BACKUP_ROOT = tmp_path_factory.mktemp("backups")

@@ -13,6 +13,8 @@ SAMPLE_ARGS = {
     "env_slug": "prod",
     "revision": "2e8b5f0c7a48",
     "fmt": "csv",
+    "job_id": 1,
+    "action": "queue",
 }
 
 

@@ -7,6 +7,7 @@ command line where `ps` would show it, and never in the output Retort keeps.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -27,7 +28,8 @@ class RunnerError(Exception):
 @dataclass(frozen=True)
 class RunResult:
     exit_code: int
-    output: str
+    output: str  # stdout and stderr interleaved, or stderr alone with `separate_stdout`
+    stdout: str = ""  # only with `separate_stdout`: e.g. the SQL of `alembic ... --sql`
 
     @property
     def ok(self) -> bool:
@@ -42,6 +44,16 @@ def resolve_command(command: Sequence[str], python: str) -> list[str]:
     return parts
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed if the worker that started us dies (kill -9 included).
+
+    Otherwise a migration would run on, unsupervised, after its worker is gone and its job has
+    been declared interrupted. Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def run_alembic(
     command: Sequence[str],
     args: Sequence[str],
@@ -53,8 +65,13 @@ def run_alembic(
     python: str = "python3",
     on_line: Callable[[str], None] | None = None,
     extra_env: dict[str, str] | None = None,
+    separate_stdout: bool = False,
 ) -> RunResult:
-    """Run `command + args`, stream its output line by line, kill its group on timeout."""
+    """Run `command + args`, stream its output line by line, kill its group on timeout.
+
+    With `separate_stdout`, stdout is kept apart (returned whole, not streamed) and only stderr
+    is streamed: alembic writes `--sql` output to stdout and its log to stderr.
+    """
     argv = resolve_command(command, python) + list(args)
     env = {**os.environ, **(extra_env or {}), url_env_var: url, "PYTHONUNBUFFERED": "1"}
     try:
@@ -63,10 +80,11 @@ def run_alembic(
             cwd=working_dir,
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE if separate_stdout else subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     except OSError as exc:
         raise RunnerError(f"Could not start {argv[0]!r}: {exc.strerror}") from None
@@ -78,18 +96,34 @@ def run_alembic(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
 
+    stdout_parts: list[str] = []
+
+    def drain_stdout() -> None:
+        assert process.stdout is not None
+        stdout_parts.append(process.stdout.read())
+
+    reader = threading.Thread(target=drain_stdout, daemon=True) if separate_stdout else None
+    streamed = process.stderr if separate_stdout else process.stdout
     timer = threading.Timer(timeout, stop)
     timer.start()
     try:
-        assert process.stdout is not None
-        for raw in process.stdout:
+        if reader is not None:
+            reader.start()
+        assert streamed is not None
+        for raw in streamed:
             line = redact(raw.rstrip("\n"), url)
             lines.append(line)
             if on_line is not None:
                 on_line(line)
+        if reader is not None:
+            reader.join()
         process.wait()
     finally:
         timer.cancel()
     if timed_out.is_set():
         raise RunnerError(f"alembic did not finish within {timeout:g} seconds and was stopped.")
-    return RunResult(exit_code=process.returncode, output="\n".join(lines))
+    return RunResult(
+        exit_code=process.returncode,
+        output="\n".join(lines),
+        stdout=redact("".join(stdout_parts), url),
+    )

@@ -1,0 +1,541 @@
+"""Jobs: every change to a database is planned here, queued, and run by a Celery worker.
+
+The web process plans (statically, from the scripts: nothing is imported or run) and queues;
+the worker previews the SQL, backs up, locks, re-checks, runs alembic in a subprocess, checks
+the result and records it. Every transition is an audit event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from environments import graphs
+from environments.audit import audit_record
+from environments.core import backups, plan
+from environments.core.runner import RunnerError, run_alembic
+from environments.core.versions import read_versions, redact, sync_url
+from environments.models import Backup, Environment, Job, JobLogLine, UrlUnavailable
+
+_LOCK_KEY = 0x7265746F72746A62  # pg_advisory_lock key on the target: "retortjb"
+
+
+class JobRefused(Exception):
+    """The request cannot become a job (or move on); the message says why, in words."""
+
+
+# --- planning and queueing (web process) ---------------------------------------------------
+
+
+def _current_heads(environment: Environment) -> tuple[str, ...]:
+    from environments.services import environment_read
+
+    snapshot = environment_read(environment=environment)
+    if snapshot.is_read_failure:
+        raise JobRefused(
+            f"{environment.name} cannot be read, so no job can be planned: {snapshot.error}"
+        )
+    return tuple(sorted(snapshot.heads))
+
+
+def _findings(index, revisions: list[str]) -> list[dict]:
+    found = []
+    for revision_id in revisions:
+        revision = index.revisions.get(revision_id)
+        if revision is None:
+            continue
+        result = graphs.revision_findings(revision)
+        if isinstance(result, str):
+            found.append({"revision": revision_id, "severity": "warning", "detail": result})
+            continue
+        for finding in result:
+            found.append({"revision": revision_id, **graphs.finding_dict(finding)})
+    return found
+
+
+def job_request(
+    *,
+    environment: Environment,
+    kind: str,
+    target: str = "",
+    user,
+    reason: str = "",
+    restore_from: Backup | None = None,
+) -> Job:
+    """Plan a job from where the database stands now; the SQL preview follows on a worker."""
+    from_heads = _current_heads(environment)
+    index, error = environment.project.load_scripts()
+    if kind == Job.Kind.RESTORE:
+        if restore_from is None or restore_from.environment_id != environment.pk:
+            raise JobRefused("Choose one of this environment's backups to restore.")
+        if not restore_from.available:
+            raise JobRefused(f"Backup #{restore_from.pk} is no longer on disk.")
+        to_heads, revisions, found = sorted(restore_from.heads), [], []
+        target = f"backup #{restore_from.pk}"
+    else:
+        if index is None:
+            raise JobRefused(f"The scripts cannot be read: {error}")
+        try:
+            planned = plan.plan_job(index, kind, target, from_heads)
+        except plan.PlanError as exc:
+            raise JobRefused(str(exc)) from None
+        if planned.changes_nothing:
+            raise JobRefused(
+                f"{environment.name} already holds {', '.join(from_heads) or 'nothing'}; "
+                f"{kind} to {target!r} would change nothing."
+            )
+        to_heads, revisions = list(planned.to_heads), list(planned.revisions)
+        found = _findings(index, revisions)
+    with transaction.atomic():
+        job = Job.objects.create(
+            environment=environment,
+            kind=kind,
+            target=target,
+            from_heads=list(from_heads),
+            to_heads=list(to_heads),
+            revisions=revisions,
+            findings=found,
+            restore_from=restore_from,
+            requested_by=user,
+            reason=reason,
+            sql_status=Job.Preview.NOT_NEEDED if kind == Job.Kind.RESTORE else Job.Preview.PENDING,
+        )
+        _audit(job, "job_planned", user=user, details={"revisions": len(revisions)})
+        if job.sql_status == Job.Preview.PENDING:
+            _send_on_commit("job_preview_sql", job.pk)
+    return job
+
+
+def job_queue(*, job: Job, user) -> Job:
+    """Put a planned job in the queue; refused while the environment has an active job."""
+    try:
+        with transaction.atomic():
+            won = Job.objects.filter(pk=job.pk, status=Job.Status.PLANNED).update(
+                status=Job.Status.QUEUED, queued_at=timezone.now()
+            )
+            if not won:
+                job.refresh_from_db()
+                raise JobRefused(
+                    f"Job #{job.pk} is {job.status}; only a planned job can be queued."
+                )
+            _audit(job, "job_queued", user=user)
+            _send_on_commit("job_run", job.pk)
+    except IntegrityError:
+        active = Job.objects.filter(environment=job.environment_id, status__in=Job.ACTIVE).first()
+        which = f" (job #{active.pk}, {active.status})" if active else ""
+        raise JobRefused(
+            f"{job.environment.name} already has a job queued or running{which}; one at a time."
+        ) from None
+    job.refresh_from_db()
+    return job
+
+
+def job_cancel(*, job: Job, user) -> Job:
+    with transaction.atomic():
+        won = Job.objects.filter(
+            pk=job.pk, status__in=[Job.Status.PLANNED, Job.Status.QUEUED]
+        ).update(status=Job.Status.CANCELLED, finished_at=timezone.now())
+        if not won:
+            job.refresh_from_db()
+            raise JobRefused(f"Job #{job.pk} is {job.status}; only a waiting job can be cancelled.")
+        _audit(job, "job_cancelled", user=user)
+    job.refresh_from_db()
+    return job
+
+
+def _send_on_commit(task_name: str, job_id: int) -> None:
+    from environments import tasks
+
+    task = getattr(tasks, task_name)
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    transaction.on_commit(lambda: task.apply_async(args=[job_id], queue=queue))
+
+
+def _audit(job: Job, action: str, *, user=None, system_actor=None, details=None) -> None:
+    audit_record(
+        action=action,
+        user=user,
+        system_actor=system_actor,
+        environment=job.environment,
+        job_id=job.pk,
+        from_revisions=job.from_heads,
+        to_revisions=job.to_heads,
+        details={"kind": job.kind, "target": job.target, "status": job.status} | (details or {}),
+    )
+
+
+# --- the worker side -----------------------------------------------------------------------
+
+
+class JobLog:
+    """Appends lines to a job's log; flushed in batches and by the heartbeat every second."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._lock = threading.Lock()
+        self._pending: list[JobLogLine] = []
+        self._steps = 0
+        self._seq = JobLogLine.objects.filter(job=job).count()
+
+    def add(self, line: str) -> None:
+        with self._lock:
+            self._seq += 1
+            self._pending.append(JobLogLine(job_id=self.job.pk, seq=self._seq, text=line))
+            if plan.step_of(line) is not None:
+                self._steps += 1
+            full = len(self._pending) >= 50
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            steps, self._steps = self._steps, 0
+        if pending:
+            JobLogLine.objects.bulk_create(pending)
+        if steps:
+            Job.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + steps)
+
+
+@contextlib.contextmanager
+def _heartbeat(job: Job, log: JobLog) -> Iterator[None]:
+    """Beat (and flush the log) from a thread of its own while the job runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(min(1.0, settings.RETORT_HEARTBEAT_SECONDS)):
+                log.flush()
+                Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"job-{job.pk}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        log.flush()
+
+
+class _Failed(Exception):
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def _target_lock(url: str, log: JobLog) -> Iterator[None]:
+    """A PostgreSQL advisory lock on the target for the whole run: another Retort (or anyone
+    taking the same lock) cannot migrate it at the same time. Held by a session of its own, so
+    it is released when the run ends or the worker dies. SQLite relies on the one-active-job
+    constraint."""
+    if backups.dialect_of(url) != "postgresql":
+        yield
+        return
+    engine = create_engine(
+        sync_url(url),
+        poolclass=NullPool,
+        connect_args={"connect_timeout": max(2, int(settings.RETORT_CONNECT_TIMEOUT))},
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        try:
+            conn = engine.connect()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}).scalar()
+        except Exception as exc:  # noqa: BLE001 - any driver error becomes a sentence
+            raise _Failed(f"Could not lock the target database: {redact(str(exc), url)}") from None
+        try:
+            if not got:
+                raise _Failed(
+                    "Another process holds Retort's migration lock on this database; "
+                    "nothing was changed."
+                )
+            log.add("Holding the migration lock on the target database.")
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+    finally:
+        engine.dispose()
+
+
+def _read_heads(environment: Environment, url: str) -> tuple[str, ...]:
+    project = environment.project
+    state = read_versions(
+        url,
+        version_table=project.version_table or "alembic_version",
+        version_table_schema=project.version_table_schema or None,
+        timeout=settings.RETORT_CONNECT_TIMEOUT,
+    )
+    if state.failure is not None:
+        raise _Failed(f"The database could not be read: {state.message}")
+    return tuple(sorted(state.heads or ()))
+
+
+def _make_backup(job: Job, url: str, log: JobLog, heads: tuple[str, ...]) -> Backup:
+    environment = job.environment
+    folder = Path(settings.RETORT_BACKUP_ROOT) / environment.project.slug / environment.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{timezone.now():%Y%m%dT%H%M%S}-job{job.pk}"
+    log.add(f"Backing up {environment.name} before the {job.kind}…")
+    try:
+        result = backups.backup_database(
+            url, folder, name=name, timeout=settings.RETORT_JOB_TIMEOUT, on_line=log.add
+        )
+    except backups.BackupError as exc:
+        raise _Failed(f"The backup failed, so the database was not touched: {exc}") from None
+    backup = Backup.objects.create(
+        environment=environment,
+        made_by_job=job,
+        kind=result.kind,
+        path=str(result.path),
+        size=result.size,
+        sha256=result.sha256,
+        verified=result.verified,
+        heads=list(heads),
+    )
+    Job.objects.filter(pk=job.pk).update(backup=backup)
+    log.add(
+        f"Backup #{backup.pk}: {result.path.name}, {result.size:,} bytes, "
+        f"sha256 {result.sha256[:12]}…; {result.verified}."
+    )
+    return backup
+
+
+def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
+    project = job.environment.project
+    log.add(f"$ {' '.join(project.command + args)}")
+    try:
+        result = run_alembic(
+            project.command,
+            args,
+            url=url,
+            url_env_var=project.url_env_var,
+            working_dir=project.run_dir,
+            timeout=settings.RETORT_JOB_TIMEOUT,
+            python=sys.executable,
+            on_line=log.add,
+        )
+    except RunnerError as exc:
+        raise _Failed(str(exc)) from None
+    if not result.ok:
+        raise _Failed(f"alembic exited with code {result.exit_code}.", exit_code=result.exit_code)
+
+
+def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
+    """The run itself; returns the heads the database holds afterwards, or raises _Failed."""
+    environment = job.environment
+    try:
+        url = environment.get_url()
+    except UrlUnavailable as exc:
+        raise _Failed(str(exc)) from None
+    log.add(
+        f"Job #{job.pk}: {job.kind} {environment.project.name}/{environment.name} to "
+        f"{job.target}; planned from {', '.join(job.from_heads) or 'an empty version table'}"
+        f" ({len(job.revisions)} revision{'s' if len(job.revisions) != 1 else ''})."
+    )
+    with _target_lock(url, log):
+        heads = _read_heads(environment, url)
+        if list(heads) != sorted(job.from_heads):
+            raise _Failed(
+                "The database moved since this plan: it holds "
+                f"{', '.join(heads) or 'nothing'}, the plan was made when it held "
+                f"{', '.join(sorted(job.from_heads)) or 'nothing'}. Nothing was changed; "
+                "plan the job again."
+            )
+        log.add(f"The database holds {', '.join(heads) or 'nothing'}, as planned.")
+        if job.kind == Job.Kind.RESTORE:
+            _restore(job, url, log)
+        else:
+            if job.kind != Job.Kind.STAMP and environment.backup_before_jobs:
+                _make_backup(job, url, log, heads)
+            args = (
+                ["stamp", "--purge", job.target]
+                if job.kind == Job.Kind.STAMP
+                else [job.kind, job.target]
+            )
+            _run_alembic(job, url, log, args)
+        after = _read_heads(environment, url)
+    if list(after) != sorted(job.to_heads):
+        raise _Failed(
+            f"After the run the database holds {', '.join(after) or 'nothing'}, not "
+            f"{', '.join(sorted(job.to_heads)) or 'nothing'} as planned."
+        )
+    return after
+
+
+def _restore(job: Job, url: str, log: JobLog) -> None:
+    backup = job.restore_from
+    assert backup is not None
+    path = Path(backup.path)
+    log.add(f"Restoring backup #{backup.pk} ({path.name})…")
+    try:
+        log.add(backups.verify_backup(path, backup.kind, expected_sha256=backup.sha256))
+        backups.restore_database(
+            url, path, backup.kind, timeout=settings.RETORT_JOB_TIMEOUT, on_line=log.add
+        )
+    except backups.BackupError as exc:
+        raise _Failed(f"The restore failed: {exc}") from None
+    log.add("Restored.")
+
+
+def job_run(*, job_id: int) -> Job | None:
+    """Run a queued job (the Celery task). At most once: a second delivery finds it taken."""
+    now = timezone.now()
+    won = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+        status=Job.Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker_host=socket.gethostname()[:200],
+        worker_pid=os.getpid(),
+    )
+    if not won:
+        return None
+    job = Job.objects.select_related("environment__project", "restore_from").get(pk=job_id)
+    with transaction.atomic():
+        _audit(
+            job,
+            "job_started",
+            system_actor="worker",
+            details={"worker": f"{job.worker_host}:{job.worker_pid}"},
+        )
+    log = JobLog(job)
+    status, error, exit_code, heads = Job.Status.SUCCEEDED, "", 0, None
+    with _heartbeat(job, log):
+        try:
+            heads = _execute(job, log)
+            log.add(f"Done: the database holds {', '.join(heads) or 'nothing'}.")
+        except _Failed as exc:
+            status, error, exit_code = Job.Status.FAILED, str(exc), exc.exit_code
+            log.add(f"FAILED: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a job must never stay "running"
+            status, error, exit_code = Job.Status.FAILED, f"Retort error: {exc}", None
+            log.add(f"FAILED: Retort error: {exc}")
+    return _finish(job, status=status, error=error, exit_code=exit_code, heads=heads)
+
+
+def _finish(job: Job, *, status, error: str, exit_code, heads) -> Job:
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+            status=status,
+            error=error,
+            exit_code=exit_code,
+            finished_at=timezone.now(),
+            result_heads=list(heads) if heads is not None else None,
+        )
+        job.refresh_from_db()
+        if updated:
+            _audit(job, f"job_{status}", system_actor="worker", details={"error": error})
+    if updated and job.backup_id:
+        backups_prune(environment=job.environment)
+    from environments.services import environment_read
+
+    close_old_connections()
+    environment_read(environment=job.environment)
+    return job
+
+
+def backups_prune(*, environment: Environment) -> int:
+    """Keep the newest `keep_backups` backups of an environment; remove the older files."""
+    keep = max(environment.keep_backups, 1)
+    stale = environment.backups.filter(removed_at=None).order_by("-created_at", "-id")[keep:]
+    removed = 0
+    for backup in stale:
+        if Job.objects.filter(restore_from=backup, status__in=Job.ACTIVE).exists():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            Path(backup.path).unlink()
+        Backup.objects.filter(pk=backup.pk).update(removed_at=timezone.now())
+        removed += 1
+    return removed
+
+
+def job_preview_sql(*, job_id: int) -> Job | None:
+    """Capture the exact SQL of the plan with `alembic ... --sql` (the worker runs env.py)."""
+    job = Job.objects.select_related("environment__project").filter(pk=job_id).first()
+    if job is None or job.sql_status != Job.Preview.PENDING:
+        return job
+    project = job.environment.project
+    args = _sql_args(job)
+    try:
+        url = job.environment.get_url()
+        result = run_alembic(
+            project.command,
+            args,
+            url=url,
+            url_env_var=project.url_env_var,
+            working_dir=project.run_dir,
+            timeout=min(settings.RETORT_JOB_TIMEOUT, 300),
+            python=sys.executable,
+            separate_stdout=True,
+        )
+    except (UrlUnavailable, RunnerError) as exc:
+        return _preview_done(job, Job.Preview.UNAVAILABLE, note=str(exc))
+    if not result.ok:
+        last = [line for line in result.output.splitlines() if line.strip()][-3:]
+        reason = " ".join(last) or f"alembic exited with code {result.exit_code}"
+        return _preview_done(job, Job.Preview.UNAVAILABLE, note=reason[-1000:])
+    return _preview_done(job, Job.Preview.READY, sql=result.stdout)
+
+
+def _sql_args(job: Job) -> list[str]:
+    start = ",".join(sorted(job.from_heads))
+    if job.kind == Job.Kind.STAMP:
+        return ["stamp", "--purge", job.target, "--sql"]
+    end = job.to_heads[0] if len(job.to_heads) == 1 else job.target
+    if job.kind == Job.Kind.DOWNGRADE:
+        end = end if job.to_heads else "base"
+        return ["downgrade", f"{start}:{end}", "--sql"]
+    return ["upgrade", f"{start}:{end}" if start else end, "--sql"]
+
+
+def _preview_done(job: Job, status: str, *, sql: str = "", note: str = "") -> Job:
+    digest = hashlib.sha256(sql.encode()).hexdigest() if sql else ""
+    Job.objects.filter(pk=job.pk, sql_status=Job.Preview.PENDING).update(
+        sql_status=status, sql_preview=sql, sql_sha256=digest, sql_note=note
+    )
+    job.refresh_from_db()
+    return job
+
+
+def jobs_reap(*, now=None) -> list[int]:
+    """Running jobs whose worker stopped beating become `interrupted`, freeing the environment."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.RETORT_HEARTBEAT_TIMEOUT)
+    reaped = []
+    for job in Job.objects.select_related("environment__project").filter(
+        status=Job.Status.RUNNING, heartbeat_at__lt=cutoff
+    ):
+        with transaction.atomic():
+            message = (
+                f"The worker {job.worker_host}:{job.worker_pid} stopped (no heartbeat since "
+                f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC). Check the database's state and "
+                "its backup before the next job."
+            )
+            won = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+                status=Job.Status.INTERRUPTED, finished_at=now, error=message
+            )
+            if won:
+                job.refresh_from_db()
+                _audit(job, "job_interrupted", system_actor="reaper", details={"error": message})
+                reaped.append(job.pk)
+    return reaped

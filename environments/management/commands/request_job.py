@@ -1,0 +1,83 @@
+import json
+import sys
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Q
+
+from environments import jobs
+from environments.models import Environment, Job
+
+
+class Command(BaseCommand):
+    help = (
+        "Plan and queue a job through the same service as the pages. With --wait, block until "
+        "it ends, print it as JSON and exit 0 only if it succeeded."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("project", help="project slug or name")
+        parser.add_argument("environment", help="environment slug or name")
+        parser.add_argument("--kind", required=True, choices=[k.value for k in Job.Kind])
+        parser.add_argument("--target", default="", help="heads, a revision, label@head, +N/-N…")
+        parser.add_argument("--backup", type=int, help="backup id (restore jobs)")
+        parser.add_argument("--as", dest="username", required=True, help="the requesting user")
+        parser.add_argument("--reason", default="")
+        parser.add_argument("--wait", action="store_true", help="wait for the job to end")
+        parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to --wait")
+
+    def handle(self, *args, **options) -> None:
+        user = get_user_model().objects.filter(username=options["username"]).first()
+        if user is None or not user.is_active:
+            raise CommandError(f"No active user {options['username']!r}.", returncode=2)
+        environment = (
+            Environment.objects.select_related("project")
+            .filter(Q(project__slug=options["project"]) | Q(project__name=options["project"]))
+            .filter(Q(slug=options["environment"]) | Q(name=options["environment"]))
+            .first()
+        )
+        if environment is None:
+            raise CommandError(
+                f"No environment {options['environment']!r} in project {options['project']!r}.",
+                returncode=2,
+            )
+        restore_from = None
+        if options["backup"] is not None:
+            restore_from = environment.backups.filter(pk=options["backup"]).first()
+        try:
+            job = jobs.job_request(
+                environment=environment,
+                kind=options["kind"],
+                target=options["target"],
+                user=user,
+                reason=options["reason"],
+                restore_from=restore_from,
+            )
+            job = jobs.job_queue(job=job, user=user)
+        except jobs.JobRefused as exc:
+            raise CommandError(str(exc), returncode=1) from None
+        if not options["wait"]:
+            self.stdout.write(json.dumps(_as_json(job)))
+            return
+        deadline = time.monotonic() + options["timeout"]
+        while not job.is_finished and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job.refresh_from_db()
+        self.stdout.write(json.dumps(_as_json(job)))
+        if job.status != Job.Status.SUCCEEDED:
+            sys.exit(1)
+
+
+def _as_json(job: Job) -> dict:
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "kind": job.kind,
+        "target": job.target,
+        "from_heads": job.from_heads,
+        "to_heads": job.to_heads,
+        "result_heads": job.result_heads,
+        "backup_path": job.backup.path if job.backup else None,
+        "error": job.error or None,
+    }
