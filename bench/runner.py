@@ -26,7 +26,9 @@ from bench.stats import Samples, ms
 from examples.synthetic import SyntheticHistory, write_history
 
 if TYPE_CHECKING:
+    from bench.audit import AuditFigures, ExportRun
     from bench.overview import OverviewRun, Parts
+    from environments.models import Project
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REVISIONS = 2000
@@ -71,7 +73,8 @@ def run(report: Report, databases: Databases, tmp: Path) -> None:
     measure_reads(report, history)
     measure_graph(report, history)
     setup_django(databases.create(), tmp)
-    measure_overviews(report, history, databases, tmp)
+    project = measure_overviews(report, history, databases, tmp)
+    measure_audit(report, history, project)
 
 
 def measure_reads(report: Report, history: SyntheticHistory) -> None:
@@ -130,7 +133,7 @@ def measure_graph(report: Report, history: SyntheticHistory) -> None:
 
 def measure_overviews(
     report: Report, history: SyntheticHistory, databases: Databases, tmp: Path
-) -> None:
+) -> Project:
     from django.conf import settings
 
     from bench import overview  # needs django.setup()
@@ -154,6 +157,20 @@ def measure_overviews(
     silent = overview.measure_silent(project)
     report.add(silent_figure(silent, timeout))
     report.notes.append(silent_note(timeout))
+    return project
+
+
+AUDIT_EVENTS = 100_000
+AUDIT_WRITERS = 1  # threads appending, each with its own connection
+
+
+def measure_audit(report: Report, history: SyntheticHistory, project: Project) -> None:
+    from bench import audit  # needs django.setup()
+
+    log(f"audit: append {AUDIT_EVENTS:,} events, verify the chain, export it as CSV and JSONL")
+    figures = audit.measure(project, history.revisions, count=AUDIT_EVENTS, writers=AUDIT_WRITERS)
+    report.add(*audit_figures(figures))
+    report.notes.append(audit_note(figures))
 
 
 # --- setup -----------------------------------------------------------------------------------
@@ -337,6 +354,96 @@ def _failures(run: OverviewRun) -> int:
 def _statuses(run: OverviewRun) -> str:
     counts = ", ".join(f"{count} {status}" for status, count in sorted(run.statuses.items()))
     return f"{counts}; {min(run.pending)}–{max(run.pending)} revisions pending"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MiB"
+
+
+def _writers(count: int) -> str:
+    return "1 writer" if count == 1 else f"{count} writer threads"
+
+
+def audit_figures(figures: AuditFigures) -> list[Figure]:
+    append, verify = figures.append, figures.verify
+    latencies = append.latencies
+    return [
+        Figure(
+            f"6a. Audit: append {append.count:,} events, one `audit_record` per transaction "
+            f"({_writers(append.writers)})",
+            f"{append.per_second:,.0f} events/s ({append.count:,} in {append.seconds:.1f} s); "
+            f"per append median {ms(latencies.median)}, p95 {ms(latencies.p95)}, "
+            f"max {ms(latencies.maximum)}",
+        ),
+        Figure(
+            "6b. Audit: verify the whole chain, `audit_verify_full()` from the first event",
+            f"{verify.per_second:,.0f} events/s ({verify.report.checked:,} events in "
+            f"{verify.seconds:.2f} s); chain ok",
+        ),
+        Figure(
+            "6c. Audit: CSV export of every event, peak traced Python memory (`tracemalloc`)",
+            _export_memory(figures.csv_traced),
+        ),
+        Figure(
+            "6d. Audit: CSV export of every event, time (`tracemalloc` off)",
+            f"{figures.csv.seconds:.2f} s, {figures.csv.rows_per_second:,.0f} rows/s; "
+            f"{_mib(figures.csv.size)}; RSS +{_mib(figures.csv.rss_growth)}",
+        ),
+        Figure(
+            "6e. Audit: JSON Lines export of every event, peak traced Python memory",
+            _export_memory(figures.jsonl_traced),
+        ),
+    ]
+
+
+def _export_memory(run: ExportRun) -> str:
+    assert run.traced_peak is not None
+    header = " + header" if run.fmt == "csv" else ""
+    return (
+        f"{_mib(run.traced_peak)} peak; {run.events:,} rows{header}, {_mib(run.size)} in "
+        f"{run.chunks:,} chunks; RSS +{_mib(run.rss_growth)}, ru_maxrss "
+        f"+{_mib(run.maxrss_growth)} ({run.seconds:.1f} s with tracing)"
+    )
+
+
+def audit_note(figures: AuditFigures) -> str:
+    append = figures.append
+    cursors = all(
+        run.server_side_cursor for run in (figures.csv, figures.csv_traced, figures.jsonl_traced)
+    )
+    cursor = (
+        "Each export read through a server-side cursor (`pg_cursors` showed it open mid-stream)"
+        if cursors
+        else "**an export did not show a server-side cursor open mid-stream**"
+    )
+    return (
+        f"Audit: in the same dashboard database, after the overview figures (which left "
+        f"{append.events_before} events in it). 6a: {append.count:,} calls of "
+        "`audit_record(action=…, environment=…, from_revisions=[rev], to_revisions=[next rev], "
+        'details={"status": …, "checked_at": …}, system_actor="reader")`, what the reader '
+        "records for a change it sees, alternately `revision_changed` and "
+        f"`out_of_band_change`, spread over the {ENVIRONMENTS} environments and the history's "
+        "revisions; "
+        f"{_writers(append.writers)} in autocommit, so every call is its own transaction "
+        "(advisory lock, read of the last event, insert, commit; the server's "
+        f"`synchronous_commit` was `{append.synchronous_commit}`). Each call's arguments are "
+        "made just before it, inside the wall time; events/s is the count over that wall "
+        "time; the per-append times are each `audit_record` call alone, as its writer saw it. "
+        f"Afterwards the table held exactly {append.events_after:,} events with seq "
+        f"1–{append.events_after:,} (checked). 6b: one "
+        "`audit_verify_full()` after `gc.collect()`; it must report the chain ok with every "
+        "event checked. 6c–6e: a Django test `Client` logged in by `force_login` (which "
+        "records a `login` event) GETs `/audit/export.csv` or `.jsonl` with no filters and "
+        "consumes `streaming_content` chunk by chunk (one row per chunk), counting bytes and "
+        "lines, never joining them; the lines must be the events plus the `audit_exported` "
+        "event the view records first (plus the CSV header). Peak: `tracemalloc` runs for "
+        "6c and 6e, `reset_peak()` right before the GET, figure = peak minus what was traced "
+        "at the reset; tracing slows allocation, so 6d's time is a separate run with it off. "
+        "RSS: `/proc/self/statm` read before and every 1,000 chunks, highest minus before; "
+        f"ru_maxrss: its growth over the call. {cursor}; Django declares it WITH HOLD in "
+        "autocommit, so PostgreSQL materialises the result on the server before the first "
+        "row arrives."
+    )
 
 
 def memory_figures() -> list[Figure]:
