@@ -430,7 +430,24 @@ def job_run(*, job_id: int) -> Job | None:
         except Exception as exc:  # noqa: BLE001 - a job must never stay "running"
             status, error, exit_code = Job.Status.FAILED, f"Retort error: {exc}", None
             log.add(f"FAILED: Retort error: {exc}")
+    _snapshot_after(job)
     return _finish(job, status=status, error=error, exit_code=exit_code, heads=heads)
+
+
+def _snapshot_after(job: Job) -> None:
+    """Read the environment again before the job ends, so the overview shows the new state
+    and the change it finds is recorded as this job's (it is still `running`)."""
+    from environments.services import environment_read
+
+    close_old_connections()
+    try:
+        environment_read(environment=job.environment)
+    except Exception as exc:  # noqa: BLE001 - a failed read must not keep the job running
+        JobLogLine.objects.create(
+            job=job,
+            seq=JobLogLine.objects.filter(job=job).count() + 1,
+            text=f"The state could not be re-read afterwards: {exc}",
+        )
 
 
 def _finish(job: Job, *, status, error: str, exit_code, heads) -> Job:
@@ -447,10 +464,6 @@ def _finish(job: Job, *, status, error: str, exit_code, heads) -> Job:
             _audit(job, f"job_{status}", system_actor="worker", details={"error": error})
     if updated and job.backup_id:
         backups_prune(environment=job.environment)
-    from environments.services import environment_read
-
-    close_old_connections()
-    environment_read(environment=job.environment)
     return job
 
 

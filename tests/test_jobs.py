@@ -155,8 +155,8 @@ def test_upgrade_prod_to_head_backs_up_first_and_the_backup_restores_the_old_sta
         "job_planned",
         "job_queued",
         "job_started",
-        "job_succeeded",
         "revision_changed",
+        "job_succeeded",
     ]
     assert not AuditEvent.objects.filter(action="out_of_band_change").exists()
     assert tables_and_rows(url) != before

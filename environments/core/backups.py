@@ -174,6 +174,10 @@ $retort$;
 # bytes until pg_restore has exited cleanly means psql never sees a COMMIT for a half-read
 # archive: the connection closes inside the open transaction and PostgreSQL rolls it back.
 _HOLD_BACK = 64 * 1024
+# Printed by psql right before and right after it runs that COMMIT.
+_COMMITTING = "retort: committing"
+_COMMITTED = "retort: committed"
+_MARKED_COMMIT = f"SELECT '{_COMMITTING}';\nCOMMIT;\nSELECT '{_COMMITTED}';\n".encode()
 
 
 @dataclass(frozen=True)
@@ -375,7 +379,8 @@ def _pg_restore(
     which inserts the preamble after BEGIN and holds back the end (with its COMMIT) until
     pg_restore has read the whole archive. psql stops at the first error (ON_ERROR_STOP,
     which is what pg_restore's --exit-on-error would be); leaving the transaction open when
-    it stops makes PostgreSQL roll it back.
+    it stops makes PostgreSQL roll it back. Two SELECTs around the COMMIT print how far psql got,
+    so a stopped restore can say whether the database was left as it was.
     """
     entries = _pg_list_entries(path, deadline=deadline, timeout=timeout)
     emit(f"Restoring {entries} archive entries from {path.name} into {display_url(url)}.")
@@ -399,37 +404,41 @@ def _pg_restore(
         "--no-psqlrc",
         "--no-password",
         "--quiet",
+        "--tuples-only",
+        "--no-align",
         "--set=ON_ERROR_STOP=1",
         f"--dbname={_conninfo(target)}",
         "--file=-",
     ]
     group = _Processes(emit, deadline, url=url)
-    state = {"commit_sent": False, "began": False}
+    state = {"began": False, "marked": False, "sent": False}
     with group:
         # pg_restore reads a file and writes a script; it needs no password.
         restore = group.start(restore_argv, env=_pg_env(None), label="pg_restore", stdout="pipe")
-        apply = group.start(psql_argv, env=_pg_env(target), label="psql", stdin=True)
+        apply = group.start(
+            psql_argv, env=_pg_env(target), label="psql", stdin=True, stdout="capture"
+        )
         group.add_worker(lambda: _relay(restore, apply, group, state))
         group.pump()
     restored, applied = group.results["pg_restore"], group.results["psql"]
     where = display_url(url)
-    if group.timed_out:
-        outcome = (
-            "the outcome of its final COMMIT is unknown; check the database"
-            if state["commit_sent"]
-            else "its transaction was rolled back and the database is as it was"
-        )
-        raise BackupError(
-            f"Restoring {where} did not finish within {timeout:g} seconds and was stopped; "
-            f"{outcome}."
-        )
-    if applied.exit_code == 0 and state["commit_sent"]:
+    # psql prints the markers as it runs the statements around COMMIT, so they tell exactly how
+    # far it got, even when it was killed: a line written into its input proves nothing.
+    printed = applied.stdout.splitlines()
+    # Without markers (a script of another shape) psql's exit code has to do.
+    unmarked = state["sent"] and not state["marked"]
+    if _COMMITTED in printed or (unmarked and applied.exit_code == 0):
         emit(f"Restored {where} from {path.name}.")
         return
-    if state["commit_sent"] and not applied.error_lines:
+    if not applied.error_lines and (_COMMITTING in printed or unmarked):
         raise BackupError(
-            f"Restoring {where} from {path.name}: psql stopped (exit code {applied.exit_code}) "
-            "after the final COMMIT was sent; check whether the database holds the backup."
+            f"Restoring {where} from {path.name} was interrupted during its final COMMIT; "
+            "whether the database now holds the backup is unknown. Check it before going on."
+        )
+    if group.timed_out:
+        raise BackupError(
+            f"Restoring {where} did not finish within {timeout:g} seconds and was stopped; its "
+            "transaction was rolled back and the database is as it was."
         )
     if applied.error_lines:
         detail = _detail(applied)
@@ -471,9 +480,14 @@ def _relay(
             source.read()
         finished = restore.wait()
         if state["began"] and finished == 0 and not group.timed_out:
+            # pg_restore's COMMIT is its last statement; any earlier "COMMIT;" line is table data.
+            at = pending.rfind(b"\nCOMMIT;\n")
+            if at >= 0:
+                pending[at + 1 : at + 9] = _MARKED_COMMIT
+                state["marked"] = True
             sink.write(pending)
             sink.close()
-            state["commit_sent"] = True
+            state["sent"] = True
         else:
             # Stop psql inside the open transaction: PostgreSQL rolls it back when the
             # connection drops, and psql never reads another statement.
@@ -699,7 +713,9 @@ def _sqlite_backup(
     emit(f"Copied {pages} pages.")
 
 
-def _verify_sqlite(path: Path, *, shown_as: Path) -> str:
+def _verify_sqlite(
+    path: Path, *, shown_as: Path, deadline: float | None = None, timeout: float = 0
+) -> str:
     size = path.stat().st_size
     with path.open("rb") as handle:
         header = handle.read(100)
@@ -724,11 +740,20 @@ def _verify_sqlite(path: Path, *, shown_as: Path) -> str:
         connection = sqlite3.connect(_sqlite_uri(path, immutable="1"), uri=True)
     except sqlite3.Error as exc:
         raise BackupError(f"Cannot open the backup file {shown_as}: {exc}.") from None
+    if deadline is not None:
+        # A non-zero answer interrupts the running statement (checked every 100k VM steps).
+        connection.set_progress_handler(lambda: time.monotonic() > deadline, 100_000)
     try:
         problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
         tables = connection.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
         ).fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        if deadline is not None and time.monotonic() > deadline:
+            raise BackupError(
+                f"Checking the backup {shown_as} did not finish within {timeout:g} seconds."
+            ) from None
+        raise BackupError(f"The backup file {shown_as} is damaged: {exc}.") from None
     except sqlite3.Error as exc:
         raise BackupError(f"The backup file {shown_as} is damaged: {exc}.") from None
     finally:
@@ -739,7 +764,8 @@ def _verify_sqlite(path: Path, *, shown_as: Path) -> str:
             + "; ".join(problems[:3])
             + ("; …" if len(problems) > 3 else "")
         )
-    return f"PRAGMA integrity_check returned ok for {tables} tables in {size // page_size} pages"
+    noun = "table" if tables == 1 else "tables"
+    return f"PRAGMA integrity_check returned ok for {tables} {noun} in {size // page_size} pages"
 
 
 def _sqlite_restore(path: Path, target: Path, *, emit: Callable[[str], None]) -> None:
@@ -896,7 +922,7 @@ def _verify(
     shown = shown_as or path
     if kind == PG_DUMP:
         return _verify_pg_dump(path, deadline=deadline, timeout=timeout, shown_as=shown)
-    return _verify_sqlite(path, shown_as=shown)
+    return _verify_sqlite(path, shown_as=shown, deadline=deadline, timeout=timeout)
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
