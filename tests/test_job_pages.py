@@ -1,0 +1,108 @@
+"""The job pages without a worker: planning, refusals in words, queueing and cancelling."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from django.urls import reverse
+
+from dashboard.celery import app as celery_app
+from environments.models import Job
+from examples.inventory import revisions as inv
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_listens(settings):
+    """Tasks go to a queue nobody consumes, emptied afterwards."""
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE = "retort-test-nobody-listens"
+    yield
+    with contextlib.suppress(Exception), celery_app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(queue)
+
+
+def _plan(client, environment, **fields):
+    url = reverse("job_new", args=[environment.project.slug, environment.slug])
+    return client.post(url, {"kind": "upgrade", "target": "heads", **fields})
+
+
+def test_planning_leads_to_the_plan_with_its_revisions_in_order(client_alice, demo_project):
+    prod = demo_project.environments.get(slug="prod")
+
+    response = _plan(client_alice, prod, reason="release 4.2")
+
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == job.get_absolute_url()
+    html = client_alice.get(job.get_absolute_url()).content.decode()
+    assert job.status == "planned" and job.from_heads == [inv.PROD_TARGET]
+    assert len(job.revisions) == 6 and job.to_heads == [inv.HEAD]
+    table = html[html.index('id="plan-revisions"') :]
+    positions = [table.index(f"<code>{rev}</code>") for rev in job.revisions]
+    assert positions == sorted(positions)
+    assert "drops column products.legacy_flag" in html
+    assert "A worker is rendering the SQL" in html
+    assert "Queue this job" in html
+
+
+def test_a_plan_that_changes_nothing_is_refused_in_words(client_alice, demo_project):
+    dev = demo_project.environments.get(slug="dev")
+
+    response = _plan(client_alice, dev)
+
+    assert response.status_code == 400
+    assert "would change nothing" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_a_typed_target_wins_and_a_bad_one_is_explained_escaped(client_alice, demo_project):
+    prod = demo_project.environments.get(slug="prod")
+
+    response = _plan(client_alice, prod, target_text="<img src=x onerror=alert(1)>")
+
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "is not a revision here" in html
+    assert "<img src=x" not in html and "&lt;img src=x" in html
+
+
+def test_a_second_job_cannot_be_queued_while_one_is_active(client_alice, demo_project):
+    prod = demo_project.environments.get(slug="prod")
+    _plan(client_alice, prod)
+    _plan(client_alice, prod, target="+1")
+    first, second = Job.objects.order_by("pk")
+    client_alice.post(reverse("job_action", args=[first.pk, "queue"]))
+
+    response = client_alice.post(reverse("job_action", args=[second.pk, "queue"]))
+
+    assert response.status_code == 409
+    assert f"already has a job queued or running (job #{first.pk}, queued)" in (
+        response.content.decode()
+    )
+    assert Job.objects.get(pk=second.pk).status == "planned"
+
+
+def test_a_queued_job_is_cancelled_from_its_page(client_alice, demo_project):
+    prod = demo_project.environments.get(slug="prod")
+    _plan(client_alice, prod)
+    job = Job.objects.get()
+    client_alice.post(reverse("job_action", args=[job.pk, "queue"]))
+
+    client_alice.post(reverse("job_action", args=[job.pk, "cancel"]))
+
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    live = client_alice.get(reverse("job_live", args=[job.pk]), HTTP_HX_REQUEST="true")
+    assert live.status_code == 286  # htmx stops polling a finished job
+
+
+def test_the_environment_page_lists_jobs_and_offers_targets(client_alice, demo_project):
+    prod = demo_project.environments.get(slug="prod")
+    _plan(client_alice, prod)
+
+    html = client_alice.get(prod.get_absolute_url()).content.decode()
+
+    assert f'<option value="{inv.HEAD}">' in html
+    assert "Plan the job" in html
+    assert f'href="{Job.objects.get().get_absolute_url()}"' in html
