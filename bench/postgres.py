@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 from sqlalchemy.engine import URL, make_url
 
@@ -81,11 +83,41 @@ class Databases:
 
     def create(self, suffix: str = "") -> str:
         """Create a fresh database; returns its URL."""
-        name = f"{self.prefix}_{suffix}" if suffix else self.prefix
+        name = self.name(suffix)
         with self.server.admin() as cursor:
             cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         self.created.append(name)
         return self.server.url(name)
+
+    def name(self, suffix: str = "") -> str:
+        return f"{self.prefix}_{suffix}" if suffix else self.prefix
+
+    def copy(self, suffix: str, template: str) -> str:
+        """A new database copied file by file from `template` (one of ours, nobody connected
+        to it); returns its URL."""
+        name = self.name(suffix)
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+        with self.server.admin() as cursor:
+            for attempt in range(50):  # an autovacuum worker may be visiting the template
+                try:
+                    cursor.execute(statement)
+                    break
+                except psycopg2.errors.ObjectInUse:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.1)
+        self.created.append(name)
+        return self.server.url(name)
+
+    def drop(self, name: str) -> None:
+        """Drop one database created here (disconnecting its sessions)."""
+        with self.server.admin() as cursor:
+            cursor.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        self.created.remove(name)
 
     def drop_all(self) -> list[str]:
         """Drop every database created here (disconnecting its sessions); returns the names."""

@@ -6,6 +6,7 @@ server that DATABASE_URL names (its own database is never opened) and dropped at
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import signal
@@ -21,12 +22,13 @@ import psycopg2
 
 from bench import graph_layout, scripts_read
 from bench.postgres import BenchSetupError, Databases, Server
-from bench.report import Figure, Report, command_line, machine_facts, write
+from bench.report import Figure, Report, command_line, machine_facts, render, write
 from bench.stats import Samples, ms
 from examples.synthetic import SyntheticHistory, write_history
 
 if TYPE_CHECKING:
     from bench.audit import AuditFigures, ExportRun
+    from bench.jobs import JobFigures
     from bench.overview import OverviewRun, Parts
     from environments.models import Project
 
@@ -44,7 +46,14 @@ def log(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--only",
+        choices=["jobs"],
+        help="run only this section and print its figures; bench/RESULTS.md is left alone",
+    )
+    only = parser.parse_args(argv).only
     started = time.monotonic()
     sys.dont_write_bytecode = True
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -57,12 +66,20 @@ def main() -> int:
     databases = Databases(server, f"retort_bench_{os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="retort-bench-") as tmp:
         try:
-            run(report, databases, Path(tmp))
+            if only == "jobs":
+                setup_django(databases.create(), Path(tmp))
+                measure_jobs(report, databases, Path(tmp))
+            else:
+                run(report, databases, Path(tmp))
         finally:
             _close_django()
             log(f"dropped databases: {', '.join(databases.drop_all()) or 'none'}")
     report.add(*memory_figures())
     report.duration = time.monotonic() - started
+    if only:
+        print(render(report))
+        log(f"--only {only}: printed, bench/RESULTS.md left alone ({report.duration:.1f} s)")
+        return 0
     log(f"wrote {write(report)} in {report.duration:.1f} s")
     return 0
 
@@ -75,6 +92,9 @@ def run(report: Report, databases: Databases, tmp: Path) -> None:
     setup_django(databases.create(), tmp)
     project = measure_overviews(report, history, databases, tmp)
     measure_audit(report, history, project)
+    # Last: its project's environments point at databases dropped once measured, which an
+    # overview after it would try to read.
+    measure_jobs(report, databases, tmp)
 
 
 def measure_reads(report: Report, history: SyntheticHistory) -> None:
@@ -171,6 +191,19 @@ def measure_audit(report: Report, history: SyntheticHistory, project: Project) -
     figures = audit.measure(project, history.revisions, count=AUDIT_EVENTS, writers=AUDIT_WRITERS)
     report.add(*audit_figures(figures))
     report.notes.append(audit_note(figures))
+
+
+JOB_AIM = 1.10  # Retort's backup-then-upgrade job ÷ pg_dump then alembic upgrade head, direct
+
+
+def measure_jobs(report: Report, databases: Databases, tmp: Path) -> None:
+    from bench import jobs  # needs django.setup()
+
+    log("jobs: backup-then-upgrade on a 100+ MB PostgreSQL database vs pg_dump + alembic")
+    _children_before_jobs.append(_children_maxrss())
+    figures = jobs.measure(databases, tmp / "jobs", log=log)
+    report.add(*job_figures(figures))
+    report.notes.append(jobs_note(figures))
 
 
 # --- setup -----------------------------------------------------------------------------------
@@ -446,13 +479,241 @@ def audit_note(figures: AuditFigures) -> str:
     )
 
 
+def _duration(seconds: float) -> str:
+    if abs(seconds) >= 1:
+        return f"{seconds:.2f} s"
+    if abs(seconds) >= 0.01:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _spread_s(samples: Samples) -> str:
+    return (
+        f"median {_duration(samples.median)}, min {_duration(samples.minimum)}, "
+        f"max {_duration(samples.maximum)} (n={samples.count})"
+    )
+
+
+def _mb(size: float) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def job_figures(f: JobFigures) -> list[Figure]:
+    from bench.jobs import MIN_SIZE, PENDING, START
+
+    def median(value) -> float:
+        return f.samples(value).median
+
+    def part(name: str) -> str:
+        return _duration(f.part(name).median)
+
+    def phase(name: str) -> str:
+        return _duration(f.log_phase(name).median)
+
+    fill, paired = f.fill, f.paired
+    own = [name for name in f.rounds[0].retort.parts if name not in {"pg_dump", "alembic"}]
+    rows = ", ".join(f"{table} {count:,}" for table, count in fill.rows().items())
+    size = f.rounds[0].size
+    e2e = f.samples(lambda r: r.retort.end_to_end)
+    extra = f.samples(lambda r: r.retort.run - r.direct.seconds)
+    own_sum = f.samples(lambda r: sum(r.retort.parts[name] for name in own))
+    dump_diff = f.samples(lambda r: r.retort.parts["pg_dump"] - r.direct.dump)
+    alembic_diff = f.samples(lambda r: r.retort.parts["alembic"] - r.direct.upgrade)
+    verify = f.samples(lambda r: r.retort.parts["verify_list"] + r.retort.parts["verify_read"])
+    cpu_extra = f.samples(lambda r: r.retort.cpu - r.direct.cpu)
+    backup_parts = ("pg_dump", "verify_list", "verify_read", "sha256", "publish", "backup_rest")
+    backup_step = f.samples(lambda r: sum(r.retort.parts[name] for name in backup_parts))
+    direct_dump = f.samples(lambda r: r.direct.dump)
+    backup_ratio = f.samples(
+        lambda r: sum(r.retort.parts[name] for name in backup_parts) / r.direct.dump
+    )
+    return [
+        Figure(
+            f"7a. Jobs: the target, a PostgreSQL database of the sample project at its "
+            f"PROD_TARGET `{START}`, filled; one copy per side per round",
+            f"`pg_database_size` {size:,} bytes ({_mb(size)}) each copy; rows: {rows} "
+            f"({fill.new_orders:,} orders 'new'); {len(PENDING)} revisions to head",
+            f"≥ {_mb(MIN_SIZE)}",
+            size >= MIN_SIZE,
+        ),
+        Figure(
+            "7b. Direct: `pg_dump -Fc -f file db`, then `python -m alembic -c alembic.ini "
+            "upgrade head`",
+            f"{_spread_s(f.direct)}; pg_dump median {_duration(median(lambda r: r.direct.dump))}"
+            f", upgrade median {_duration(median(lambda r: r.direct.upgrade))}; dump "
+            f"{_mb(median(lambda r: r.direct.dump_size))}",
+        ),
+        Figure(
+            "7c. Retort: `jobs.job_run(job_id=…)`, the worker task's body, in process "
+            "(lock, re-reads, backup + verification, alembic, snapshot, recording, prune)",
+            f"{_spread_s(f.retort)}; backup {_mb(median(lambda r: r.retort.backup_size))}; "
+            f"every job `succeeded` at head",
+        ),
+        Figure(
+            "7d. Retort job ÷ direct",
+            f"{f.ratio:.3f}× (medians); per round {paired.median:.3f}× median, "
+            f"{paired.minimum:.3f}–{paired.maximum:.3f}×",
+            f"≤ {JOB_AIM:.2f}×",
+            f.ratio <= JOB_AIM,
+        ),
+        Figure(
+            "7e. Planning, `jobs.job_request` (reads the database, plans, records the job); "
+            "queueing, `jobs.job_queue`",
+            f"planning {_spread_s(f.samples(lambda r: r.retort.plan))}; queueing median "
+            f"{_duration(median(lambda r: r.retort.queue))}",
+        ),
+        Figure(
+            "7f. End to end: `job_request` + `job_queue` + `job_run` (no broker, no preview)",
+            f"{_spread_s(e2e)}; {e2e.median / f.direct.median:.3f}× direct (medians)",
+        ),
+        Figure(
+            "7g. SQL preview, `jobs.job_preview_sql` (a worker task between planning and "
+            "queueing, `alembic upgrade --sql`; not in 7c or 7f)",
+            _spread_s(f.samples(lambda r: r.retort.preview)),
+        ),
+        Figure(
+            "7h. Where `job_run`'s time went (median of each part over the rounds)",
+            f"pg_dump {part('pg_dump')} (direct {_duration(median(lambda r: r.direct.dump))})"
+            f", alembic {part('alembic')} (direct "
+            f"{_duration(median(lambda r: r.direct.upgrade))}); Retort's own: verification "
+            f"{_duration(verify.median)} (`pg_restore --list` {part('verify_list')} + "
+            f"`pg_restore` of the whole archive {part('verify_read')}), SHA-256 "
+            f"{part('sha256')}, fsync + rename {part('publish')}, rest of the backup step "
+            f"{part('backup_rest')}, start (claim, audit) {part('start')}, advisory lock "
+            f"{part('lock')}, version re-reads ×2 {part('read_heads')}, log + lock release "
+            f"+ heartbeat stop {part('run_rest')}, finish (status, audit) {part('finish')}, "
+            f"prune {part('prune')}, snapshot re-read {part('snapshot')}",
+        ),
+        Figure(
+            "7i. Retort's extra time over direct, per round (`job_run` − direct)",
+            f"median {_duration(extra.median)} ({_duration(extra.minimum)} to "
+            f"{_duration(extra.maximum)}) = Retort's own parts (median "
+            f"{_duration(own_sum.median)}, {own_sum.median / f.direct.median:.1%} of the "
+            f"direct median) + its pg_dump − the direct one (median "
+            f"{_duration(dump_diff.median)}) + its alembic − the direct one (median "
+            f"{_duration(alembic_diff.median)})",
+        ),
+        Figure(
+            "7j. The backup alone: Retort's backup step (pg_dump, verification, SHA-256, "
+            "fsync, Backup row) ÷ the direct `pg_dump`",
+            f"{backup_step.median / direct_dump.median:.3f}× (medians: "
+            f"{_duration(backup_step.median)} ÷ {_duration(direct_dump.median)}); per round "
+            f"{backup_ratio.median:.3f}× median, {backup_ratio.minimum:.3f}–"
+            f"{backup_ratio.maximum:.3f}×",
+        ),
+        Figure(
+            "7k. The same runs from their log timestamps (`JobLogLine.at`), medians",
+            f"started_at → first line {phase('claim')}; first line → lock held "
+            f"{phase('lock')}; `Running pg_dump` → `Verified:` {phase('pg_dump_verify')}; "
+            f"`Verified:` → `Backup written` (SHA-256, fsync, rename) "
+            f"{phase('sha256_publish')}; `Running pg_dump` → `Backup #` {phase('backup')}; "
+            f"`$ python -m alembic …` → `Done:` {phase('alembic')}; `Done:` → finished_at "
+            f"(snapshot re-read, status) {phase('after')}; {f.rounds[0].retort.log_lines} log "
+            "lines per job",
+        ),
+        Figure(
+            "7l. CPU time (user + system) of the bench process and its children, not the server's",
+            f"direct median {_duration(median(lambda r: r.direct.cpu))}, Retort `job_run` "
+            f"median {_duration(median(lambda r: r.retort.cpu))}; per round Retort − direct "
+            f"median {_duration(cpu_extra.median)} ({_duration(cpu_extra.minimum)} to "
+            f"{_duration(cpu_extra.maximum)}); load average (1 min) {f.load[0][0]:.2f} before "
+            f"the section, {f.load[1][0]:.2f} after",
+        ),
+    ]
+
+
+def jobs_note(f: JobFigures) -> str:
+    from bench.jobs import PENDING, START
+
+    t = f.template
+    fk = (
+        "with `session_replication_role = replica` (the foreign keys are built valid; their "
+        "per-row checks would make the fill ten times slower)"
+        if t.fk_checks_skipped
+        else "with the foreign key checks on"
+    )
+    unprobed = (
+        f" **Probes that found nothing to attach to (the code moved): {', '.join(f.unprobed)}; "
+        "their time is counted in the neighbouring parts.**"
+        if f.unprobed
+        else ""
+    )
+    return (
+        "Jobs: the sample project `examples/inventory` was upgraded to its PROD_TARGET "
+        f"`{START}` by `python -m alembic -c alembic.ini upgrade {START}`, then filled by "
+        f"`INSERT … SELECT generate_series(…)` {fk}, every {f.fill.new_every}th order with "
+        "status 'new' so that the pending revision `mark new orders pending` updates "
+        f"{f.fill.new_orders:,} rows; then `VACUUM (FREEZE, ANALYZE)`, connections to it "
+        f"closed, `CHECKPOINT` (building it took {t.seconds:.1f} s). The upgrade to head runs "
+        f"{len(PENDING)} revisions ({', '.join(PENDING)}): two added columns, a dropped "
+        "column, two new tables and the UPDATE. Each round makes two copies with `CREATE "
+        "DATABASE … TEMPLATE … STRATEGY FILE_COPY`, one per side, so both start from identical "
+        "files (in the OS page cache, not in shared_buffers); before each side a `CHECKPOINT` "
+        "and `gc.collect()` run, untimed; the side that goes first alternates "
+        f"(direct in rounds 1, 3, …), {len(f.rounds)} rounds (an even number; more stop once "
+        f"{f.budget:.0f} s have passed). "
+        "Direct: `pg_dump -Fc -f <file> --dbname=<url>` and then `python -m alembic -c "
+        "alembic.ini upgrade head` in the project's folder with DATABASE_URL set, both "
+        "subprocesses, timed together by wall clock. Retort: one project (alembic_ini = the "
+        "sample's) and one environment per round (`backup_before_jobs` on, `keep_backups` 5), "
+        "registered untimed; `job_request(kind='upgrade', target='head')`, then "
+        "`job_preview_sql` (7g), `job_queue`, and `job_run(job_id=…)` called in this process: "
+        "that call is the whole body of the Celery task `environments.tasks.job_run`, so the "
+        "figure holds no broker or queue latency. `jobs._send_on_commit` was replaced by a "
+        "recorder for the section: nothing reached a broker (a real worker on the default "
+        "queue could otherwise have picked up the job ids), and each job's planning and "
+        "queueing were checked to have sent exactly `job_preview_sql` and `job_run`. "
+        "RETORT_BACKUP_ROOT was a folder in the bench's temporary directory, on the same "
+        "filesystem as the direct dumps; RETORT_JOB_TIMEOUT and the heartbeat as configured; "
+        "PYTHONDONTWRITEBYTECODE=1 for every alembic child of both sides. Checked after each "
+        "round: every job `succeeded` with result heads [head] and the 6 planned revisions, "
+        "its backup verified, on disk at its recorded size and within 0.5–2× the direct dump; "
+        "both databases at head with all 'new' orders now 'pending'. Each side's copy, dump "
+        "or backup file is removed as soon as it is checked, so autovacuum (which the "
+        "UPDATE's dead rows call in) never works on one side's copy while the other runs; "
+        "the dashboard database was vacuumed and analysed before the section. 7h: timers "
+        "wrapped around "
+        "`jobs._execute`, `_read_heads`, `_make_backup`, `run_alembic`, `_finish`, "
+        "`backups_prune`, `services.environment_read` and `backups._pg_dump`, `_verify`, "
+        "`_pg_list_entries`, `_size_and_sha256`, `_publish` (each wrapper reads the clock "
+        "and calls the original) split the `job_run` call into parts that add up to it; 7k "
+        "reads the same runs from their log lines, which cannot separate pg_dump's end from "
+        "the verification. 7d depends on how heavy the migration is: here the upgrade takes "
+        "about as long as the dump, so Retort's own parts (mostly reading the backup back) "
+        "are diluted by half; 7j is the backup step alone, the ratio a migration that takes no "
+        "time would approach. 7l: `getrusage` of the bench process (every thread) and its "
+        "waited-for children, so pg_dump, pg_restore and alembic are in it and the PostgreSQL "
+        f"backends are not; less sensitive than wall time to other load on the machine.{unprobed}"
+    )
+
+
+def _children_maxrss() -> float:
+    """MiB: the largest peak RSS of any child process waited for so far."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+# The largest child's peak just before the jobs section (which spawns many more children).
+_children_before_jobs: list[float] = []
+
+
 def memory_figures() -> list[Figure]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return [
-        Figure("4. Peak RSS of the bench process", f"{own:.0f} MiB"),
-        Figure("4b. Peak RSS of the largest child (an `alembic stamp`)", f"{children:.0f} MiB"),
-    ]
+    figures = [Figure("4. Peak RSS of the bench process", f"{own:.0f} MiB")]
+    if _children_before_jobs and _children_before_jobs[0] >= 1:
+        figures.append(
+            Figure(
+                "4b. Peak RSS of the largest child before the jobs section (an `alembic stamp`)",
+                f"{_children_before_jobs[0]:.0f} MiB",
+            )
+        )
+    figures.append(
+        Figure(
+            "4c. Peak RSS of the largest child, whole run (a child's peak includes the bench "
+            "process's own pages, which it shares until it execs)",
+            f"{_children_maxrss():.0f} MiB",
+        )
+    )
+    return figures
 
 
 def describe_history(history: SyntheticHistory) -> str:
