@@ -321,6 +321,14 @@ def _make_backup(job: Job, url: str, log: JobLog, heads: tuple[str, ...]) -> Bac
     return backup
 
 
+def _notice_dead_clients() -> dict[str, str]:
+    """Ask PostgreSQL (libpq clients: psycopg2, psycopg) to check every 2 s that alembic is
+    still there. A backend otherwise runs a long statement to its end after its client (and
+    worker) died, holding its locks and transaction open that long."""
+    options = os.environ.get("PGOPTIONS", "")
+    return {"PGOPTIONS": f"{options} -c client_connection_check_interval=2000".strip()}
+
+
 def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
     project = job.environment.project
     log.add(f"$ {' '.join(project.command + args)}")
@@ -334,6 +342,7 @@ def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
             timeout=settings.RETORT_JOB_TIMEOUT,
             python=sys.executable,
             on_line=log.add,
+            extra_env=_notice_dead_clients(),
         )
     except RunnerError as exc:
         raise _Failed(str(exc)) from None

@@ -117,6 +117,31 @@ def pg_project(inventory, make_project, pg_database):
     return make
 
 
+def alembic_processes(ini: Path) -> list[int]:
+    """Processes running alembic for this project (its private copy's folder)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if "alembic" in cmdline and cwd == str(ini.parent):
+            found.append(int(proc.name))
+    return found
+
+
+def sleeping(url: str) -> bool:
+    """A session on the target is still running the slow migration's pg_sleep."""
+    with psycopg2.connect(url) as db:
+        cursor = db.cursor()
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
 def run(environment: Environment, users, kind: str, target: str = "", **kwargs) -> Job:
     job = jobs.job_request(
         environment=environment, kind=kind, target=target, user=users["bob"], **kwargs
@@ -338,6 +363,8 @@ def test_a_killed_worker_leaves_an_interrupted_job_and_the_environment_takes_a_n
     job.refresh_from_db()
     assert "stopped (no heartbeat" in job.error
     assert "job_interrupted" in actions_of(job)
+    assert wait_for(lambda: not alembic_processes(inventory), seconds=10), "alembic outlived it"
+    assert wait_for(lambda: not sleeping(url), seconds=10), "its database session outlived it"
     assert heads_of(url) == [inv.HEAD]  # the migration's transaction died with it
     again = run(prod, users, "downgrade", "-1")
     assert again.status == "succeeded", again.error

@@ -7,10 +7,11 @@ command line where `ps` would show it, and never in the output Retort keeps.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,14 +45,23 @@ def resolve_command(command: Sequence[str], python: str) -> list[str]:
     return parts
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed if the worker that started us dies (kill -9 included).
+def _findable(program: str, working_dir: str | Path) -> bool:
+    """The program exists: a path (relative to where it runs), or a name on PATH."""
+    if os.sep in program:
+        return (Path(working_dir) / program).exists()
+    return shutil.which(program) is not None
+
+
+def _dies_with_parent(argv: list[str]) -> list[str]:
+    """The command, made to be killed if the worker that started it dies (kill -9 included).
 
     Otherwise a migration would run on, unsupervised, after its worker is gone and its job has
-    been declared interrupted. Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
+    been declared interrupted. util-linux's `setpriv --pdeathsig` sets PR_SET_PDEATHSIG and
+    execs the command (a `preexec_fn` would do the same, but is unsafe in a process with
+    threads, and the worker has its heartbeat thread). Without setpriv: the command as is.
     """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
 def run_alembic(
@@ -73,6 +83,9 @@ def run_alembic(
     is streamed: alembic writes `--sql` output to stdout and its log to stderr.
     """
     argv = resolve_command(command, python) + list(args)
+    if not argv or not _findable(argv[0], working_dir):
+        raise RunnerError(f"Could not start {argv[0] if argv else '(empty command)'!r}: not found.")
+    argv = _dies_with_parent(argv)
     env = {**os.environ, **(extra_env or {}), url_env_var: url, "PYTHONUNBUFFERED": "1"}
     try:
         process = subprocess.Popen(
@@ -84,7 +97,6 @@ def run_alembic(
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
     except OSError as exc:
         raise RunnerError(f"Could not start {argv[0]!r}: {exc.strerror}") from None
