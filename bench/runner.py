@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["jobs"],
+        choices=["jobs", "overview"],
         help="run only this section and print its figures; bench/RESULTS.md is left alone",
     )
     only = parser.parse_args(argv).only
@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             if only == "jobs":
                 setup_django(databases.create(), Path(tmp))
                 measure_jobs(report, databases, Path(tmp))
+            elif only == "overview":
+                history = write_history(Path(tmp) / "history", REVISIONS, **HISTORY_SHAPE)
+                setup_django(databases.create(), Path(tmp))
+                measure_overviews(report, history, databases, Path(tmp))
             else:
                 run(report, databases, Path(tmp))
         finally:
