@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import os
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,7 +26,7 @@ from sqlalchemy.pool import NullPool
 from environments import graphs
 from environments.audit import audit_record
 from environments.core import backups, plan
-from environments.core.runner import RunnerError, run_alembic
+from environments.core.runner import RunnerError
 from environments.core.versions import read_versions, redact, sync_url
 from environments.models import Backup, Environment, Job, JobLogLine, UrlUnavailable
 
@@ -333,14 +332,10 @@ def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
     project = job.environment.project
     log.add(f"$ {' '.join(project.command + args)}")
     try:
-        result = run_alembic(
-            project.command,
+        result = project.run_alembic(
             args,
             url=url,
-            url_env_var=project.url_env_var,
-            working_dir=project.run_dir,
             timeout=settings.RETORT_JOB_TIMEOUT,
-            python=sys.executable,
             on_line=log.add,
             extra_env=_notice_dead_clients(),
         )
@@ -500,15 +495,8 @@ def job_preview_sql(*, job_id: int) -> Job | None:
     args = _sql_args(job)
     try:
         url = job.environment.get_url()
-        result = run_alembic(
-            project.command,
-            args,
-            url=url,
-            url_env_var=project.url_env_var,
-            working_dir=project.run_dir,
-            timeout=min(settings.RETORT_JOB_TIMEOUT, 300),
-            python=sys.executable,
-            separate_stdout=True,
+        result = project.run_alembic(
+            args, url=url, timeout=min(settings.RETORT_JOB_TIMEOUT, 300), separate_stdout=True
         )
     except (UrlUnavailable, RunnerError) as exc:
         return _preview_done(job, Job.Preview.UNAVAILABLE, note=str(exc))

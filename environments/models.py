@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.lib import secretbox
-from environments.core import scripts
+from environments.core import runner, scripts
 from environments.core.status import Status
 from environments.core.versions import display_url
 
@@ -113,6 +114,19 @@ class Project(AuditedModel):
             self.version_locations or None,
             recursive=bool(self.recursive_version_locations),
             base=self.run_dir,
+        )
+
+    def run_alembic(self, args: list[str], *, url: str, **options) -> runner.RunResult:
+        """alembic for this project: its command and working directory, the URL in its
+        variable, `python` meaning Retort's own interpreter. Raises runner.RunnerError."""
+        return runner.run_alembic(
+            self.command,
+            args,
+            url=url,
+            url_env_var=self.url_env_var,
+            working_dir=self.run_dir,
+            python=sys.executable,
+            **options,
         )
 
     def load_scripts(self) -> tuple[scripts.ScriptIndex | None, str | None]:

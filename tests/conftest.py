@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -30,6 +31,16 @@ PG_HOST = os.environ.get("RETORT_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("RETORT_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("RETORT_TEST_PG_USER", "postgres")
 ARTIFACTS = REPO / "test-artifacts"
+
+
+def wait_for(condition: Callable[[], bool], *, seconds: float = 90.0) -> bool:
+    """Poll `condition` until it holds or `seconds` pass (for work a worker process does)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 # --- alembic, for real ---------------------------------------------------------------------

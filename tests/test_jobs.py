@@ -21,18 +21,9 @@ from environments import jobs
 from environments.core.versions import read_versions
 from environments.models import AuditEvent, Backup, Environment, Job, Project
 from examples.inventory import revisions as inv
-from tests.conftest import PASSWORD, PASSWORD_ROLE, alembic, pg_url, write_revision
+from tests.conftest import PASSWORD, PASSWORD_ROLE, alembic, pg_url, wait_for, write_revision
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-def wait_for(condition, *, seconds: float = 90.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def finished(job: Job, *, seconds: float = 120.0) -> Job:

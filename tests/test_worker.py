@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from dashboard.celery import app as celery_app
 from environments import tasks
 from environments.models import Snapshot
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-def _wait_for(condition, *, seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _send(broker_url: str, queue: str, task, *args) -> None:
@@ -42,7 +32,7 @@ def test_a_worker_process_reads_an_environment_and_stores_a_snapshot(
 
     _send(broker_url, queue, tasks.environment_refresh, prod.pk)
 
-    assert _wait_for(lambda: Snapshot.objects.filter(environment=prod).exists())
+    assert wait_for(lambda: Snapshot.objects.filter(environment=prod).exists())
     snapshot = prod.latest_snapshot()
     assert snapshot.status == "behind"
     assert len(snapshot.pending) == 6
@@ -53,7 +43,7 @@ def test_the_scheduled_refresh_reads_every_environment(demo_project, start_worke
 
     _send(settings.CELERY_BROKER_URL, queue, tasks.environments_refresh_all)
 
-    assert _wait_for(lambda: Snapshot.objects.count() == 3)
+    assert wait_for(lambda: Snapshot.objects.count() == 3)
     statuses = {
         s.environment.slug: s.status for s in Snapshot.objects.select_related("environment")
     }
@@ -70,5 +60,5 @@ def test_a_task_for_a_deleted_environment_is_a_no_op(demo_project, start_worker,
     _send(settings.CELERY_BROKER_URL, queue, tasks.environment_refresh, gone)
     _send(settings.CELERY_BROKER_URL, queue, tasks.environment_refresh, dev.pk)
 
-    assert _wait_for(lambda: Snapshot.objects.filter(environment=dev).exists())
+    assert wait_for(lambda: Snapshot.objects.filter(environment=dev).exists())
     assert Snapshot.objects.count() == 1

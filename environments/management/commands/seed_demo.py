@@ -1,6 +1,5 @@
 """Build the demo: the sample project, three SQLite targets built by alembic itself, users."""
 
-import sys
 from pathlib import Path
 
 from django.conf import settings
@@ -10,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from environments import configfile, services
 from environments.audit import acting_as
-from environments.core.runner import RunnerError, run_alembic
+from environments.core.runner import RunnerError
 from environments.models import Environment, Project
 
 DEMO_PASSWORD = "retort-demo"
@@ -59,14 +58,8 @@ class Command(BaseCommand):
             database = demo_dir / f"{name}.sqlite"
             database.unlink(missing_ok=True)
             try:
-                result = run_alembic(
-                    project.command,
-                    ["upgrade", target],
-                    url=f"sqlite:///{database}",
-                    url_env_var=project.url_env_var,
-                    working_dir=project.run_dir,
-                    python=sys.executable,
-                    timeout=120,
+                result = project.run_alembic(
+                    ["upgrade", target], url=f"sqlite:///{database}", timeout=120
                 )
             except RunnerError as exc:
                 raise CommandError(f"alembic could not build {name}: {exc}") from None
