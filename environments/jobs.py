@@ -29,6 +29,7 @@ from environments.core import backups, plan
 from environments.core.runner import RunnerError
 from environments.core.versions import read_versions, redact, sync_url
 from environments.models import Backup, Environment, Job, JobLogLine, UrlUnavailable
+from environments.services import environment_read
 
 _LOCK_KEY = 0x7265746F72746A62  # pg_advisory_lock key on the target: "retortjb"
 
@@ -41,8 +42,6 @@ class JobRefused(Exception):
 
 
 def _current_heads(environment: Environment) -> tuple[str, ...]:
-    from environments.services import environment_read
-
     snapshot = environment_read(environment=environment)
     if snapshot.is_read_failure:
         raise JobRefused(
@@ -157,7 +156,7 @@ def job_cancel(*, job: Job, user) -> Job:
 
 
 def _send_on_commit(task_name: str, job_id: int) -> None:
-    from environments import tasks
+    from environments import tasks  # tasks imports this module
 
     task = getattr(tasks, task_name)
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
@@ -434,24 +433,19 @@ def job_run(*, job_id: int) -> Job | None:
         except Exception as exc:  # noqa: BLE001 - a job must never stay "running"
             status, error, exit_code = Job.Status.FAILED, f"Retort error: {exc}", None
             log.add(f"FAILED: Retort error: {exc}")
-    _snapshot_after(job)
+    _snapshot_after(job, log)
     return _finish(job, status=status, error=error, exit_code=exit_code, heads=heads)
 
 
-def _snapshot_after(job: Job) -> None:
+def _snapshot_after(job: Job, log: JobLog) -> None:
     """Read the environment again before the job ends, so the overview shows the new state
     and the change it finds is recorded as this job's (it is still `running`)."""
-    from environments.services import environment_read
-
     close_old_connections()
     try:
         environment_read(environment=job.environment)
     except Exception as exc:  # noqa: BLE001 - a failed read must not keep the job running
-        JobLogLine.objects.create(
-            job=job,
-            seq=JobLogLine.objects.filter(job=job).count() + 1,
-            text=f"The state could not be re-read afterwards: {exc}",
-        )
+        log.add(f"The state could not be re-read afterwards: {exc}")
+        log.flush()
 
 
 def _finish(job: Job, *, status, error: str, exit_code, heads) -> Job:

@@ -260,6 +260,7 @@ class EnvironmentDetail:
     recent: list[Snapshot]
     index_error: str | None
     problems: list[ScriptProblem]
+    index: ScriptIndex | None = None  # what the page read the scripts as, for its job form
 
 
 def _rows(index: ScriptIndex, ids: Iterable[str]) -> list[RevisionRow]:
@@ -298,4 +299,5 @@ def environment_detail_build(*, card: EnvironmentCard) -> EnvironmentDetail:
         recent=recent,
         index_error=error or (index.fatal if index else None),
         problems=index.problems if index else [],
+        index=index,
     )

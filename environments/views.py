@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.apiauth import api_login_required
 from environments import audit, graphs, jobs, services
+from environments.core.scripts import ScriptIndex
 from environments.forms import AuditFilterForm
 from environments.models import Environment, Job, Project
 
@@ -58,7 +59,7 @@ def environment_detail(request: HttpRequest, project_slug: str, env_slug: str) -
     environment = _get_environment(project_slug, env_slug)
     card = services.environment_card(environment=environment, refresh=True)
     detail = services.environment_detail_build(card=card)
-    context = {"card": card, "detail": detail} | _job_context(environment)
+    context = {"card": card, "detail": detail} | _job_context(environment, detail.index)
     return render(request, "environments/environment_detail.html", context)
 
 
@@ -197,9 +198,8 @@ def audit_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
 # --- jobs ----------------------------------------------------------------------------------
 
 
-def _job_context(environment: Environment) -> dict:
+def _job_context(environment: Environment, index: ScriptIndex | None) -> dict:
     """What the environment page needs to offer a job: targets, recent jobs, backups."""
-    index, _ = environment.project.load_scripts()
     targets = []
     if index is not None and index.revision_map is not None:
         newest_first = index.applied(index.heads) if index.heads else ()
@@ -234,7 +234,7 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
         card = services.environment_card(environment=environment, refresh=False)
         detail = services.environment_detail_build(card=card)
         context = {"card": card, "detail": detail, "job_error": str(exc)}
-        context |= _job_context(environment)
+        context |= _job_context(environment, detail.index)
         return render(request, "environments/environment_detail.html", context, status=400)
     return redirect(job)
 

@@ -425,39 +425,16 @@ def test_request_job_from_a_shell_waits_and_prints_the_job(pg_project, worker, u
     _, prod, url = pg_project()
     out = io.StringIO()
 
-    call_command(
-        "request_job",
-        prod.project.slug,
-        "prod",
-        "--kind",
-        "upgrade",
-        "--target",
-        "heads",
-        "--as",
-        "bob",
-        "--reason",
-        "release 4.2",
-        "--wait",
-        stdout=out,
-    )
+    upgrade = ["request_job", prod.project.slug, "prod", "--kind", "upgrade", "--target", "heads"]
+
+    call_command(*upgrade, "--as", "bob", "--reason", "release 4.2", "--wait", stdout=out)
 
     printed = json.loads(out.getvalue())
     assert printed["status"] == "succeeded" and printed["error"] is None
     assert printed["from_heads"] == [inv.PROD_TARGET] and printed["result_heads"] == [inv.HEAD]
     assert Path(printed["backup_path"]).exists()
     with pytest.raises(CommandError, match="would change nothing"):
-        call_command(
-            "request_job",
-            prod.project.slug,
-            "prod",
-            "--kind",
-            "upgrade",
-            "--target",
-            "heads",
-            "--as",
-            "bob",
-            stdout=io.StringIO(),
-        )
+        call_command(*upgrade, "--as", "bob", stdout=io.StringIO())
 
 
 # --- SQLite --------------------------------------------------------------------------------
