@@ -36,7 +36,7 @@ from django.test import override_settings
 
 from bench.postgres import Databases
 from bench.stats import Samples
-from environments import jobs, services
+from environments import approvals, jobs, services
 from environments.core import backups
 from environments.models import Environment, Job, JobLogLine, Project
 from examples.inventory import revisions
@@ -432,7 +432,7 @@ def run_job(environment: Environment, user, probes: Probes) -> JobRun:
             raise RuntimeError(f"the SQL preview of job #{job.pk} is not ready: {previewed}")
 
         started = time.perf_counter()
-        job = jobs.job_queue(job=job, user=user)
+        job = approvals.job_queue(job=job, user=user)
         queue = time.perf_counter() - started
 
     gc.collect()

@@ -56,6 +56,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "environments.context_processors.navigation",
             ],
         },
     },
@@ -107,6 +108,14 @@ RETORT_HEARTBEAT_SECONDS = env_float("RETORT_HEARTBEAT_SECONDS", 5.0)
 RETORT_HEARTBEAT_TIMEOUT = env_float("RETORT_HEARTBEAT_TIMEOUT", 60.0)
 RETORT_REAPER_SECONDS = env_float("RETORT_REAPER_SECONDS", 30.0)
 
+# Approvals and notifications. A job's links in webhook messages start with RETORT_BASE_URL.
+RETORT_BASE_URL = env_str("RETORT_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+RETORT_EXPIRE_SECONDS = env_float("RETORT_EXPIRE_SECONDS", 60.0)  # how often requests expire
+RETORT_WEBHOOK_URL = env_str("RETORT_WEBHOOK_URL", "")  # a project's own webhook overrides it
+RETORT_WEBHOOK_TIMEOUT = env_float("RETORT_WEBHOOK_TIMEOUT", 5.0)  # seconds per attempt
+RETORT_WEBHOOK_ATTEMPTS = int(env_float("RETORT_WEBHOOK_ATTEMPTS", 5))
+RETORT_WEBHOOK_BACKOFF = env_float("RETORT_WEBHOOK_BACKOFF", 5.0)  # seconds, doubled per retry
+
 # Audit: take the client IP from X-Forwarded-For (only behind a proxy that sets it).
 RETORT_TRUST_X_FORWARDED_FOR = env_bool("RETORT_TRUST_X_FORWARDED_FOR", False)
 RETORT_AUDIT_PAGE_SIZE = 50
@@ -126,6 +135,14 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stopped-jobs": {
         "task": "environments.tasks.jobs_reap",
         "schedule": RETORT_REAPER_SECONDS,
+    },
+    "expire-approval-requests": {
+        "task": "environments.tasks.jobs_expire",
+        "schedule": RETORT_EXPIRE_SECONDS,
+    },
+    "send-notifications": {
+        "task": "environments.tasks.notifications_send",
+        "schedule": 30.0,
     },
     "verify-audit-chain": {
         "task": "environments.tasks.audit_verify",

@@ -6,4 +6,4 @@ class EnvironmentsConfig(AppConfig):
     verbose_name = "Projects and environments"
 
     def ready(self) -> None:
-        from environments import signals  # noqa: F401 - connects the audit receivers
+        from environments import roles, signals  # noqa: F401 - connect their receivers

@@ -66,6 +66,22 @@ ACTIONS = {
     "revision_changed": "saw the revision change",
     "out_of_band_change": "saw a change no Retort job made",
     "audit_exported": "exported the audit trail",
+    "job_planned": "planned a job",
+    "approval_requested": "asked for approval",
+    "job_approved": "approved a job",
+    "job_rejected": "rejected a job",
+    "approval_refused": "was refused an approval",
+    "job_refused": "was refused",
+    "job_replanned": "planned a job again",
+    "job_queued": "queued a job",
+    "job_started": "started a job",
+    "job_succeeded": "finished a job: succeeded",
+    "job_failed": "finished a job: failed",
+    "job_interrupted": "marked a job interrupted",
+    "job_cancelled": "cancelled a job",
+    "job_expired": "expired a request",
+    "api_token_created": "created an API token",
+    "api_token_revoked": "revoked an API token",
 }
 
 _SECRET_KEYS = ("password", "secret", "token", "api_key", "url_encrypted")

@@ -10,7 +10,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import transaction
+from django.contrib.auth.models import Group
+from django.db import models, transaction
 from django.utils.text import slugify
 from sqlalchemy.engine import make_url
 
@@ -28,9 +29,33 @@ _PROJECT_KEYS = {
     "command",
     "working_dir",
     "url_env_var",
+    "webhook_url",
     "environment",
 }
-_ENVIRONMENT_KEYS = {"name", "slug", "position", "url", "url_from_env"}
+_ENVIRONMENT_KEYS = {
+    "name",
+    "slug",
+    "position",
+    "url",
+    "url_from_env",
+    "promotion_from",
+    # the approval and backup policy
+    "required_approvals",
+    "approver_group",
+    "requester_may_approve",
+    "backup_before_jobs",
+    "backup_required",
+    "keep_backups",
+    "promotion_min_hours",
+    "approval_expiry_hours",
+}
+_POLICY_BOOLS = ("requester_may_approve", "backup_before_jobs", "backup_required")
+_POLICY_COUNTS = {  # key: the least value allowed
+    "required_approvals": 0,
+    "keep_backups": 1,
+    "promotion_min_hours": 0,
+    "approval_expiry_hours": 1,
+}
 
 
 class ConfigError(Exception):
@@ -130,6 +155,11 @@ def _project_fields(raw: dict, base: Path, where: str) -> dict:
         fields["command"] = command
     if "working_dir" in raw:
         fields["working_dir"] = _path(raw["working_dir"], base, f"{where}.working_dir")
+    if "webhook_url" in raw:
+        url = raw["webhook_url"]
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.webhook_url must be an http:// or https:// URL.")
+        fields["webhook_url"] = url
     return fields
 
 
@@ -153,6 +183,34 @@ def _environment_fields(raw: dict, base: Path, where: str, position: int) -> dic
         raise ConfigError(f"{where}.position must be a whole number.")
     if has_url:
         fields["url"] = _url(raw["url"], base, f"{where}.url")
+    fields.update(_policy_fields(raw, where))
+    return fields
+
+
+def _policy_fields(raw: dict, where: str) -> dict:
+    fields: dict[str, object] = {}
+    for key in _POLICY_BOOLS:
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise ConfigError(f"{where}.{key} must be true or false.")
+            fields[key] = raw[key]
+    for key, least in _POLICY_COUNTS.items():
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(f"{where}.{key} must be a whole number of at least {least}.")
+            fields[key] = value
+    if "approver_group" in raw:
+        name = raw["approver_group"]
+        group = Group.objects.filter(name=name).first() if isinstance(name, str) else None
+        if name and group is None:
+            raise ConfigError(
+                f"{where}.approver_group: there is no group {name!r}. The roles are "
+                "viewer, developer, release_manager and admin; other groups are made in the admin."
+            )
+        fields["approver_group"] = group
+    if "promotion_from" in raw and not isinstance(raw["promotion_from"], str):
+        raise ConfigError(f"{where}.promotion_from must name another environment.")
     return fields
 
 
@@ -172,25 +230,68 @@ def apply(document: dict, base_dir: Path) -> ApplyReport:
             environments = raw.get("environment", [])
             if not isinstance(environments, list):
                 raise ConfigError(f"{where}.environment must be [[project.environment]] tables.")
+            promotions = []
             for position, env_raw in enumerate(environments):
                 env_where = f"{where} environment #{position + 1}"
                 env_fields = _environment_fields(env_raw, base_dir, env_where, position)
+                if "promotion_from" in env_raw:
+                    promotions.append((env_fields["slug"], env_raw["promotion_from"], env_where))
                 _apply_environment(project, env_fields, report)
+            for slug, source, env_where in promotions:
+                _apply_promotion(project, slug, source, env_where, report)
     return report
 
 
+def _apply_promotion(
+    project: Project, slug: str, source_name: str, where: str, report: ApplyReport
+) -> None:
+    environment = Environment.objects.get(project=project, slug=slug)
+    source = None
+    if source_name:
+        source = (
+            Environment.objects.filter(project=project)
+            .filter(models.Q(name=source_name) | models.Q(slug=source_name))
+            .first()
+        )
+        if source is None or source.pk == environment.pk:
+            raise ConfigError(
+                f"{where}.promotion_from: {source_name!r} is not another environment of "
+                f"{project.name}."
+            )
+    if environment.promotion_from_id == (source.pk if source else None):
+        return
+    environment.promotion_from = source
+    environment.save()
+    label = f"environment {project.name}/{environment.name}"
+    if label in report.unchanged:
+        report.unchanged.remove(label)
+        report.updated.append(f"{label}: promotion_from")
+    elif label not in report.created:
+        report.updated = [
+            f"{item}, promotion_from" if item.startswith(label + ":") else item
+            for item in report.updated
+        ]
+
+
 def _apply_project(fields: dict, report: ApplyReport) -> Project:
+    webhook = fields.pop("webhook_url", None)
     project = Project.objects.filter(slug=fields["slug"]).first()
     if project is None:
         project = Project(**fields)
+        project.set_webhook_url(webhook or "")
         project.full_clean()
         project.save()
         report.created.append(f"project {project.name}")
         return project
     changed = [key for key, value in fields.items() if getattr(project, key) != value]
+    stored = project.webhook_url() if project.webhook_url_encrypted else None
+    if stored != webhook:
+        project.set_webhook_url(webhook or "")
+        changed.append("webhook_url")
     if changed:
         for key in changed:
-            setattr(project, key, fields[key])
+            if key in fields:
+                setattr(project, key, fields[key])
         project.full_clean()
         project.save()
         report.updated.append(f"project {project.name}: {', '.join(changed)}")

@@ -23,7 +23,7 @@ from django.utils import timezone
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from environments import graphs
+from environments import graphs, notify, roles
 from environments.audit import audit_record
 from environments.core import backups, plan
 from environments.core.runner import RunnerError
@@ -36,6 +36,27 @@ _LOCK_KEY = 0x7265746F72746A62  # pg_advisory_lock key on the target: "retortjb"
 
 class JobRefused(Exception):
     """The request cannot become a job (or move on); the message says why, in words."""
+
+
+class Refused(JobRefused):
+    """A refusal with a code (`refusal_status` maps it to HTTP); the policy's are also audit
+    events, recorded by `refuse`."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_WHO_MAY_NOT = {"not_requester", "not_approver", "self_approval", "wrong_target"}
+
+
+def refusal_status(exc: JobRefused) -> int:
+    """The HTTP status for a refusal: 403 when the person may not, 409 when the job's state
+    or the policy stands in the way, 400 when the request itself makes no sense."""
+    code = getattr(exc, "code", "")
+    if code in _WHO_MAY_NOT:
+        return 403
+    return 409 if code else 400
 
 
 # --- planning and queueing (web process) ---------------------------------------------------
@@ -65,16 +86,25 @@ def _findings(index, revisions: list[str]) -> list[dict]:
     return found
 
 
-def job_request(
-    *,
-    environment: Environment,
-    kind: str,
-    target: str = "",
-    user,
-    reason: str = "",
-    restore_from: Backup | None = None,
-) -> Job:
-    """Plan a job from where the database stands now; the SQL preview follows on a worker."""
+def scripts_digest(index, revisions: list[str]) -> str:
+    """SHA-256 over the planned revision files' contents, in plan order: an edited file (the
+    same revision ids, other SQL) makes the plan, and the approvals bound to it, stale."""
+    digest = hashlib.sha256()
+    for revision_id in revisions:
+        revision = index.revisions.get(revision_id)
+        try:
+            content = revision.path.read_bytes() if revision is not None else b"(missing)"
+        except OSError:
+            content = b"(unreadable)"
+        digest.update(revision_id.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest() if revisions else ""
+
+
+def _plan_fields(
+    environment: Environment, kind: str, target: str, restore_from: Backup | None
+) -> dict:
+    """Everything a plan holds, from where the database stands now and the scripts as they
+    are; raises JobRefused with the reason when there is nothing sensible to plan."""
     from_heads = _current_heads(environment)
     index, error = environment.project.load_scripts()
     if kind == Job.Kind.RESTORE:
@@ -82,9 +112,11 @@ def job_request(
             raise JobRefused("Choose one of this environment's backups to restore.")
         if not restore_from.available:
             raise JobRefused(f"Backup #{restore_from.pk} is no longer on disk.")
-        to_heads, revisions, found = sorted(restore_from.heads), [], []
+        to_heads, revisions, found, digest = sorted(restore_from.heads), [], [], ""
         target = f"backup #{restore_from.pk}"
     else:
+        if kind not in Job.Kind.values:
+            raise JobRefused(f"{kind!r} is not a kind of job: upgrade, downgrade, stamp, restore.")
         if index is None:
             raise JobRefused(f"The scripts cannot be read: {error}")
         try:
@@ -98,72 +130,230 @@ def job_request(
             )
         to_heads, revisions = list(planned.to_heads), list(planned.revisions)
         found = _findings(index, revisions)
+        digest = scripts_digest(index, revisions)
+    return {
+        "target": target,
+        "from_heads": list(from_heads),
+        "to_heads": list(to_heads),
+        "revisions": revisions,
+        "findings": found,
+        "scripts_sha256": digest,
+    }
+
+
+def job_request(
+    *,
+    environment: Environment,
+    kind: str,
+    target: str = "",
+    user,
+    reason: str = "",
+    restore_from: Backup | None = None,
+    take_backup: bool | None = None,
+) -> Job:
+    """Plan a job from where the database stands now; the SQL preview follows on a worker.
+    `take_backup` defaults to the environment's `backup_before_jobs`; a policy that makes
+    backups mandatory refuses False."""
+    if take_backup is None:
+        take_backup = environment.backup_before_jobs
+    if not roles.may_request(user):
+        refuse(
+            "not_requester",
+            f"{_name(user)} may read {environment.name} but not change it: planning a job "
+            "needs the developer or release manager role.",
+            user=user,
+            environment=environment,
+        )
+    if not take_backup and environment.backup_required:
+        refuse(
+            "backup_required",
+            f"{environment.name}'s policy makes a backup mandatory before every upgrade and "
+            "downgrade; it cannot be skipped.",
+            user=user,
+            environment=environment,
+        )
+    fields = _plan_fields(environment, kind, target, restore_from)
     with transaction.atomic():
         job = Job.objects.create(
             environment=environment,
             kind=kind,
-            target=target,
-            from_heads=list(from_heads),
-            to_heads=list(to_heads),
-            revisions=revisions,
-            findings=found,
             restore_from=restore_from,
             requested_by=user,
             reason=reason,
+            take_backup=take_backup or environment.backup_required,
             sql_status=Job.Preview.NOT_NEEDED if kind == Job.Kind.RESTORE else Job.Preview.PENDING,
+            **fields,
         )
-        _audit(job, "job_planned", user=user, details={"revisions": len(revisions)})
+        job_audit(job, "job_planned", user=user, details={"revisions": len(job.revisions)})
         if job.sql_status == Job.Preview.PENDING:
-            _send_on_commit("job_preview_sql", job.pk)
+            send_on_commit("job_preview_sql", job.pk)
     return job
 
 
-def job_queue(*, job: Job, user) -> Job:
-    """Put a planned job in the queue; refused while the environment has an active job."""
+def job_replan(*, job: Job, user) -> tuple[Job, bool]:
+    """Plan a waiting job again from where the database and the scripts stand now.
+
+    Returns the job and whether its plan changed; when it did, the approvals given for the
+    earlier plan stop counting (they are bound to its SHA-256) and the SQL is rendered anew.
+    """
+    if not (roles.may_request(user) or roles.may_approve(user, job.environment)):
+        refuse(
+            "not_requester",
+            f"{_name(user)} may not plan jobs for {job.environment.name}.",
+            user=user,
+            job=job,
+        )
+    if job.status not in (Job.Status.PLANNED, Job.Status.AWAITING_APPROVAL):
+        raise Refused(
+            f"Job #{job.pk} is {job.status}; only a waiting job can be re-planned.",
+            code="job_state",
+        )
+    target = job.target if job.kind != Job.Kind.RESTORE else ""
+    fields = _plan_fields(job.environment, job.kind, target, job.restore_from)
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.status not in (Job.Status.PLANNED, Job.Status.AWAITING_APPROVAL):
+            raise Refused(
+                f"Job #{job.pk} is {locked.status}; it can no longer be re-planned.",
+                code="job_state",
+            )
+        before = locked.plan_sha256
+        same = all(getattr(locked, key) == value for key, value in fields.items())
+        if same and locked.sql_status != Job.Preview.PENDING:
+            return locked, False
+        for key, value in fields.items():
+            setattr(locked, key, value)
+        if locked.kind != Job.Kind.RESTORE:
+            locked.sql_status, locked.sql_preview, locked.sql_sha256 = Job.Preview.PENDING, "", ""
+            locked.sql_note = ""
+        locked.replanned_at = timezone.now()
+        locked.save()
+        stale = locked.approvals.filter(plan_sha256=before).count()
+        job_audit(
+            locked,
+            "job_replanned",
+            user=user,
+            details={"plan_before": before, "revisions": len(locked.revisions), "stale": stale},
+        )
+        if locked.sql_status == Job.Preview.PENDING:
+            send_on_commit("job_preview_sql", locked.pk)
+    return locked, True
+
+
+def plan_outdated(job: Job) -> list[str]:
+    """Why a waiting job's plan no longer matches the database or the scripts (reads the
+    database live); empty when it still does."""
+    environment = job.environment
+    try:
+        target = job.target if job.kind != Job.Kind.RESTORE else ""
+        fields = _plan_fields(environment, job.kind, target, job.restore_from)
+    except JobRefused as exc:
+        return [str(exc)]
+    reasons = []
+    if sorted(fields["from_heads"]) != sorted(job.from_heads):
+        reasons.append(
+            f"{environment.name} now holds {', '.join(fields['from_heads']) or 'nothing'}; the "
+            f"plan was made when it held {', '.join(job.from_heads) or 'nothing'}."
+        )
+    elif fields["revisions"] != job.revisions or fields["to_heads"] != job.to_heads:
+        reasons.append("The scripts changed: the same target now means other revisions.")
+    elif fields["scripts_sha256"] != job.scripts_sha256:
+        reasons.append("The revision files changed since the plan was made.")
+    return reasons
+
+
+def queue_now(job: Job, *, user, from_status: str) -> Job:
+    """Move a job from `from_status` to `queued` and send it to a worker. Only the approvals
+    service calls this, after its checks; refused while the environment has an active job."""
     try:
         with transaction.atomic():
-            won = Job.objects.filter(pk=job.pk, status=Job.Status.PLANNED).update(
+            won = Job.objects.filter(pk=job.pk, status=from_status).update(
                 status=Job.Status.QUEUED, queued_at=timezone.now()
             )
             if not won:
                 job.refresh_from_db()
-                raise JobRefused(
-                    f"Job #{job.pk} is {job.status}; only a planned job can be queued."
+                raise Refused(
+                    f"Job #{job.pk} is {job.status}; it cannot be queued now.", code="job_state"
                 )
-            _audit(job, "job_queued", user=user)
-            _send_on_commit("job_run", job.pk)
+            job.status = Job.Status.QUEUED
+            job_audit(job, "job_queued", user=user)
+            send_on_commit("job_run", job.pk)
     except IntegrityError:
         active = Job.objects.filter(environment=job.environment_id, status__in=Job.ACTIVE).first()
         which = f" (job #{active.pk}, {active.status})" if active else ""
-        raise JobRefused(
-            f"{job.environment.name} already has a job queued or running{which}; one at a time."
+        job.refresh_from_db()
+        raise Refused(
+            f"{job.environment.name} already has a job queued or running{which}; one at a time.",
+            code="environment_busy",
         ) from None
     job.refresh_from_db()
     return job
 
 
 def job_cancel(*, job: Job, user) -> Job:
+    if not (roles.may_request(user) or roles.may_approve(user, job.environment)):
+        refuse(
+            "not_requester",
+            f"{_name(user)} may not cancel jobs for {job.environment.name}.",
+            user=user,
+            job=job,
+        )
     with transaction.atomic():
-        won = Job.objects.filter(
-            pk=job.pk, status__in=[Job.Status.PLANNED, Job.Status.QUEUED]
-        ).update(status=Job.Status.CANCELLED, finished_at=timezone.now())
+        won = Job.objects.filter(pk=job.pk, status__in=Job.WAITING).update(
+            status=Job.Status.CANCELLED, finished_at=timezone.now()
+        )
         if not won:
             job.refresh_from_db()
-            raise JobRefused(f"Job #{job.pk} is {job.status}; only a waiting job can be cancelled.")
-        _audit(job, "job_cancelled", user=user)
+            raise Refused(
+                f"Job #{job.pk} is {job.status}; only a waiting job can be cancelled.",
+                code="job_state",
+            )
+        job.status = Job.Status.CANCELLED
+        job_audit(job, "job_cancelled", user=user)
     job.refresh_from_db()
     return job
 
 
-def _send_on_commit(task_name: str, job_id: int) -> None:
+def _name(user) -> str:
+    return getattr(user, "username", "") or "An anonymous user"
+
+
+def refuse(
+    code: str,
+    message: str,
+    *,
+    user,
+    job: Job | None = None,
+    environment: Environment | None = None,
+    action: str = "job_refused",
+    details: dict | None = None,
+):
+    """Record the refusal (in a transaction of its own: it must outlive the caller's, which
+    rolls back) and raise it. Call it outside any transaction that is about to fail."""
+    environment = job.environment if job is not None else environment
+    with transaction.atomic():
+        audit_record(
+            action=action,
+            user=user if getattr(user, "is_authenticated", False) else None,
+            environment=environment,
+            job_id=job.pk if job is not None else None,
+            from_revisions=job.from_heads if job is not None else None,
+            to_revisions=job.to_heads if job is not None else None,
+            details={"reason": code, "message": message} | (details or {}),
+        )
+    raise Refused(message, code=code)
+
+
+def send_on_commit(task_name: str, *args) -> None:
+    """Send a Celery task once the current transaction commits (never for a rolled-back one)."""
     from environments import tasks  # tasks imports this module
 
     task = getattr(tasks, task_name)
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    transaction.on_commit(lambda: task.apply_async(args=[job_id], queue=queue))
+    transaction.on_commit(lambda: task.apply_async(args=list(args), queue=queue))
 
 
-def _audit(job: Job, action: str, *, user=None, system_actor=None, details=None) -> None:
+def job_audit(job: Job, action: str, *, user=None, system_actor=None, details=None) -> None:
     audit_record(
         action=action,
         user=user,
@@ -356,6 +546,7 @@ def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
         f"{job.target}; planned from {', '.join(job.from_heads) or 'an empty version table'}"
         f" ({len(job.revisions)} revision{'s' if len(job.revisions) != 1 else ''})."
     )
+    _check_still_approved(job, log)
     with _target_lock(url, log):
         heads = _read_heads(environment, url)
         if list(heads) != sorted(job.from_heads):
@@ -369,7 +560,7 @@ def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
         if job.kind == Job.Kind.RESTORE:
             _restore(job, url, log)
         else:
-            if job.kind != Job.Kind.STAMP and environment.backup_before_jobs:
+            if job.backs_up:
                 _make_backup(job, url, log, heads)
             args = (
                 ["stamp", "--purge", job.target]
@@ -384,6 +575,31 @@ def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
             f"{', '.join(sorted(job.to_heads)) or 'nothing'} as planned."
         )
     return after
+
+
+def _check_still_approved(job: Job, log: JobLog) -> None:
+    """The last gate, whatever put the job in the queue: the approvals the policy asks for,
+    given for this very plan, and revision files unchanged since it was made."""
+    missing = job.approvals_missing()
+    if missing:
+        required = job.environment.required_approvals
+        raise _Failed(
+            f"{job.environment.name} needs {required} approval{'s' if required != 1 else ''} "
+            f"of this exact plan and {missing} {'is' if missing == 1 else 'are'} missing; "
+            "nothing was changed."
+        )
+    if job.revisions:
+        index, error = job.environment.project.load_scripts()
+        if index is None:
+            raise _Failed(f"The scripts cannot be read: {error}")
+        if scripts_digest(index, job.revisions) != job.scripts_sha256:
+            raise _Failed(
+                "The revision files changed since this job was planned (and approved); "
+                "nothing was changed. Plan it again."
+            )
+    if job.environment.required_approvals:
+        count = job.approvals_counted().count()
+        log.add(f"Approved by {count} of the {job.environment.required_approvals} required.")
 
 
 def _restore(job: Job, url: str, log: JobLog) -> None:
@@ -415,7 +631,7 @@ def job_run(*, job_id: int) -> Job | None:
         return None
     job = Job.objects.select_related("environment__project", "restore_from").get(pk=job_id)
     with transaction.atomic():
-        _audit(
+        job_audit(
             job,
             "job_started",
             system_actor="worker",
@@ -459,7 +675,8 @@ def _finish(job: Job, *, status, error: str, exit_code, heads) -> Job:
         )
         job.refresh_from_db()
         if updated:
-            _audit(job, f"job_{status}", system_actor="worker", details={"error": error})
+            job_audit(job, f"job_{status}", system_actor="worker", details={"error": error})
+            notify.job_event(job, "job_finished")
     if updated and job.backup_id:
         backups_prune(environment=job.environment)
     return job
@@ -540,6 +757,7 @@ def jobs_reap(*, now=None) -> list[int]:
             )
             if won:
                 job.refresh_from_db()
-                _audit(job, "job_interrupted", system_actor="reaper", details={"error": message})
+                job_audit(job, "job_interrupted", system_actor="reaper", details={"error": message})
+                notify.job_event(job, "job_finished")
                 reaped.append(job.pk)
     return reaped

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.urls import reverse
@@ -67,6 +68,7 @@ class Project(AuditedModel):
         default="DATABASE_URL",
         help_text="The environment variable through which env.py reads the database URL.",
     )
+    webhook_url_encrypted = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -129,6 +131,19 @@ class Project(AuditedModel):
             **options,
         )
 
+    def set_webhook_url(self, url: str) -> None:
+        """Where job notifications go (a secret: Slack's URLs carry their key in the path)."""
+        self.webhook_url_encrypted = secretbox.encrypt(url) if url else ""
+
+    def webhook_url(self) -> str:
+        """This project's webhook, else RETORT_WEBHOOK_URL; "" when neither is set."""
+        if self.webhook_url_encrypted:
+            try:
+                return secretbox.decrypt(self.webhook_url_encrypted)
+            except secretbox.DecryptionError:
+                return ""
+        return settings.RETORT_WEBHOOK_URL
+
     def load_scripts(self) -> tuple[scripts.ScriptIndex | None, str | None]:
         """The script index, or None and the reason it could not be read."""
         try:
@@ -159,6 +174,38 @@ class Environment(AuditedModel):
     )
     keep_backups = models.PositiveIntegerField(
         default=5, help_text="How many of this environment's backups to keep (older are removed)."
+    )
+    # The approval policy: who must agree before a job may run here.
+    required_approvals = models.PositiveSmallIntegerField(
+        default=0, help_text="Approvals a job needs before it is queued (0: none)."
+    )
+    approver_group = models.ForeignKey(
+        Group,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Only members of this group may approve; empty: anyone who may approve jobs.",
+    )
+    requester_may_approve = models.BooleanField(
+        default=False, help_text="Let the requester approve their own job (off: four eyes)."
+    )
+    backup_required = models.BooleanField(
+        default=False, help_text="Every upgrade and downgrade must back the database up first."
+    )
+    promotion_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Upgrades here may only go to revisions this environment already holds…",
+    )
+    promotion_min_hours = models.PositiveIntegerField(
+        default=0, help_text="…and has held for at least this many hours."
+    )
+    approval_expiry_hours = models.PositiveIntegerField(
+        default=24, help_text="A request not approved within this many hours expires."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -215,6 +262,14 @@ class Environment(AuditedModel):
     def latest_snapshot(self) -> Snapshot | None:
         return self.snapshots.order_by("-checked_at", "-id").first()
 
+    def clean(self) -> None:
+        if self.promotion_from_id and self.promotion_from_id == self.pk:
+            raise ValidationError({"promotion_from": "An environment cannot promote from itself."})
+        if self.promotion_from_id and self.promotion_from.project_id != self.project_id:
+            raise ValidationError(
+                {"promotion_from": "Promote from an environment of the same project."}
+            )
+
 
 class Snapshot(models.Model):
     """One read of an environment's version table: what it held and what that meant."""
@@ -267,9 +322,17 @@ class ApiToken(models.Model):
     token_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.user})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
 
     @staticmethod
     def digest(token: str) -> str:
@@ -437,15 +500,26 @@ class Job(models.Model):
 
     class Status(models.TextChoices):
         PLANNED = "planned"
+        AWAITING_APPROVAL = "awaiting_approval"
         QUEUED = "queued"
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         INTERRUPTED = "interrupted"
         CANCELLED = "cancelled"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
-    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
+    WAITING = (Status.PLANNED, Status.AWAITING_APPROVAL, Status.QUEUED)
+    FINISHED = (
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.INTERRUPTED,
+        Status.CANCELLED,
+        Status.REJECTED,
+        Status.EXPIRED,
+    )
 
     class Preview(models.TextChoices):
         PENDING = "pending"
@@ -461,6 +535,9 @@ class Job(models.Model):
     to_heads = models.JSONField(default=list)
     revisions = models.JSONField(default=list, help_text="In the order they will run.")
     findings = models.JSONField(default=list)
+    scripts_sha256 = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of the planned revision files' contents."
+    )
     sql_status = models.CharField(max_length=20, choices=Preview.choices, default=Preview.PENDING)
     sql_preview = models.TextField(blank=True)
     sql_sha256 = models.CharField(max_length=64, blank=True)
@@ -471,11 +548,17 @@ class Job(models.Model):
     backup = models.ForeignKey(
         Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    take_backup = models.BooleanField(
+        default=True, help_text="Back the database up before changing it (upgrades, downgrades)."
+    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     reason = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    replanned_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -496,7 +579,14 @@ class Job(models.Model):
                 name="one_active_job_per_environment",
             )
         ]
-        indexes = [models.Index(fields=["environment", "-created_at"], name="job_latest")]
+        indexes = [
+            models.Index(fields=["environment", "-created_at"], name="job_latest"),
+            models.Index(fields=["status", "expires_at"], name="job_status_expiry"),
+        ]
+        permissions = [
+            ("request_job", "Can plan jobs and ask for them to run"),
+            ("approve_job", "Can approve or reject jobs"),
+        ]
 
     def __str__(self) -> str:
         return f"job #{self.pk} {self.kind} {self.environment} to {self.target} ({self.status})"
@@ -517,6 +607,23 @@ class Job(models.Model):
         return len(self.revisions)
 
     @property
+    def backs_up(self) -> bool:
+        """Whether the run takes a backup first (upgrades and downgrades only)."""
+        changes = self.kind in (self.Kind.UPGRADE, self.Kind.DOWNGRADE)
+        return changes and (self.take_backup or self.environment.backup_required)
+
+    def approvals_counted(self):
+        """Approvals given for the plan as it stands now; those for an earlier plan are stale."""
+        return self.approvals.filter(
+            decision=Approval.Decision.APPROVE, plan_sha256=self.plan_sha256
+        )
+
+    def approvals_missing(self) -> int:
+        """How many more approvals the environment's policy asks for before this job may run."""
+        required = self.environment.required_approvals
+        return max(required - self.approvals_counted().count(), 0) if required else 0
+
+    @property
     def plan_sha256(self) -> str:
         """What an approval binds to: the plan and the exact SQL it previews."""
         content = {
@@ -528,6 +635,8 @@ class Job(models.Model):
             "revisions": list(self.revisions),
             "restore_from": self.restore_from_id,
             "sql_sha256": self.sql_sha256,
+            "scripts_sha256": self.scripts_sha256,
+            "backup": self.backs_up,
         }
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -547,3 +656,68 @@ class JobLogLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}:{self.seq} {self.text[:60]}"
+
+
+class Approval(models.Model):
+    """One person's decision on one job, bound to the plan they read (its SHA-256).
+
+    Written only by `environments.approvals`. When the job is planned again its plan_sha256
+    changes and approvals given for the earlier plan stop counting (they stay, shown as such).
+    """
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="approvals")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150)
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    plan_sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "user", "plan_sha256"], name="one_decision_per_person_and_plan"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.decision}d job #{self.job_id}"
+
+    @property
+    def is_current(self) -> bool:
+        return self.plan_sha256 == self.job.plan_sha256
+
+
+class Notification(models.Model):
+    """A webhook message waiting to be sent (an outbox): written with the change it reports,
+    delivered by a worker in order, retried, never in the way of a job."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    job = models.ForeignKey(Job, null=True, on_delete=models.SET_NULL, related_name="+")
+    event = models.CharField(max_length=50)
+    payload = models.JSONField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["state", "id"], name="notification_outbox")]
+
+    def __str__(self) -> str:
+        return f"{self.event} for job #{self.job_id} ({self.state})"

@@ -14,7 +14,7 @@ from environments.audit import audit_record
 from environments.models import Environment, Project
 
 # Fields whose values are secret: the event says they changed, never what to.
-_SECRET_FIELDS = {"url_encrypted": "url"}
+_SECRET_FIELDS = {"url_encrypted": "url", "webhook_url_encrypted": "webhook_url"}
 _NOT_AUDITED = {"id", "created_at", "updated_at"}
 
 

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import audit, jobs, services
+from environments import approvals, audit, jobs, notify, services
 from environments.models import Environment
 
 
@@ -49,3 +49,14 @@ def job_preview_sql(job_id: int) -> str | None:
 @shared_task
 def jobs_reap() -> list[int]:
     return jobs.jobs_reap()
+
+
+@shared_task
+def jobs_expire() -> list[int]:
+    return approvals.jobs_expire()
+
+
+@shared_task(ignore_result=True)
+def notifications_send() -> int:
+    """Deliver the webhook outbox; a dead receiver costs this task its timeout, never a job."""
+    return notify.notifications_send()

@@ -17,10 +17,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.apiauth import api_login_required
-from environments import audit, graphs, jobs, services
+from environments import approvals, audit, graphs, jobs, roles, services, tokens
 from environments.core.scripts import ScriptIndex
 from environments.forms import AuditFilterForm
-from environments.models import Environment, Job, Project
+from environments.models import ApiToken, Approval, Environment, Job, Project
 
 
 def _projects(slug: str | None = None):
@@ -59,7 +59,8 @@ def environment_detail(request: HttpRequest, project_slug: str, env_slug: str) -
     environment = _get_environment(project_slug, env_slug)
     card = services.environment_card(environment=environment, refresh=True)
     detail = services.environment_detail_build(card=card)
-    context = {"card": card, "detail": detail} | _job_context(environment, detail.index)
+    context = {"card": card, "detail": detail}
+    context |= _job_context(environment, detail.index, request.user)
     return render(request, "environments/environment_detail.html", context)
 
 
@@ -195,10 +196,10 @@ def audit_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
     return response
 
 
-# --- jobs ----------------------------------------------------------------------------------
+# --- jobs ---------------------------------------------------------------------------------
 
 
-def _job_context(environment: Environment, index: ScriptIndex | None) -> dict:
+def _job_context(environment: Environment, index: ScriptIndex | None, user) -> dict:
     """What the environment page needs to offer a job: targets, recent jobs, backups."""
     targets = []
     if index is not None and index.revision_map is not None:
@@ -209,7 +210,36 @@ def _job_context(environment: Environment, index: ScriptIndex | None) -> dict:
         "jobs": environment.jobs.select_related("requested_by")[:20],
         "backups": environment.backups.filter(removed_at=None)[:20],
         "active_job": environment.jobs.filter(status__in=Job.ACTIVE).first(),
+        "may_request": roles.may_request(user),
+        "policy": policy_lines(environment),
     }
+
+
+def policy_lines(environment: Environment) -> list[str]:
+    """The environment's approval policy in words."""
+    required = environment.required_approvals
+    lines = [
+        f"Jobs need {required} approval{'s' if required != 1 else ''} "
+        f"from {roles.approver_label(environment)}"
+        + (
+            "; the requester may be one of them."
+            if environment.requester_may_approve
+            else "; never the requester's own."
+        )
+        if required
+        else "Jobs run without approval."
+    ]
+    if environment.backup_required:
+        lines.append("A backup before every upgrade and downgrade is mandatory.")
+    if environment.promotion_from_id:
+        hours = environment.promotion_min_hours
+        held = f" for at least {hours} h" if hours else ""
+        lines.append(
+            f"Upgrades only to revisions {environment.promotion_from.name} has held{held}."
+        )
+    if required:
+        lines.append(f"Requests expire after {environment.approval_expiry_hours} h.")
+    return lines
 
 
 @require_POST
@@ -221,6 +251,9 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
     restore_from = None
     if kind == Job.Kind.RESTORE:
         restore_from = environment.backups.filter(pk=request.POST.get("backup") or 0).first()
+    take_backup = None
+    if request.POST.get("backup_choice"):
+        take_backup = request.POST.get("take_backup") == "on"
     try:
         job = jobs.job_request(
             environment=environment,
@@ -229,20 +262,31 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
             user=request.user,
             reason=request.POST.get("reason", "").strip(),
             restore_from=restore_from,
+            take_backup=take_backup,
         )
     except jobs.JobRefused as exc:
         card = services.environment_card(environment=environment, refresh=False)
         detail = services.environment_detail_build(card=card)
         context = {"card": card, "detail": detail, "job_error": str(exc)}
-        context |= _job_context(environment, detail.index)
-        return render(request, "environments/environment_detail.html", context, status=400)
+        context |= _job_context(environment, detail.index, request.user)
+        return render(
+            request,
+            "environments/environment_detail.html",
+            context,
+            status=jobs.refusal_status(exc),
+        )
     return redirect(job)
 
 
 def _get_job(job_id: int) -> Job:
     return get_object_or_404(
         Job.objects.select_related(
-            "environment__project", "requested_by", "backup", "restore_from"
+            "environment__project",
+            "environment__promotion_from",
+            "environment__approver_group",
+            "requested_by",
+            "backup",
+            "restore_from",
         ),
         pk=job_id,
     )
@@ -252,12 +296,25 @@ def _get_job(job_id: int) -> Job:
 @login_required
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job(job_id)
-    return render(request, "environments/job_detail.html", _job_page(job))
+    return render(request, "environments/job_detail.html", _job_page(job, request.user))
 
 
-def _job_page(job: Job, error: str | None = None) -> dict:
+def _job_page(job: Job, user, error: str | None = None, *, review: bool = True) -> dict:
     lines = list(job.log_lines.order_by("-seq")[:2000])[::-1]
-    return {"job": job, "log_lines": lines, "job_error": error}
+    context = {"job": job, "log_lines": lines, "job_error": error}
+    if review:
+        context |= _review(job, user)
+    return context
+
+
+def _review(job: Job, user) -> dict:
+    """What an approver reads: the policy's verdicts, the approvals, the other environments."""
+    return {
+        "approval": approvals.approval_state(job, user),
+        "others": approvals.other_environments(job),
+        "policy": policy_lines(job.environment),
+        "may_request": roles.may_request(user),
+    }
 
 
 @require_GET
@@ -265,7 +322,9 @@ def _job_page(job: Job, error: str | None = None) -> dict:
 def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
     """The part of the job page that changes; htmx polls it and stops (286) once settled."""
     job = _get_job(job_id)
-    response = render(request, "environments/_job_live.html", _job_page(job))
+    response = render(
+        request, "environments/_job_live.html", _job_page(job, request.user, review=False)
+    )
     settled = job.is_finished or (
         job.status == Job.Status.PLANNED and job.sql_status != Job.Preview.PENDING
     )
@@ -280,12 +339,96 @@ def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
     job = _get_job(job_id)
     try:
         if action == "queue":
-            jobs.job_queue(job=job, user=request.user)
+            approvals.job_queue(job=job, user=request.user)
         elif action == "cancel":
             jobs.job_cancel(job=job, user=request.user)
+        elif action == "replan":
+            jobs.job_replan(job=job, user=request.user)
         else:
             raise Http404("No such action.")
     except jobs.JobRefused as exc:
         job.refresh_from_db()
-        return render(request, "environments/job_detail.html", _job_page(job, str(exc)), status=409)
+        context = _job_page(job, request.user, str(exc))
+        return render(
+            request, "environments/job_detail.html", context, status=jobs.refusal_status(exc)
+        )
     return redirect(job)
+
+
+@require_POST
+@login_required
+def job_decide(
+    request: HttpRequest, project_slug: str, env_slug: str, job_id: int, decision: str
+) -> HttpResponse:
+    """Approve or reject, for the plan the form showed (its SHA-256 travels with the form)."""
+    claimed = _get_environment(project_slug, env_slug)
+    job = _get_job(job_id)
+    if decision not in Approval.Decision.values:
+        raise Http404("Approve or reject.")
+    try:
+        job = approvals.job_decide(
+            job=job,
+            user=request.user,
+            decision=decision,
+            plan_sha256=request.POST.get("plan_sha256", ""),
+            comment=request.POST.get("comment", ""),
+            claimed=claimed,
+        )
+    except jobs.JobRefused as exc:
+        job.refresh_from_db()
+        context = _job_page(job, request.user, str(exc))
+        return render(
+            request, "environments/job_detail.html", context, status=jobs.refusal_status(exc)
+        )
+    if request.POST.get("next") == "approvals":
+        return redirect("approvals")
+    return redirect(job)
+
+
+@require_GET
+@login_required
+def approvals_queue(request: HttpRequest) -> HttpResponse:
+    """Requests awaiting approval, each with everything needed to decide on it."""
+    approvals.jobs_expire()
+    waiting = (
+        Job.objects.select_related(
+            "environment__project",
+            "environment__promotion_from",
+            "environment__approver_group",
+            "requested_by",
+            "restore_from",
+        )
+        .filter(status=Job.Status.AWAITING_APPROVAL)
+        .order_by("submitted_at", "id")
+    )
+    requests = [{"job": job} | _review(job, request.user) for job in waiting]
+    decided = Approval.objects.select_related("job__environment__project").order_by(
+        "-created_at", "-id"
+    )[:20]
+    return render(
+        request, "environments/approvals.html", {"requests": requests, "decided": decided}
+    )
+
+
+# --- API tokens ----------------------------------------------------------------------------
+
+
+@login_required
+def api_tokens(request: HttpRequest) -> HttpResponse:
+    """A person's own tokens: create one (shown once), revoke any."""
+    issued = None
+    if request.method == "POST":
+        name = request.POST.get("name", "").strip()[:100] or "token"
+        _, issued = tokens.token_issue(user=request.user, name=name, actor=request.user)
+    elif request.method != "GET":
+        return HttpResponse(status=405)
+    mine = ApiToken.objects.filter(user=request.user)
+    return render(request, "environments/tokens.html", {"tokens": mine, "issued": issued})
+
+
+@require_POST
+@login_required
+def api_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
+    tokens.token_revoke(token=token, user=request.user)
+    return redirect("tokens")

@@ -15,6 +15,8 @@ SAMPLE_ARGS = {
     "fmt": "csv",
     "job_id": 1,
     "action": "queue",
+    "decision": "approve",
+    "token_id": 1,
 }
 
 

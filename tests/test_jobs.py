@@ -17,7 +17,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 
-from environments import jobs
+from environments import approvals, jobs
 from environments.core.versions import read_versions
 from environments.models import AuditEvent, Backup, Environment, Job, Project
 from examples.inventory import revisions as inv
@@ -137,7 +137,7 @@ def run(environment: Environment, users, kind: str, target: str = "", **kwargs) 
     job = jobs.job_request(
         environment=environment, kind=kind, target=target, user=users["bob"], **kwargs
     )
-    return finished(jobs.job_queue(job=job, user=users["bob"]))
+    return finished(approvals.job_queue(job=job, user=users["bob"]))
 
 
 def actions_of(job: Job) -> list[str]:
@@ -252,7 +252,7 @@ def test_two_jobs_requested_at_once_for_one_environment_exactly_one_runs(pg_proj
                 environment=prod, kind="upgrade", target="heads", user=users["bob"]
             )
             barrier.wait()
-            outcomes.append(jobs.job_queue(job=job, user=users["bob"]))
+            outcomes.append(approvals.job_queue(job=job, user=users["bob"]))
         except jobs.JobRefused as exc:
             outcomes.append(exc)
         finally:
@@ -290,7 +290,7 @@ def test_a_target_changed_by_hand_between_plan_and_run_is_refused(
     alembic(inventory, url, "upgrade", "+1")
     moved = heads_of(url)
 
-    job = finished(jobs.job_queue(job=job, user=users["bob"]))
+    job = finished(approvals.job_queue(job=job, user=users["bob"]))
 
     assert job.status == "failed"
     assert "The database moved since this plan" in job.error
@@ -311,7 +311,7 @@ def test_a_wrong_password_fails_the_job_and_stays_out_of_its_log(
     prod.set_url(pg_url("postgres", user=PASSWORD_ROLE, password=wrong, port=password_postgres))
     prod.save()
 
-    job = finished(jobs.job_queue(job=job, user=users["bob"]))
+    job = finished(approvals.job_queue(job=job, user=users["bob"]))
 
     assert job.status == "failed"
     assert "password authentication failed" in job.error
@@ -339,7 +339,7 @@ def test_a_killed_worker_leaves_an_interrupted_job_and_the_environment_takes_a_n
         inv.HEAD,
         body="op.execute('SELECT pg_sleep(120)')",
     )
-    job = jobs.job_queue(
+    job = approvals.job_queue(
         job=jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"]),
         user=users["bob"],
     )
@@ -399,13 +399,13 @@ def test_a_project_that_cannot_run_offline_gets_no_preview_but_can_run(
     job.refresh_from_db()
     assert job.sql_status == "unavailable"
     assert "this project needs a live database" in job.sql_note
-    assert finished(jobs.job_queue(job=job, user=users["bob"])).status == "succeeded"
+    assert finished(approvals.job_queue(job=job, user=users["bob"])).status == "succeeded"
 
 
 def test_a_queued_job_can_be_cancelled_and_then_never_runs(pg_project, worker, users, settings):
     _, prod, url = pg_project()
     settings.CELERY_TASK_DEFAULT_QUEUE = "nobody-listens-here"
-    job = jobs.job_queue(
+    job = approvals.job_queue(
         job=jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"]),
         user=users["bob"],
     )

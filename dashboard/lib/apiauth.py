@@ -21,12 +21,17 @@ def api_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
 
             found = (
                 ApiToken.objects.select_related("user")
-                .filter(token_hash=ApiToken.digest(token.strip()), user__is_active=True)
+                .filter(
+                    token_hash=ApiToken.digest(token.strip()),
+                    user__is_active=True,
+                    revoked_at=None,
+                )
                 .first()
             )
             if found is not None:
                 ApiToken.objects.filter(pk=found.pk).update(last_used_at=timezone.now())
                 request.user = found.user
+                request.api_token = found
                 return view(request, *args, **kwargs)
         return JsonResponse(
             {"error": "Authentication required: log in, or send 'Authorization: Bearer <token>'."},

@@ -1,7 +1,8 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from environments.models import ApiToken
+from environments.audit import acting_as
+from environments.tokens import token_issue
 
 
 class Command(BaseCommand):
@@ -15,5 +16,6 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=options["username"]).first()
         if user is None:
             raise CommandError(f"No user {options['username']!r}.")
-        _, token = ApiToken.issue(user=user, name=options["name"])
+        with acting_as("create_api_token"):
+            _, token = token_issue(user=user, name=options["name"])
         self.stdout.write(token)

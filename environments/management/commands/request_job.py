@@ -6,14 +6,15 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
-from environments import jobs
+from environments import approvals, jobs
 from environments.models import Environment, Job
 
 
 class Command(BaseCommand):
     help = (
-        "Plan and queue a job through the same service as the pages. With --wait, block until "
-        "it ends, print it as JSON and exit 0 only if it succeeded."
+        "Plan a job and ask for it to run, through the same services (and rules) as the pages: "
+        "it is queued at once, or waits for the approvals its environment's policy asks for. "
+        "With --wait, block until it ends, print it as JSON and exit 0 only if it succeeded."
     )
 
     def add_arguments(self, parser) -> None:
@@ -24,6 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--backup", type=int, help="backup id (restore jobs)")
         parser.add_argument("--as", dest="username", required=True, help="the requesting user")
         parser.add_argument("--reason", default="")
+        parser.add_argument(
+            "--no-backup",
+            action="store_true",
+            help="skip the backup before an upgrade or downgrade (refused where mandatory)",
+        )
         parser.add_argument("--wait", action="store_true", help="wait for the job to end")
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to --wait")
 
@@ -53,8 +59,9 @@ class Command(BaseCommand):
                 user=user,
                 reason=options["reason"],
                 restore_from=restore_from,
+                take_backup=False if options["no_backup"] else None,
             )
-            job = jobs.job_queue(job=job, user=user)
+            job = approvals.job_submit(job=job, user=user)
         except jobs.JobRefused as exc:
             raise CommandError(str(exc), returncode=1) from None
         if not options["wait"]:

@@ -18,6 +18,7 @@ DEMO_USERS = [
     ("viewer", "viewer", False, False),
     ("developer", "developer", False, False),
     ("release", "release_manager", False, False),
+    ("release2", "release_manager", False, False),
     ("admin", "admin", True, True),
 ]
 
@@ -36,6 +37,19 @@ class Command(BaseCommand):
             "staging": revisions.STAGING_TARGET,
             "prod": revisions.PROD_TARGET,
         }
+        # dev runs without approval; staging needs one release manager; prod two, never the
+        # requester, a backup first, and only revisions staging already holds.
+        policies = {
+            "dev": {"required_approvals": 0},
+            "staging": {"required_approvals": 1, "approver_group": "release_manager"},
+            "prod": {
+                "required_approvals": 2,
+                "approver_group": "release_manager",
+                "backup_required": True,
+                "promotion_from": "staging",
+                "promotion_min_hours": 0,
+            },
+        }
         document = {
             "project": [
                 {
@@ -43,6 +57,7 @@ class Command(BaseCommand):
                     "alembic_ini": str(example / "alembic.ini"),
                     "environment": [
                         {"name": name, "url": f"sqlite:///{demo_dir / f'{name}.sqlite'}"}
+                        | policies[name]
                         for name in targets
                     ],
                 }

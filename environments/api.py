@@ -1,0 +1,177 @@
+"""The JSON API for jobs (`/api/v1/`): CI requests a job and reads its status; people approve,
+reject, cancel, queue. The same services as the pages, so the same rules and refusals.
+
+Reads take a session or a bearer token; writes take a bearer token only (so they need no CSRF
+token and a browser's cookies can never make one).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.lib.apiauth import api_login_required
+from environments import approvals, jobs
+from environments.models import Environment, Job
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def job_json(job: Job, user) -> dict:
+    state = approvals.approval_state(job, user, check_plan=False)
+    environment = job.environment
+
+    def people(items) -> list[dict]:
+        return [{"user": a.username, "at": _iso(a.created_at), "comment": a.comment} for a in items]
+
+    return {
+        "id": job.pk,
+        "url": job.get_absolute_url(),
+        "project": environment.project.slug,
+        "environment": environment.slug,
+        "kind": job.kind,
+        "target": job.target,
+        "status": job.status,
+        "from_heads": job.from_heads,
+        "to_heads": job.to_heads,
+        "revisions": job.revisions,
+        "findings": job.findings,
+        "take_backup": job.backs_up,
+        "sql_status": job.sql_status,
+        "sql_sha256": job.sql_sha256 or None,
+        "plan_sha256": job.plan_sha256,
+        "requested_by": job.requested_by.username if job.requested_by else None,
+        "reason": job.reason,
+        "created_at": _iso(job.created_at),
+        "submitted_at": _iso(job.submitted_at),
+        "expires_at": _iso(job.expires_at),
+        "queued_at": _iso(job.queued_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "result_heads": job.result_heads,
+        "backup": job.backup.path if job.backup else None,
+        "error": job.error or None,
+        "approvals": {
+            "required": state.required,
+            "given": state.given,
+            "approved_by": people(state.counted),
+            "rejected_by": people(state.rejected),
+            "stale": people(state.stale),
+        },
+        "promotion": {
+            "applies": state.verdict.applies,
+            "ok": state.verdict.ok,
+            "text": state.verdict.text,
+        },
+    }
+
+
+def _refused(exc: jobs.JobRefused) -> JsonResponse:
+    code = getattr(exc, "code", "") or "refused"
+    return JsonResponse({"error": str(exc), "code": code}, status=jobs.refusal_status(exc))
+
+
+def _api_write(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """POST with a bearer token and a JSON object body (passed to the view as `body`)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if getattr(request, "api_token", None) is None:
+            return JsonResponse(
+                {"error": "Writes take an API token: send 'Authorization: Bearer <token>'."},
+                status=403,
+            )
+        try:
+            body = json.loads(request.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return JsonResponse({"error": "The body must be a JSON object."}, status=400)
+        if not isinstance(body, dict):
+            return JsonResponse({"error": "The body must be a JSON object."}, status=400)
+        return view(request, *args, body=body, **kwargs)
+
+    return csrf_exempt(require_POST(api_login_required(wrapper)))
+
+
+def _text(body: dict, key: str, default: str = "") -> str:
+    value = body.get(key, default)
+    return value.strip() if isinstance(value, str) else default
+
+
+@_api_write
+def job_create(request: HttpRequest, project_slug: str, env_slug: str, *, body: dict):
+    """Plan a job and (unless `"submit": false`) ask for it to run; 201 with the job."""
+    environment = get_object_or_404(
+        Environment.objects.select_related("project"), project__slug=project_slug, slug=env_slug
+    )
+    backup = body.get("backup")
+    restore_from = None
+    if body.get("restore_from") is not None:
+        restore_from = environment.backups.filter(pk=body["restore_from"]).first()
+    try:
+        job = jobs.job_request(
+            environment=environment,
+            kind=_text(body, "kind"),
+            target=_text(body, "target"),
+            user=request.user,
+            reason=_text(body, "reason"),
+            restore_from=restore_from,
+            take_backup=backup if isinstance(backup, bool) else None,
+        )
+        if body.get("submit", True):
+            job = approvals.job_submit(job=job, user=request.user)
+    except jobs.JobRefused as exc:
+        return _refused(exc)
+    job.refresh_from_db()
+    return JsonResponse(job_json(job, request.user), status=201)
+
+
+@require_GET
+@api_login_required
+def job_read(request: HttpRequest, job_id: int) -> JsonResponse:
+    job = get_object_or_404(Job.objects.select_related("environment__project"), pk=job_id)
+    return JsonResponse(job_json(job, request.user))
+
+
+@_api_write
+def job_action(request: HttpRequest, job_id: int, action: str, *, body: dict):
+    """approve / reject (with the `plan_sha256` read, a `comment`), cancel, queue, replan."""
+    job = get_object_or_404(Job.objects.select_related("environment__project"), pk=job_id)
+    try:
+        if action in ("approve", "reject"):
+            claimed = None
+            if body.get("project") or body.get("environment"):
+                claimed = (
+                    Environment.objects.select_related("project")
+                    .filter(project__slug=_text(body, "project"), slug=_text(body, "environment"))
+                    .first()
+                )
+                if claimed is None:
+                    return JsonResponse({"error": "No such project/environment."}, status=404)
+            job = approvals.job_decide(
+                job=job,
+                user=request.user,
+                decision=action,
+                plan_sha256=_text(body, "plan_sha256"),
+                comment=_text(body, "comment"),
+                claimed=claimed,
+            )
+        elif action == "cancel":
+            job = jobs.job_cancel(job=job, user=request.user)
+        elif action == "queue":
+            job = approvals.job_queue(job=job, user=request.user)
+        elif action == "replan":
+            job, _ = jobs.job_replan(job=job, user=request.user)
+        else:
+            return JsonResponse({"error": f"No action {action!r}."}, status=404)
+    except jobs.JobRefused as exc:
+        return _refused(exc)
+    job.refresh_from_db()
+    return JsonResponse(job_json(job, request.user))

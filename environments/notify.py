@@ -1,0 +1,221 @@
+"""Webhook notifications: a JSON POST with a Slack-compatible `text` when a job is requested,
+approved, rejected, expires or finishes.
+
+Messages are written to an outbox (`Notification`) in the transaction of the change they
+report, and sent by a worker after it commits: one sender at a time, each project's messages
+in the order they were written, with a timeout per attempt and retries with a growing delay.
+A receiver that is down only delays its own messages; it never blocks or fails a job. After
+the last attempt a message is marked failed (shown in the admin) and the next one goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from environments.models import Job, Notification
+
+_PG_LOCK_KEY = 0x7265746F72746E74  # "retortnt": one sender at a time
+
+
+def _escape(text: object) -> str:
+    """Slack's mrkdwn escaping: user text can neither mention @channel nor forge a link."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _job_link(job: Job) -> str:
+    return f"<{settings.RETORT_BASE_URL}{job.get_absolute_url()}|job #{job.pk}>"
+
+
+def _what(job: Job) -> str:
+    environment = job.environment
+    where = f"{_escape(environment.project.name)}/{_escape(environment.name)}"
+    return f"{job.kind} *{where}* to `{_escape(job.target)}`"
+
+
+def _text(job: Job, event: str, actor: str, comment: str, given: int, required: int) -> str:
+    who = _escape(actor) if actor else "Retort"
+    said = f": “{_escape(comment)}”" if comment else ""
+    if event == "job_requested":
+        count = len(job.revisions)
+        risky = sum(1 for f in job.findings if f.get("severity") == "danger")
+        risks = f", {risky} destructive" if risky else ""
+        return (
+            f"{who} asks to {_what(job)} ({count} revision{'s' if count != 1 else ''}{risks}); "
+            f"{required} approval{'s' if required != 1 else ''} needed: {_job_link(job)}"
+        )
+    if event == "job_approved":
+        return f"{who} approved {_job_link(job)} ({given} of {required}), {_what(job)}{said}"
+    if event == "job_rejected":
+        return f"{who} rejected {_job_link(job)}, {_what(job)}{said}"
+    if event == "job_expired":
+        return f"{_job_link(job)} expired without the approvals it needed: {_what(job)}"
+    outcome = job.status
+    detail = f": {_escape(job.error.splitlines()[0][:300])}" if job.error else ""
+    heads = ", ".join(job.result_heads or []) or "nothing"
+    if job.status == Job.Status.SUCCEEDED:
+        detail = f"; the database holds {_escape(heads)}"
+    return f"{_job_link(job).capitalize()} {outcome}, {_what(job)}{detail}"
+
+
+def job_event(job: Job, event: str, *, actor=None, comment: str = "") -> Notification | None:
+    """Put a message about `job` in the outbox (inside the caller's transaction); nothing when
+    neither the project nor RETORT_WEBHOOK_URL names a webhook."""
+    project = job.environment.project
+    if not project.webhook_url():
+        return None
+    required = job.environment.required_approvals
+    given = job.approvals_counted().count() if required else 0
+    actor_name = getattr(actor, "username", "") or ""
+    payload = {
+        "text": _text(job, event, actor_name, comment, given, required),
+        "event": event,
+        "actor": actor_name or None,
+        "comment": comment or None,
+        "job": {
+            "id": job.pk,
+            "url": settings.RETORT_BASE_URL + job.get_absolute_url(),
+            "project": project.slug,
+            "environment": job.environment.slug,
+            "kind": job.kind,
+            "target": job.target,
+            "status": job.status,
+            "from_heads": list(job.from_heads),
+            "to_heads": list(job.to_heads),
+            "revisions": list(job.revisions),
+            "plan_sha256": job.plan_sha256,
+            "error": job.error or None,
+        },
+        "approvals": {"given": given, "required": required},
+        "at": timezone.now().isoformat(),
+    }
+    message = Notification.objects.create(project=project, job=job, event=event, payload=payload)
+    transaction.on_commit(_send_soon)
+    return message
+
+
+def _send_soon(countdown: float = 0) -> None:
+    from environments import tasks  # tasks imports this module
+
+    tasks.notifications_send.apply_async(
+        queue=settings.CELERY_TASK_DEFAULT_QUEUE, countdown=max(countdown, 0)
+    )
+
+
+@contextlib.contextmanager
+def _one_sender() -> Iterator[bool]:
+    """Yield whether this process is the one sender now: a PostgreSQL advisory lock, or a
+    file lock beside the SQLite database (the demo's workers share one machine)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_PG_LOCK_KEY])
+            mine = cursor.fetchone()[0]
+        try:
+            yield mine
+        finally:
+            if mine:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [_PG_LOCK_KEY])
+        return
+    path = Path(settings.DATA_DIR, "notifications.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def post(url: str, payload: dict, *, timeout: float) -> str | None:
+    """POST the payload as JSON; None on a 2xx answer, else what went wrong (never the URL,
+    which may hold the receiver's key)."""
+    body = json.dumps(payload).encode()
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "Retort webhook"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            response.read(65536)
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"the receiver answered HTTP {exc.code}"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, TimeoutError | socket.timeout):
+            return f"no answer within {timeout:g} s"
+        return f"could not connect: {getattr(reason, 'strerror', None) or reason}"
+    except (OSError, ValueError) as exc:
+        return f"could not send: {exc.__class__.__name__}"
+
+
+def notifications_send() -> int:
+    """Send what is due, oldest first per project; returns how many were delivered."""
+    delivered = 0
+    with _one_sender() as mine:
+        if not mine:
+            return 0  # the sender at work picks ours up (and the beat task sweeps behind it)
+        pending = Notification.objects.filter(state=Notification.State.PENDING)
+        for project_id in sorted(set(pending.values_list("project_id", flat=True))):
+            delivered += _drain(project_id)
+    return delivered
+
+
+def _drain(project_id: int) -> int:
+    delivered = 0
+    while True:
+        message = (
+            Notification.objects.select_related("project")
+            .filter(project_id=project_id, state=Notification.State.PENDING)
+            .order_by("id")
+            .first()
+        )
+        if message is None:
+            return delivered
+        now = timezone.now()
+        if message.next_attempt_at > now:
+            _send_soon((message.next_attempt_at - now).total_seconds())
+            return delivered  # later messages wait behind it, to keep the order
+        url = message.project.webhook_url()
+        error = (
+            post(url, message.payload, timeout=settings.RETORT_WEBHOOK_TIMEOUT)
+            if url
+            else ("no webhook is configured any more")
+        )
+        message.attempts += 1
+        if error is None:
+            message.state, message.sent_at, message.last_error = (
+                Notification.State.SENT,
+                timezone.now(),
+                "",
+            )
+            delivered += 1
+        elif message.attempts >= settings.RETORT_WEBHOOK_ATTEMPTS or not url:
+            message.state, message.last_error = Notification.State.FAILED, error
+        else:
+            delay = settings.RETORT_WEBHOOK_BACKOFF * 2 ** (message.attempts - 1)
+            message.next_attempt_at = now + timedelta(seconds=delay)
+            message.last_error = error
+        message.save(
+            update_fields=["state", "attempts", "sent_at", "last_error", "next_attempt_at"]
+        )
