@@ -224,7 +224,7 @@ def _decision_refusal(
     plan_sha256: str,
     claimed: Environment | None,
     *,
-    locked: bool,
+    expire: bool = True,
 ) -> tuple[str, str] | None:
     """The first reason `user` may not record `decision` on `job`, as (code, sentence)."""
     environment = job.environment
@@ -234,13 +234,11 @@ def _decision_refusal(
             f"Job #{job.pk} is for {environment.project.name}/{environment.name}, not "
             f"{claimed.project.name}/{claimed.name}; nothing was recorded.",
         )
-    if (
-        job.status == Job.Status.AWAITING_APPROVAL
-        and job.expires_at
-        and job.expires_at <= timezone.now()
-    ):
-        if locked:
-            _expire(job)
+    expired = job.expires_at is not None and job.expires_at <= timezone.now()
+    if job.status == Job.Status.AWAITING_APPROVAL and expired:
+        if expire:
+            with transaction.atomic():
+                _expire(job)
         return (
             "expired",
             f"Job #{job.pk} expired at {job.expires_at:%Y-%m-%d %H:%M} UTC unapproved.",
@@ -311,7 +309,7 @@ def job_decide(
             details={"decision": decision, "plan_sha256": plan_sha256},
         )
 
-    refusal = _decision_refusal(job, user, decision, plan_sha256, claimed, locked=False)
+    refusal = _decision_refusal(job, user, decision, plan_sha256, claimed)
     if refusal:
         refused(refusal)
     if decision == Approval.Decision.APPROVE:
@@ -323,11 +321,11 @@ def job_decide(
             refused(("promotion_rule", verdict.text))
     with transaction.atomic():
         locked = (
-            Job.objects.select_for_update()
+            Job.objects.select_for_update(of=("self",))
             .select_related("environment__project", "requested_by")
             .get(pk=job.pk)
         )
-        refusal = _decision_refusal(locked, user, decision, plan_sha256, claimed, locked=True)
+        refusal = _decision_refusal(locked, user, decision, plan_sha256, claimed)
         if refusal is None:
             try:
                 with transaction.atomic():
@@ -432,7 +430,7 @@ def approval_state(job: Job, user, *, check_plan: bool = True) -> ApprovalState:
     outdated = plan_outdated(job) if check_plan and job.status in Job.WAITING else []
     refusal = None
     if job.status == Job.Status.AWAITING_APPROVAL:
-        refusal = _decision_refusal(job, user, "approve", current, None, locked=False)
+        refusal = _decision_refusal(job, user, "approve", current, None, expire=False)
     return ApprovalState(
         required=job.environment.required_approvals,
         counted=counted,

@@ -26,6 +26,7 @@ from sqlalchemy.pool import NullPool
 from environments import graphs, notify, roles
 from environments.audit import audit_record
 from environments.core import backups, plan
+from environments.core.findings import IRREVERSIBLE_DOWNGRADE
 from environments.core.runner import RunnerError
 from environments.core.versions import read_versions, redact, sync_url
 from environments.models import Backup, Environment, Job, JobLogLine, UrlUnavailable
@@ -71,7 +72,11 @@ def _current_heads(environment: Environment) -> tuple[str, ...]:
     return tuple(sorted(snapshot.heads))
 
 
-def _findings(index, revisions: list[str]) -> list[dict]:
+def _findings(index, revisions: list[str], kind: str) -> list[dict]:
+    """The static findings of the steps this job runs: upgrade() for an upgrade (and whether
+    it can be undone), downgrade() for a downgrade, none for a stamp, which runs no code."""
+    if kind == Job.Kind.STAMP:
+        return []
     found = []
     for revision_id in revisions:
         revision = index.revisions.get(revision_id)
@@ -82,7 +87,10 @@ def _findings(index, revisions: list[str]) -> list[dict]:
             found.append({"revision": revision_id, "severity": "warning", "detail": result})
             continue
         for finding in result:
-            found.append({"revision": revision_id, **graphs.finding_dict(finding)})
+            runs = finding.function == kind
+            undo = kind == Job.Kind.UPGRADE and finding.kind == IRREVERSIBLE_DOWNGRADE
+            if runs or undo:
+                found.append({"revision": revision_id, **graphs.finding_dict(finding)})
     return found
 
 
@@ -129,7 +137,7 @@ def _plan_fields(
                 f"{kind} to {target!r} would change nothing."
             )
         to_heads, revisions = list(planned.to_heads), list(planned.revisions)
-        found = _findings(index, revisions)
+        found = _findings(index, revisions, kind)
         digest = scripts_digest(index, revisions)
     return {
         "target": target,
@@ -211,7 +219,7 @@ def job_replan(*, job: Job, user) -> tuple[Job, bool]:
     target = job.target if job.kind != Job.Kind.RESTORE else ""
     fields = _plan_fields(job.environment, job.kind, target, job.restore_from)
     with transaction.atomic():
-        locked = Job.objects.select_for_update().get(pk=job.pk)
+        locked = Job.objects.select_for_update(of=("self",)).get(pk=job.pk)
         if locked.status not in (Job.Status.PLANNED, Job.Status.AWAITING_APPROVAL):
             raise Refused(
                 f"Job #{job.pk} is {locked.status}; it can no longer be re-planned.",
@@ -721,7 +729,9 @@ def job_preview_sql(*, job_id: int) -> Job | None:
 def _sql_args(job: Job) -> list[str]:
     start = ",".join(sorted(job.from_heads))
     if job.kind == Job.Kind.STAMP:
-        return ["stamp", "--purge", job.target, "--sql"]
+        # Offline, alembic refuses --purge: render the stamp from the planned heads, which
+        # ends in the same version table as the run's purge-then-stamp.
+        return ["stamp", f"{start}:{job.target}" if start else job.target, "--sql"]
     end = job.to_heads[0] if len(job.to_heads) == 1 else job.target
     if job.kind == Job.Kind.DOWNGRADE:
         end = end if job.to_heads else "base"

@@ -19,9 +19,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 
-from environments.models import Environment, Project
+from environments import approvals, jobs
+from environments.models import Environment, Job, Project
+from examples.inventory import revisions as inv
 
 pytest_plugins = ["tests.browser"]  # the Chromium fixtures, started only when a test asks
 
@@ -353,6 +355,76 @@ def demo_project(inventory, make_project, demo_templates, tmp_path) -> Project:
         shutil.copy(demo_templates / f"{name}.sqlite", tmp_path / f"{name}.sqlite")
         urls[name] = f"sqlite:///{tmp_path / f'{name}.sqlite'}"
     return make_project(inventory, urls)
+
+
+# --- approvals: people, the demo's policy, jobs asked for ---------------------------------
+
+
+@pytest.fixture
+def people(users) -> dict[str, object]:
+    """alice, carol, dave: release managers; bob: developer; vera: viewer; dan: may approve
+    jobs (through a 'dba' group), but is not in prod's approver group."""
+    made = dict(users)
+    release = Group.objects.get(name="release_manager")
+    for name in ("carol", "dave"):
+        made[name] = get_user_model().objects.create_user(name, password="pw-" + name)
+        made[name].groups.add(release)
+    dba, _ = Group.objects.get_or_create(name="dba")
+    dba.permissions.add(Permission.objects.get(codename="approve_job"))
+    made["dan"] = get_user_model().objects.create_user("dan", password="pw-dan")
+    made["dan"].groups.add(dba)
+    return made
+
+
+@pytest.fixture
+def policed(demo_project: Project) -> Project:
+    """The demo's policy: staging needs 1 approval, prod 2 from release managers, a backup,
+    and only revisions staging holds."""
+    release = Group.objects.get(name="release_manager")
+    staging = demo_project.environments.get(slug="staging")
+    staging.required_approvals = 1
+    staging.approver_group = release
+    staging.save()
+    prod = demo_project.environments.get(slug="prod")
+    prod.required_approvals = 2
+    prod.approver_group = release
+    prod.backup_required = True
+    prod.promotion_from = staging
+    prod.save()
+    return demo_project
+
+
+def env(project: Project, slug: str) -> Environment:
+    return Environment.objects.select_related("project").get(project=project, slug=slug)
+
+
+def planned(
+    environment: Environment, user, target: str = inv.STAGING_TARGET, kind: str = "upgrade"
+) -> Job:
+    """Plan a job and render its SQL (real `alembic --sql`, in this process)."""
+    job = jobs.job_request(environment=environment, kind=kind, target=target, user=user)
+    jobs.job_preview_sql(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.sql_status == "ready", job.sql_note
+    return job
+
+
+def requested(
+    environment: Environment, user, target: str = inv.STAGING_TARGET, kind: str = "upgrade"
+) -> Job:
+    job = planned(environment, user, target, kind)
+    return approvals.job_submit(job=job, user=user)
+
+
+def approve(job: Job, user, *, comment: str = "", plan: str | None = None) -> Job:
+    job = Job.objects.select_related("environment__project").get(pk=job.pk)
+    return approvals.job_decide(
+        job=job,
+        user=user,
+        decision="approve",
+        plan_sha256=job.plan_sha256 if plan is None else plan,
+        comment=comment,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ def api_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.user.is_authenticated:
-            return view(request, *args, **kwargs)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token:
+        if request.user.is_authenticated and not header:
+            return view(request, *args, **kwargs)
+        if scheme.lower() == "bearer" and token:  # a token, when sent, decides who this is
             from environments.models import ApiToken
 
             found = (
