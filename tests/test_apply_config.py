@@ -160,3 +160,72 @@ def test_script_location_and_version_locations_resolve_against_the_file(tmp_path
     assert project.recursive_version_locations is True
     assert project.working_dir == str(tmp_path)
     assert project.version_table_schema == "ops"
+
+
+POLICY = """
+[[project]]
+name = "inventory"
+alembic_ini = "app/alembic.ini"
+webhook_url = "https://hooks.example.com/services/T000/B000/Hunter2-secret"
+
+[[project.environment]]
+name = "staging"
+url = "sqlite:///data/staging.sqlite"
+required_approvals = 1
+
+[[project.environment]]
+name = "prod"
+url = "sqlite:///data/prod.sqlite"
+required_approvals = 2
+approver_group = "release_manager"
+requester_may_approve = false
+backup_required = true
+keep_backups = 10
+promotion_from = "staging"
+promotion_min_hours = 24
+approval_expiry_hours = 8
+"""
+
+
+def test_the_approval_policy_and_the_webhook_come_from_the_file_idempotently(tmp_path):
+    from environments.models import AuditEvent
+
+    path = tmp_path / "retort.toml"
+    path.write_text(POLICY, encoding="utf-8")
+
+    first = _apply(path)
+    second = _apply(path)
+
+    prod = Environment.objects.get(slug="prod")
+    assert (prod.required_approvals, prod.approver_group.name) == (2, "release_manager")
+    assert prod.backup_required and prod.keep_backups == 10 and not prod.requester_may_approve
+    assert prod.promotion_from.slug == "staging" and prod.promotion_min_hours == 24
+    assert prod.approval_expiry_hours == 8
+    assert Environment.objects.get(slug="staging").required_approvals == 1
+    project = Project.objects.get()
+    assert project.webhook_url().endswith("/Hunter2-secret")
+    assert "Hunter2-secret" not in project.webhook_url_encrypted  # encrypted at rest
+    assert "created environment inventory/prod" in first
+    assert "0 created, 0 updated" in second
+    trail = " ".join(AuditEvent.objects.values_list("details_json", flat=True))
+    assert "Hunter2-secret" not in trail and '"webhook_url":"(set)"' in trail
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('approver_group = "release_manager"', 'approver_group = "nobody"', "no group 'nobody'"),
+        ("required_approvals = 2", "required_approvals = -1", "at least 0"),
+        ('promotion_from = "staging"', 'promotion_from = "qa"', "'qa' is not another"),
+        ('promotion_from = "staging"', 'promotion_from = "prod"', "'prod' is not another"),
+        ("backup_required = true", 'backup_required = "yes"', "must be true or false"),
+    ],
+)
+def test_a_bad_policy_gets_a_clear_message_and_changes_nothing(tmp_path, old, new, message):
+    path = tmp_path / "retort.toml"
+    path.write_text(POLICY.replace(old, new), encoding="utf-8")
+
+    with pytest.raises(CommandError, match=message):
+        _apply(path)
+
+    assert Project.objects.count() == 0 and Environment.objects.count() == 0
