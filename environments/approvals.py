@@ -177,7 +177,7 @@ def job_submit(*, job: Job, user) -> Job:
             job,
             "approval_requested",
             user=user,
-            details={"required": required, "plan_sha256": job.plan_sha256},
+            details={"required": required, "expires_at": job.expires_at.isoformat()},
         )
         notify.job_event(job, "job_requested", actor=user)
     return job
@@ -427,7 +427,8 @@ def approval_state(job: Job, user, *, check_plan: bool = True) -> ApprovalState:
     counted = [a for a in approvals if a.plan_sha256 == current and a.decision == "approve"]
     stale = [a for a in approvals if a.plan_sha256 != current]
     rejected = [a for a in approvals if a.plan_sha256 == current and a.decision == "reject"]
-    outdated = plan_outdated(job) if check_plan and job.status in Job.WAITING else []
+    replannable = job.status in (Job.Status.PLANNED, Job.Status.AWAITING_APPROVAL)
+    outdated = plan_outdated(job) if check_plan and replannable else []
     refusal = None
     if job.status == Job.Status.AWAITING_APPROVAL:
         refusal = _decision_refusal(job, user, "approve", current, None, expire=False)
