@@ -134,7 +134,7 @@ def read_versions(
         )
     try:
         engine = _cached_engine(target, timeout)
-    except _ReadFailure as exc:
+    except ReadFailure as exc:
         return VersionRead(failure=exc.kind, message=redact(exc.message, target))
     except NoSuchModuleError:
         return VersionRead(
@@ -185,7 +185,7 @@ def _cached_engine(target: URL, timeout: float) -> Engine:
         if engine is not None:
             _engines.move_to_end(key)
             return engine
-    engine = _engine(target, timeout)
+    engine = open_engine(target, timeout)
     with _engines_lock:
         _engines[key] = engine
         while len(_engines) > _MAX_ENGINES:
@@ -193,23 +193,26 @@ def _cached_engine(target: URL, timeout: float) -> Engine:
     return engine
 
 
-class _ReadFailure(Exception):
+class ReadFailure(Exception):
     def __init__(self, kind: Failure, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
 
 
-def _engine(target: URL, timeout: float):
+def open_engine(target: URL, timeout: float, statement_timeout: float | None = None):
+    """A NullPool engine that connects within `timeout` seconds and lets a statement run for
+    `statement_timeout` (default: the same); SQLite files are opened read-only."""
     backend = target.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(target, timeout)
     connect_args: dict[str, object] = {}
     if backend == "postgresql":
         # libpq counts whole seconds and treats anything under 2 as 2.
+        statement_ms = int((statement_timeout or timeout) * 1000)
         connect_args = {
             "connect_timeout": max(2, math.ceil(timeout)),
-            "options": f"-c statement_timeout={int(timeout * 1000)}",
+            "options": f"-c statement_timeout={statement_ms}",
             "application_name": "retort",
         }
     elif backend in {"mysql", "mariadb"}:
@@ -221,10 +224,10 @@ def _sqlite_engine(target: URL, timeout: float):
     """Open SQLite files read-only, so reading never creates or changes a file."""
     database = target.database or ""
     if database in {"", ":memory:"} or database.startswith("file::memory:"):
-        raise _ReadFailure(Failure.ERROR, "An in-memory SQLite database has nothing to read.")
+        raise ReadFailure(Failure.ERROR, "An in-memory SQLite database has nothing to read.")
     path = Path(database).expanduser()
     if not path.exists():
-        raise _ReadFailure(Failure.UNREACHABLE, f"The SQLite file {path} does not exist.")
+        raise ReadFailure(Failure.UNREACHABLE, f"The SQLite file {path} does not exist.")
     uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
 
     def connect() -> sqlite3.Connection:
