@@ -1,0 +1,232 @@
+"""Drift: environments at different revisions, and schemas that differ where they should not.
+
+`drift_build` reads every environment of a project live, then says
+- per neighbouring pair in promotion order, which revisions one holds and the other lacks;
+- per environment, revisions it holds that the scripts do not know;
+- per pair of environments at the same revision (same dialect, or any with `cross_dialect`),
+  every schema difference found by reflection (`core/schema.py`).
+A pair at different revisions is not compared by schema: its revisions already say why.
+"""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+
+from django.conf import settings
+
+from environments import services
+from environments.core import schema as core_schema
+from environments.core.scripts import ScriptIndex
+from environments.models import Environment, Project, Snapshot, UrlUnavailable
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a developer should know. `kind`: revisions, unknown_revision, schema,
+    unreadable. `environments` are slugs; `object` names what differs."""
+
+    kind: str
+    environments: list[str]
+    object: str
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MatrixRow:
+    revision: str
+    message: str
+    is_head: bool
+    held: list[bool | None]  # per environment, in promotion order; None: not read
+
+
+@dataclass
+class DriftReport:
+    project: Project
+    environments: list[Environment]
+    snapshots: dict[int, Snapshot]
+    rows: list[MatrixRow] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    schemas_compared: list[tuple[str, str]] = field(default_factory=list)
+    index_error: str | None = None
+
+    @property
+    def unreadable(self) -> bool:
+        return any(f.kind == "unreadable" for f in self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        """0: no drift; 1: drift; 2: a database (or the scripts) could not be read."""
+        if self.unreadable or self.index_error:
+            return 2
+        return 1 if self.findings else 0
+
+    def involving(self, slug: str | None) -> list[Finding]:
+        return [f for f in self.findings if slug is None or slug in f.environments]
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _ids(revisions: list[str], limit: int = 12) -> str:
+    shown = ", ".join(revisions[:limit])
+    return shown + (f" and {len(revisions) - limit} more" if len(revisions) > limit else "")
+
+
+def _applied(index: ScriptIndex, snapshot: Snapshot) -> set[str]:
+    known = [head for head in snapshot.heads if index.knows(head)]
+    return set(index.applied(known)) if known else set()
+
+
+def drift_build(
+    *, project: Project, cross_dialect: bool = False, schemas: bool = True
+) -> DriftReport:
+    environments = list(project.environments.select_related("project").order_by("position", "name"))
+    snapshots = services.environments_read(environments=environments)
+    report = DriftReport(project=project, environments=environments, snapshots=snapshots)
+    index, error = project.load_scripts()
+    if index is None or index.revision_map is None:
+        report.index_error = error or (index.fatal if index else "the scripts cannot be read")
+        return report
+    readable = []
+    for environment in environments:
+        snapshot = snapshots[environment.pk]
+        if snapshot.is_read_failure:
+            report.findings.append(
+                Finding("unreadable", [environment.slug], environment.name, snapshot.error)
+            )
+        else:
+            readable.append(environment)
+    applied = {e.pk: _applied(index, snapshots[e.pk]) for e in readable}
+    _matrix(report, index, applied)
+    _revision_findings(report, index, readable, applied)
+    if schemas:
+        _schema_findings(report, readable, cross_dialect)
+    return report
+
+
+def _matrix(report: DriftReport, index: ScriptIndex, applied: dict[int, set[str]]) -> None:
+    """Rows: every revision some environment holds and another lacks, and the heads; newest
+    first, in the order Alembic walks the history."""
+    held_sets = list(applied.values())
+    union = set().union(*held_sets) if held_sets else set()
+    common = set.intersection(*held_sets) if held_sets else set()
+    matter = (union - common) | set(index.heads)
+    for revision in index.applied(index.heads):
+        if revision not in matter:
+            continue
+        held = [
+            (revision in applied[e.pk]) if e.pk in applied else None for e in report.environments
+        ]
+        report.rows.append(
+            MatrixRow(
+                revision=revision,
+                message=index.revisions[revision].message,
+                is_head=revision in index.heads,
+                held=held,
+            )
+        )
+
+
+def _revision_findings(
+    report: DriftReport, index: ScriptIndex, readable: list[Environment], applied
+) -> None:
+    order = index.applied(index.heads)  # newest first
+    rank = {revision: position for position, revision in enumerate(order)}
+    for earlier, later in itertools.pairwise(readable):
+        a, b = applied[earlier.pk], applied[later.pk]
+        for has, lacks, held in ((earlier, later, a - b), (later, earlier, b - a)):
+            if not held:
+                continue
+            ids = sorted(held, key=lambda r: -rank.get(r, 0))  # in apply order
+            report.findings.append(
+                Finding(
+                    "revisions",
+                    [lacks.slug, has.slug],
+                    f"{has.slug}..{lacks.slug}",
+                    f"{lacks.name} lacks {'this' if len(ids) == 1 else 'these'} "
+                    f"{_plural(len(ids), 'revision')} that {has.name} has: {_ids(ids)}",
+                )
+            )
+    for environment in readable:
+        unknown = list(report.snapshots[environment.pk].unknown)
+        if unknown:
+            report.findings.append(
+                Finding(
+                    "unknown_revision",
+                    [environment.slug],
+                    ", ".join(unknown),
+                    f"{environment.name} holds {_plural(len(unknown), 'revision')} unknown to "
+                    f"the scripts: {', '.join(unknown)}",
+                )
+            )
+
+
+def _read_schema(environment: Environment):
+    project = environment.project
+    exclude = [project.version_table or "alembic_version"]
+    try:
+        return core_schema.read_schema(
+            environment.get_url(),
+            schema=project.version_table_schema or None,
+            exclude=exclude,
+            timeout=settings.RETORT_CONNECT_TIMEOUT,
+        )
+    except (UrlUnavailable, core_schema.SchemaReadError) as exc:
+        return exc
+
+
+def _schema_findings(report: DriftReport, readable: list[Environment], cross: bool) -> None:
+    pairs = []
+    for a, b in combinations(readable, 2):
+        same_revision = sorted(report.snapshots[a.pk].heads) == sorted(report.snapshots[b.pk].heads)
+        if not same_revision:
+            continue
+        dialects = {_dialect(a), _dialect(b)}
+        if len(dialects) > 1 and not cross:
+            continue
+        pairs.append((a, b))
+    needed = {e.pk: e for pair in pairs for e in pair}
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(needed)))) as pool:
+        read = dict(zip(needed, pool.map(_read_schema, needed.values()), strict=True))
+    for environment_id, result in read.items():
+        if isinstance(result, Exception):
+            environment = needed[environment_id]
+            report.findings.append(
+                Finding(
+                    "unreadable",
+                    [environment.slug],
+                    environment.name,
+                    f"{environment.name}'s schema could not be read: {result}",
+                )
+            )
+    for a, b in pairs:
+        left, right = read[a.pk], read[b.pk]
+        if isinstance(left, Exception) or isinstance(right, Exception):
+            continue
+        report.schemas_compared.append((a.slug, b.slug))
+        for difference in core_schema.compare_schemas(
+            left,
+            right,
+            left_name=a.name,
+            right_name=b.name,
+            cross_dialect=len({_dialect(a), _dialect(b)}) > 1,
+        ):
+            report.findings.append(
+                Finding("schema", [a.slug, b.slug], difference.object, difference.detail)
+            )
+
+
+def _dialect(environment: Environment) -> str:
+    try:
+        from environments.core.versions import sync_url
+
+        return sync_url(environment.get_url()).get_backend_name()
+    except Exception:  # noqa: BLE001 - an unusable URL is reported by the read itself
+        return ""

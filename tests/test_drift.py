@@ -1,0 +1,122 @@
+"""Drift between environments (issue #7): revisions in words, schema differences between
+environments at the same revision, and the CI gate's exit codes — on the demo's real SQLite
+databases and per-test PostgreSQL ones."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import sqlalchemy as sa
+from django.core.management import call_command
+
+from environments.core.versions import sync_url
+from examples.inventory import revisions as inv
+from tests.conftest import alembic
+
+pytestmark = pytest.mark.django_db
+
+
+def drift_check(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("drift_check", *args, stdout=out)
+    return exited.value.code, out.getvalue()
+
+
+def execute(url: str, statement: str) -> None:
+    engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)
+    with engine.begin() as connection:
+        connection.execute(sa.text(statement))
+    engine.dispose()
+
+
+def test_the_demo_drifts_by_revisions_said_in_words(demo_project):
+    code, out = drift_check("inventory", "--json")
+
+    assert code == 1
+    findings = json.loads(out)
+    assert {f["kind"] for f in findings} == {"revisions"}
+    by_pair = {tuple(f["environments"]): f["detail"] for f in findings}
+    assert by_pair[("prod", "staging")] == (
+        "prod lacks these 3 revisions that staging has: "
+        f"{inv.ADD_USERS_EMAIL}, {inv.DROP_PRODUCTS_LEGACY_FLAG}, {inv.CREATE_SHIPMENTS}"
+    )
+    assert by_pair[("staging", "dev")].startswith("staging lacks these 3 revisions that dev has")
+    assert set(findings[0]) == {"kind", "environments", "object", "detail"}
+
+
+def test_environments_at_one_revision_with_one_schema_report_no_drift(
+    inventory, make_project, pg_database
+):
+    urls = {"staging": pg_database(), "prod": pg_database()}
+    for url in urls.values():
+        alembic(inventory, url, "upgrade", "head")
+    make_project(inventory, urls)
+
+    code, out = drift_check("inventory")
+
+    assert code == 0
+    assert out.strip() == "No drift in inventory (schemas compared: staging=prod)."
+
+
+def test_a_hand_added_index_between_twins_is_drift(inventory, make_project, pg_database):
+    urls = {"staging": pg_database(), "prod": pg_database()}
+    for url in urls.values():
+        alembic(inventory, url, "upgrade", "head")
+    make_project(inventory, urls)
+    execute(urls["prod"], "CREATE INDEX ix_by_hand ON orders (user_id, status)")
+
+    code, out = drift_check("inventory", "--env", "prod", "--json")
+
+    assert code == 1
+    assert json.loads(out) == [
+        {
+            "kind": "schema",
+            "environments": ["staging", "prod"],
+            "object": "orders",
+            "detail": "prod has index ix_by_hand on orders (user_id, status); staging does not",
+        }
+    ]
+
+
+def test_an_unknown_revision_is_named(demo_project):
+    execute(
+        demo_project.environments.get(slug="dev").get_url(),
+        "UPDATE alembic_version SET version_num='feedface0000'",
+    )
+
+    code, out = drift_check("inventory", "--env", "dev")
+
+    assert code == 1
+    assert "[unknown_revision] dev holds 1 revision unknown to the scripts: feedface0000" in out
+
+
+def test_an_unreadable_database_exits_2_in_words(inventory, make_project, sqlite_url, closed_port):
+    make_project(
+        inventory,
+        {
+            "staging": sqlite_url("staging"),
+            "prod": f"postgresql://u:S3cret-pw@127.0.0.1:{closed_port}/x",
+        },
+    )
+    alembic(inventory, sqlite_url("staging"), "upgrade", "head")
+
+    code, out = drift_check("inventory")
+
+    assert code == 2
+    assert "[unreadable] Cannot reach the database" in out and "S3cret-pw" not in out
+
+
+def test_sqlite_and_postgresql_twins_are_compared_only_when_asked(
+    inventory, make_project, sqlite_url, pg_database
+):
+    urls = {"staging": sqlite_url("staging"), "prod": pg_database()}
+    for url in urls.values():
+        alembic(inventory, url, "upgrade", "head")
+    make_project(inventory, urls)
+
+    assert drift_check("inventory")[1].strip().endswith("(schemas compared: none).")
+    code, out = drift_check("inventory", "--cross-dialect")
+    assert code == 0 and "staging=prod" in out
