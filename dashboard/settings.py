@@ -116,6 +116,10 @@ RETORT_WEBHOOK_TIMEOUT = env_float("RETORT_WEBHOOK_TIMEOUT", 5.0)  # seconds per
 RETORT_WEBHOOK_ATTEMPTS = int(env_float("RETORT_WEBHOOK_ATTEMPTS", 5))
 RETORT_WEBHOOK_BACKOFF = env_float("RETORT_WEBHOOK_BACKOFF", 5.0)  # seconds, doubled per retry
 
+# Drift: where scratch PostgreSQL databases for expected schemas are made (default: on each
+# environment's own server, whose login then needs CREATEDB).
+RETORT_SCRATCH_POSTGRES_URL = env_str("RETORT_SCRATCH_POSTGRES_URL", "")
+
 # Audit: take the client IP from X-Forwarded-For (only behind a proxy that sets it).
 RETORT_TRUST_X_FORWARDED_FOR = env_bool("RETORT_TRUST_X_FORWARDED_FOR", False)
 RETORT_AUDIT_PAGE_SIZE = 50

@@ -53,6 +53,8 @@ class DriftReport:
     rows: list[MatrixRow] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     schemas_compared: list[tuple[str, str]] = field(default_factory=list)
+    expected_compared: list[str] = field(default_factory=list)
+    expected_pending: list[str] = field(default_factory=list)
     index_error: str | None = None
 
     @property
@@ -85,8 +87,14 @@ def _applied(index: ScriptIndex, snapshot: Snapshot) -> set[str]:
 
 
 def drift_build(
-    *, project: Project, cross_dialect: bool = False, schemas: bool = True
+    *,
+    project: Project,
+    cross_dialect: bool = False,
+    schemas: bool = True,
+    expected: str = "cached",
 ) -> DriftReport:
+    """`expected`: "build" builds missing expected schemas here (the CLI, a worker);
+    "cached" compares with those built and asks a worker for the rest; "off" skips them."""
     environments = list(project.environments.select_related("project").order_by("position", "name"))
     snapshots = services.environments_read(environments=environments)
     report = DriftReport(project=project, environments=environments, snapshots=snapshots)
@@ -107,7 +115,7 @@ def drift_build(
     _matrix(report, index, applied)
     _revision_findings(report, index, readable, applied)
     if schemas:
-        _schema_findings(report, readable, cross_dialect)
+        _schema_findings(report, readable, cross_dialect, expected)
     return report
 
 
@@ -182,7 +190,9 @@ def _read_schema(environment: Environment):
         return exc
 
 
-def _schema_findings(report: DriftReport, readable: list[Environment], cross: bool) -> None:
+def _schema_findings(
+    report: DriftReport, readable: list[Environment], cross: bool, expected: str
+) -> None:
     pairs = []
     for a, b in combinations(readable, 2):
         same_revision = sorted(report.snapshots[a.pk].heads) == sorted(report.snapshots[b.pk].heads)
@@ -192,7 +202,16 @@ def _schema_findings(report: DriftReport, readable: list[Environment], cross: bo
         if len(dialects) > 1 and not cross:
             continue
         pairs.append((a, b))
-    needed = {e.pk: e for pair in pairs for e in pair}
+    with_expected = (
+        []
+        if expected == "off"
+        else [
+            e
+            for e in readable
+            if report.snapshots[e.pk].heads and not report.snapshots[e.pk].unknown
+        ]
+    )
+    needed = {e.pk: e for pair in pairs for e in pair} | {e.pk: e for e in with_expected}
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(needed)))) as pool:
         read = dict(zip(needed, pool.map(_read_schema, needed.values()), strict=True))
     for environment_id, result in read.items():
@@ -211,16 +230,47 @@ def _schema_findings(report: DriftReport, readable: list[Environment], cross: bo
         if isinstance(left, Exception) or isinstance(right, Exception):
             continue
         report.schemas_compared.append((a.slug, b.slug))
+        cross_pair = len({_dialect(a), _dialect(b)}) > 1
         for difference in core_schema.compare_schemas(
-            left,
-            right,
-            left_name=a.name,
-            right_name=b.name,
-            cross_dialect=len({_dialect(a), _dialect(b)}) > 1,
+            left, right, left_name=a.name, right_name=b.name, cross_dialect=cross_pair
         ):
             report.findings.append(
                 Finding("schema", [a.slug, b.slug], difference.object, difference.detail)
             )
+    for environment in with_expected:
+        live = read[environment.pk]
+        if not isinstance(live, Exception):
+            _expected_findings(report, environment, live, build=expected == "build")
+
+
+def _expected_findings(report: DriftReport, environment: Environment, live, *, build: bool):
+    from environments import expected as expected_schemas  # it imports jobs, which imports us
+
+    heads = list(report.snapshots[environment.pk].heads)
+    dialect = live.dialect
+    if build:
+        built = expected_schemas.build(environment=environment, heads=heads, dialect=dialect)
+    else:
+        built = expected_schemas.cached(environment, heads, dialect)
+        if built is None:
+            report.expected_pending.append(environment.slug)
+            expected_schemas.build_soon(environment, heads, dialect)
+            return
+    if built.error:
+        report.findings.append(
+            Finding(
+                "unreadable",
+                [environment.slug],
+                environment.name,
+                f"The schema {environment.name} should have could not be built: {built.error}",
+            )
+        )
+        return
+    report.expected_compared.append(environment.slug)
+    for difference in expected_schemas.compare_with_expected(environment, built, live):
+        report.findings.append(
+            Finding("expected", [environment.slug], difference.object, difference.detail)
+        )
 
 
 def _dialect(environment: Environment) -> str:

@@ -721,3 +721,29 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} for job #{self.job_id} ({self.state})"
+
+
+class ExpectedSchema(models.Model):
+    """The schema a database at `heads` should have: built by running the project's
+    migrations from base on a scratch database of `dialect`, reflected, kept per revision
+    files' contents (`scripts_sha256`), so an edited migration builds anew."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    heads_key = models.CharField(max_length=500)  # the heads, sorted, space-separated
+    dialect = models.CharField(max_length=30)
+    scripts_sha256 = models.CharField(max_length=64)
+    schema_json = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    built_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "heads_key", "dialect", "scripts_sha256"],
+                name="one_expected_schema_per_revision",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"expected {self.dialect} schema of {self.project} at {self.heads_key}"

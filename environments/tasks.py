@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import approvals, audit, jobs, notify, services
+from environments import approvals, audit, expected, jobs, notify, services
 from environments.models import Environment
 
 
@@ -60,3 +60,13 @@ def jobs_expire() -> list[int]:
 def notifications_send() -> int:
     """Deliver the webhook outbox; a dead receiver costs this task its timeout, never a job."""
     return notify.notifications_send()
+
+
+@shared_task
+def expected_schema_build(environment_id: int, heads: list[str], dialect: str) -> str | None:
+    """Run the migrations on a scratch database and keep the schema they build."""
+    environment = Environment.objects.select_related("project").filter(pk=environment_id).first()
+    if environment is None:
+        return None
+    built = expected.build(environment=environment, heads=heads, dialect=dialect)
+    return built.error or "built"

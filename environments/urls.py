@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/v1/jobs/<int:job_id>/<str:action>", api.job_action, name="api_job_action"),
     path("projects/<slug:project_slug>/", views.project_detail, name="project_detail"),
     path("projects/<slug:project_slug>/graph", views.project_graph, name="project_graph"),
+    path("projects/<slug:project_slug>/drift", views.project_drift, name="project_drift"),
     path(
         "projects/<slug:project_slug>/revisions/<str:revision>",
         views.revision_panel,

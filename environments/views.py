@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.apiauth import api_login_required
-from environments import approvals, audit, graphs, jobs, roles, services, tokens
+from environments import approvals, audit, drift, graphs, jobs, roles, services, tokens
 from environments.core.scripts import ScriptIndex
 from environments.forms import AuditFilterForm
 from environments.models import ApiToken, Approval, Environment, Job, Project
@@ -117,6 +117,24 @@ def project_graph(request: HttpRequest, project_slug: str) -> HttpResponse:
         expand_url=expand_url,
     )
     return render(request, "environments/graph.html", {"view": view, "project": project})
+
+
+@require_GET
+@login_required
+def project_drift(request: HttpRequest, project_slug: str) -> HttpResponse:
+    """Revisions each environment lacks of its neighbour's, and schema differences."""
+    project = get_object_or_404(Project, slug=project_slug)
+    cross = request.GET.get("cross") == "1"
+    report = drift.drift_build(project=project, cross_dialect=cross)
+    kinds = [
+        ("revisions", "Revisions"),
+        ("unknown_revision", "Revisions unknown to the scripts"),
+        ("schema", "Schema differences"),
+        ("unreadable", "Could not be read"),
+    ]
+    groups = [(title, [f for f in report.findings if f.kind == kind]) for kind, title in kinds]
+    context = {"project": project, "report": report, "groups": groups, "cross": cross}
+    return render(request, "environments/drift.html", context)
 
 
 @require_GET

@@ -58,7 +58,10 @@ def test_environments_at_one_revision_with_one_schema_report_no_drift(
     code, out = drift_check("inventory")
 
     assert code == 0
-    assert out.strip() == "No drift in inventory (schemas compared: staging=prod)."
+    assert out.strip() == (
+        "No drift in inventory (schemas compared: staging=prod; "
+        "with what their migrations build: staging, prod)."
+    )
 
 
 def test_a_hand_added_index_between_twins_is_drift(inventory, make_project, pg_database):
@@ -77,7 +80,14 @@ def test_a_hand_added_index_between_twins_is_drift(inventory, make_project, pg_d
             "environments": ["staging", "prod"],
             "object": "orders",
             "detail": "prod has index ix_by_hand on orders (user_id, status); staging does not",
-        }
+        },
+        {
+            "kind": "expected",
+            "environments": ["prod"],
+            "object": "orders",
+            "detail": "prod has index ix_by_hand on orders (user_id, status) that no migration "
+            "creates",
+        },
     ]
 
 
@@ -117,6 +127,79 @@ def test_sqlite_and_postgresql_twins_are_compared_only_when_asked(
         alembic(inventory, url, "upgrade", "head")
     make_project(inventory, urls)
 
-    assert drift_check("inventory")[1].strip().endswith("(schemas compared: none).")
+    assert "(schemas compared: none;" in drift_check("inventory")[1]
     code, out = drift_check("inventory", "--cross-dialect")
     assert code == 0 and "staging=prod" in out
+
+
+# --- the schema each revision should have --------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_expected_schema_at_every_revision_is_what_alembic_builds(
+    dialect, inventory, make_project, sqlite_url, pg_database
+):
+    from environments import expected
+    from environments.core.schema import compare_schemas, read_schema
+
+    make = (lambda name: sqlite_url(name)) if dialect == "sqlite" else (lambda name: pg_database())
+    project = make_project(inventory, {"prod": make("prod")})
+    prod = project.environments.get()
+
+    for revision in inv.ALL_REVISIONS:
+        fresh = make(f"fresh-{revision}")
+        alembic(inventory, fresh, "upgrade", revision)
+        built = expected.build(environment=prod, heads=[revision], dialect=dialect)
+
+        assert built.error == "", built.error
+        expected_schema = expected.schema_from_json(built.schema_json)
+        assert expected_schema.tables, revision
+        assert compare_schemas(expected_schema, read_schema(fresh)) == [], revision
+    assert expected.build(environment=prod, heads=[inv.HEAD], dialect=dialect).pk == built.pk
+
+
+def test_a_changed_migration_builds_its_expected_schema_anew(demo_project, inventory):
+    from environments import expected
+
+    prod = demo_project.environments.get(slug="prod")
+    first = expected.build(environment=prod, heads=[inv.PROD_TARGET], dialect="sqlite")
+    index, _ = demo_project.load_scripts()
+    path = index.revisions[inv.CREATE_USERS].path
+    path.write_text(
+        path.read_text().replace(
+            'sa.Column("name", sa.String(length=100), nullable=False),',
+            'sa.Column("name", sa.String(length=100), nullable=False),\n'
+            '        sa.Column("nick", sa.String(20)),',
+        )
+    )
+
+    again = expected.build(environment=prod, heads=[inv.PROD_TARGET], dialect="sqlite")
+
+    assert again.pk != first.pk
+    assert "nick" in again.schema_json and "nick" not in first.schema_json
+
+
+def test_a_column_dropped_by_hand_is_missed_in_the_words_of_its_migrations(demo_project):
+    execute(
+        demo_project.environments.get(slug="prod").get_url(), "ALTER TABLE orders DROP COLUMN qty"
+    )
+
+    code, out = drift_check("inventory", "--env", "prod")
+
+    assert code == 1
+    assert "[expected] prod lacks column orders.qty that its migrations create" in out
+
+
+def test_a_migration_that_fails_on_a_scratch_database_is_said_in_words(demo_project, inventory):
+    index, _ = demo_project.load_scripts()
+    path = index.revisions[inv.CREATE_USERS].path
+    path.write_text(
+        path.read_text().replace(
+            "op.create_table(", 'op.execute("SELEC nonsense")\n    op.create_table(', 1
+        )
+    )
+
+    code, out = drift_check("inventory", "--env", "prod")
+
+    assert code == 2
+    assert "The schema prod should have could not be built: The migrations failed" in out

@@ -278,30 +278,39 @@ def compare_schemas(
     left_name: str = "left",
     right_name: str = "right",
     cross_dialect: bool = False,
+    phrasing=None,
 ) -> list[Difference]:
     """Every difference between two schemas, table by table, in words. With `cross_dialect`
     (comparing, say, SQLite with PostgreSQL) types are compared as SQLAlchemy's generic types
-    and defaults are not compared (each dialect spells them its own way)."""
+    and defaults are not compared (each dialect spells them its own way). `phrasing(has,
+    thing)` words what one side has and the other lacks (default: "A has …; B does not")."""
+
+    def say(has: str, thing: str) -> str:
+        if phrasing is not None:
+            return phrasing(has, thing)
+        lacks = right_name if has == left_name else left_name
+        return f"{has} has {thing}; {lacks} does not"
+
     found: list[Difference] = []
     for name in sorted(set(left.tables) | set(right.tables)):
         a, b = left.tables.get(name), right.tables.get(name)
         if a is None or b is None:
-            has, lacks = (right_name, left_name) if a is None else (left_name, right_name)
-            found.append(Difference("table", name, f"{has} has table {name}; {lacks} does not"))
+            has = right_name if a is None else left_name
+            found.append(Difference("table", name, say(has, f"table {name}")))
             continue
-        found += _compare_tables(a, b, left_name, right_name, cross_dialect)
+        found += _compare_tables(a, b, left_name, right_name, cross_dialect, say)
     return found
 
 
-def _compare_tables(a: Table, b: Table, ln: str, rn: str, cross: bool) -> list[Difference]:
+def _compare_tables(a: Table, b: Table, ln: str, rn: str, cross: bool, say) -> list[Difference]:
     found: list[Difference] = []
     table = a.name
     for column in sorted(set(a.columns) | set(b.columns)):
         ca, cb = a.columns.get(column), b.columns.get(column)
         where = f"{table}.{column}"
         if ca is None or cb is None:
-            has, lacks = (rn, ln) if ca is None else (ln, rn)
-            found.append(Difference("column", where, f"{has} has column {where}; {lacks} does not"))
+            has = rn if ca is None else ln
+            found.append(Difference("column", where, say(has, f"column {where}")))
             continue
         ta, tb = (ca.generic, cb.generic) if cross else (ca.type, cb.type)
         if ta != tb:
@@ -339,6 +348,7 @@ def _compare_tables(a: Table, b: Table, ln: str, rn: str, cross: bool) -> list[D
         ),
         ln,
         rn,
+        say,
     )
     found += _compare_sets(
         table,
@@ -348,6 +358,7 @@ def _compare_tables(a: Table, b: Table, ln: str, rn: str, cross: bool) -> list[D
         lambda u: f"a unique constraint on {table} ({_cols(u)})",
         ln,
         rn,
+        say,
     )
     fk_key = lambda f: (f.columns, f.referred_table, f.referred_columns, f.ondelete, f.onupdate)  # noqa: E731
     found += _compare_sets(
@@ -362,6 +373,7 @@ def _compare_tables(a: Table, b: Table, ln: str, rn: str, cross: bool) -> list[D
         ),
         ln,
         rn,
+        say,
     )
     found += _compare_sets(
         table,
@@ -371,14 +383,15 @@ def _compare_tables(a: Table, b: Table, ln: str, rn: str, cross: bool) -> list[D
         lambda c: f"a check on {table} ({c})",
         ln,
         rn,
+        say,
     )
     return found
 
 
-def _compare_sets(table, kind, left: dict, right: dict, describe, ln, rn) -> list[Difference]:
+def _compare_sets(table, kind, left: dict, right: dict, describe, ln, rn, say) -> list[Difference]:
     found = []
     for key in sorted(set(left) - set(right), key=str):
-        found.append(Difference(kind, table, f"{ln} has {describe(left[key])}; {rn} does not"))
+        found.append(Difference(kind, table, say(ln, describe(left[key]))))
     for key in sorted(set(right) - set(left), key=str):
-        found.append(Difference(kind, table, f"{rn} has {describe(right[key])}; {ln} does not"))
+        found.append(Difference(kind, table, say(rn, describe(right[key]))))
     return found

@@ -21,6 +21,11 @@ class Command(BaseCommand):
         parser.add_argument("--env", help="only findings that involve this environment")
         parser.add_argument("--json", action="store_true", help="print a JSON array")
         parser.add_argument(
+            "--no-expected",
+            action="store_true",
+            help="skip comparing each live schema with the one its migrations build",
+        )
+        parser.add_argument(
             "--cross-dialect",
             action="store_true",
             help="also compare schemas across dialects (SQLite with PostgreSQL) by generic type",
@@ -37,7 +42,11 @@ class Command(BaseCommand):
             if match is None:
                 raise CommandError(f"No environment {env!r} in {project.name}.", returncode=2)
             env = match.slug
-        report = drift.drift_build(project=project, cross_dialect=options["cross_dialect"])
+        report = drift.drift_build(
+            project=project,
+            cross_dialect=options["cross_dialect"],
+            expected="off" if options["no_expected"] else "build",
+        )
         if report.index_error:
             raise CommandError(f"The scripts cannot be read: {report.index_error}", returncode=2)
         findings = report.involving(env)
@@ -45,7 +54,11 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps([f.as_dict() for f in findings], indent=2))
         elif not findings:
             compared = ", ".join(f"{a}={b}" for a, b in report.schemas_compared) or "none"
-            self.stdout.write(f"No drift in {project.name} (schemas compared: {compared}).")
+            built = ", ".join(report.expected_compared) or "none"
+            self.stdout.write(
+                f"No drift in {project.name} (schemas compared: {compared}; "
+                f"with what their migrations build: {built})."
+            )
         else:
             for finding in findings:
                 self.stdout.write(f"[{finding.kind}] {finding.detail}")
