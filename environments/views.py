@@ -129,7 +129,8 @@ def project_drift(request: HttpRequest, project_slug: str) -> HttpResponse:
     kinds = [
         ("revisions", "Revisions"),
         ("unknown_revision", "Revisions unknown to the scripts"),
-        ("schema", "Schema differences"),
+        ("schema", "Schema differences between environments at one revision"),
+        ("expected", "Live schemas against what their migrations build"),
         ("unreadable", "Could not be read"),
     ]
     groups = [(title, [f for f in report.findings if f.kind == kind]) for kind, title in kinds]
