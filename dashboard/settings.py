@@ -148,6 +148,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "environments.tasks.notifications_send",
         "schedule": 30.0,
     },
+    "check-drift": {
+        "task": "environments.tasks.drift_check_all",
+        "schedule": env_float("RETORT_DRIFT_SECONDS", 3600.0),
+    },
     "verify-audit-chain": {
         "task": "environments.tasks.audit_verify",
         "schedule": env_float("RETORT_AUDIT_VERIFY_SECONDS", 86400.0),

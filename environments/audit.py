@@ -82,6 +82,8 @@ ACTIONS = {
     "job_expired": "expired a request",
     "api_token_created": "created an API token",
     "api_token_revoked": "revoked an API token",
+    "drift_found": "found new drift",
+    "drift_cleared": "found drift cleared",
 }
 
 _SECRET_KEYS = ("password", "secret", "token", "api_key", "url_encrypted")

@@ -16,11 +16,14 @@ from dataclasses import asdict, dataclass, field
 from itertools import combinations
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from environments import services
+from environments.audit import audit_record
 from environments.core import schema as core_schema
 from environments.core.scripts import ScriptIndex
-from environments.models import Environment, Project, Snapshot, UrlUnavailable
+from environments.models import DriftState, Environment, Project, Snapshot, UrlUnavailable
 
 
 @dataclass(frozen=True)
@@ -280,3 +283,53 @@ def _dialect(environment: Environment) -> str:
         return sync_url(environment.get_url()).get_backend_name()
     except Exception:  # noqa: BLE001 - an unusable URL is reported by the read itself
         return ""
+
+
+# --- the scheduled check --------------------------------------------------------------------
+
+
+def _key(finding: dict) -> tuple:
+    """What makes a finding the same one next time: a pair's revisions may change while the
+    pair still differs, so revision findings are known by their pair alone."""
+    identity = (finding["kind"], tuple(finding["environments"]), finding["object"])
+    return identity if finding["kind"] == "revisions" else (*identity, finding["detail"])
+
+
+def drift_record(*, project: Project) -> tuple[list[dict], list[dict]]:
+    """Check a project, keep what was found, and write an audit event for drift that appeared
+    and for drift that cleared since the last check. Databases that could not be read are
+    neither: their findings wait for a read that works. Returns (appeared, cleared)."""
+    report = drift_build(project=project, expected="build")
+    if report.index_error:
+        return [], []
+    unreadable = {
+        slug for f in report.findings if f.kind == "unreadable" for slug in f.environments
+    }
+    now = [f.as_dict() for f in report.findings if f.kind != "unreadable"]
+    state = DriftState.objects.filter(project=project).first()
+    before = state.findings if state else []
+    # A finding about a database that could not be read this time is carried over, not cleared.
+    kept = [f for f in before if set(f["environments"]) & unreadable]
+    current = now + [f for f in kept if _key(f) not in {_key(n) for n in now}]
+    before_keys, current_keys = {_key(f) for f in before}, {_key(f) for f in current}
+    appeared = [f for f in current if _key(f) not in before_keys]
+    cleared = [f for f in before if _key(f) not in current_keys]
+    with transaction.atomic():
+        DriftState.objects.update_or_create(
+            project=project, defaults={"findings": current, "checked_at": timezone.now()}
+        )
+        if appeared:
+            audit_record(
+                action="drift_found",
+                system_actor="drift check",
+                project=project,
+                details={"findings": [f["detail"] for f in appeared]},
+            )
+        if cleared:
+            audit_record(
+                action="drift_cleared",
+                system_actor="drift check",
+                project=project,
+                details={"findings": [f["detail"] for f in cleared]},
+            )
+    return appeared, cleared

@@ -747,3 +747,17 @@ class ExpectedSchema(models.Model):
 
     def __str__(self) -> str:
         return f"expected {self.dialect} schema of {self.project} at {self.heads_key}"
+
+
+class DriftState(models.Model):
+    """A project's drift as the last scheduled check found it (one row per project)."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="drift_state")
+    findings = models.JSONField(default=list)  # Finding.as_dict() for each
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"drift of {self.project}: {len(self.findings)} finding(s)"
+
+    def involving(self, slug: str, *, kinds=("schema", "expected", "unknown_revision")) -> list:
+        return [f for f in self.findings if slug in f["environments"] and f["kind"] in kinds]

@@ -14,7 +14,7 @@ from django.utils import timezone
 from environments.audit import audit_record
 from environments.core import status as core_status
 from environments.core.scripts import ScriptIndex, ScriptProblem
-from environments.models import Environment, Job, Project, Snapshot
+from environments.models import DriftState, Environment, Job, Project, Snapshot
 
 
 @dataclass
@@ -29,6 +29,7 @@ class EnvironmentCard:
     environment: Environment
     snapshot: Snapshot | None
     heads: list[RevisionLine] = field(default_factory=list)
+    drift: list[dict] = field(default_factory=list)  # the last scheduled drift check's
 
 
 @dataclass
@@ -193,7 +194,12 @@ def environment_read(*, environment: Environment) -> Snapshot:
     return environments_read(environments=[environment])[environment.pk]
 
 
-def _card(environment: Environment, snapshot: Snapshot | None, index: ScriptIndex | None):
+def _card(
+    environment: Environment,
+    snapshot: Snapshot | None,
+    index: ScriptIndex | None,
+    drift: DriftState | None = None,
+):
     heads = []
     if snapshot is not None:
         for head in snapshot.heads:
@@ -201,7 +207,8 @@ def _card(environment: Environment, snapshot: Snapshot | None, index: ScriptInde
             heads.append(
                 RevisionLine(head, revision.message if revision else "", revision is not None)
             )
-    return EnvironmentCard(environment=environment, snapshot=snapshot, heads=heads)
+    found = drift.involving(environment.slug) if drift is not None else []
+    return EnvironmentCard(environment=environment, snapshot=snapshot, heads=heads, drift=found)
 
 
 def overview_build(*, projects: Iterable[Project], refresh: bool = True) -> list[ProjectOverview]:
@@ -213,10 +220,14 @@ def overview_build(*, projects: Iterable[Project], refresh: bool = True) -> list
         snapshots = environments_read(environments=environments, indexes=indexes)
     else:
         snapshots = {env.pk: env.latest_snapshot() for env in environments}
+    drift = {d.project_id: d for d in DriftState.objects.filter(project__in=projects)}
     overviews = []
     for project in projects:
         index, error = indexes[project.pk]
-        cards = [_card(env, snapshots.get(env.pk), index) for env in project.environments.all()]
+        state = drift.get(project.pk)
+        cards = [
+            _card(env, snapshots.get(env.pk), index, state) for env in project.environments.all()
+        ]
         overviews.append(ProjectOverview(project, index, error, cards))
     return overviews
 
@@ -226,7 +237,8 @@ def environment_card(*, environment: Environment, refresh: bool) -> EnvironmentC
         environment_read(environment=environment) if refresh else environment.latest_snapshot()
     )
     index, _ = environment.project.load_scripts()
-    return _card(environment, snapshot, index)
+    drift = DriftState.objects.filter(project=environment.project_id).first()
+    return _card(environment, snapshot, index, drift)
 
 
 def exit_code_for(snapshots: Iterable[Snapshot], *, multiple_heads: bool) -> int:

@@ -3,8 +3,8 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import approvals, audit, expected, jobs, notify, services
-from environments.models import Environment
+from environments import approvals, audit, drift, expected, jobs, notify, services
+from environments.models import Environment, Project
 
 
 @shared_task
@@ -70,3 +70,11 @@ def expected_schema_build(environment_id: int, heads: list[str], dialect: str) -
         return None
     built = expected.build(environment=environment, heads=heads, dialect=dialect)
     return built.error or "built"
+
+
+@shared_task
+def drift_check_all() -> int:
+    """Check every project for drift; audit what appeared and what cleared."""
+    for project in Project.objects.all():
+        drift.drift_record(project=project)
+    return Project.objects.count()

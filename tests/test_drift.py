@@ -203,3 +203,51 @@ def test_a_migration_that_fails_on_a_scratch_database_is_said_in_words(demo_proj
 
     assert code == 2
     assert "The schema prod should have could not be built: The migrations failed" in out
+
+
+# --- the scheduled check --------------------------------------------------------------------
+
+
+def test_the_scheduled_check_records_drift_once_and_audits_it_appearing_and_clearing(
+    client, demo_project, users
+):
+    from environments import tasks
+    from environments.models import AuditEvent
+
+    prod_url = demo_project.environments.get(slug="prod").get_url()
+    assert tasks.drift_check_all() == 1
+    first = AuditEvent.objects.filter(action="drift_found").count()
+    tasks.drift_check_all()
+    assert AuditEvent.objects.filter(action="drift_found").count() == first == 1  # once
+
+    execute(prod_url, "CREATE INDEX ix_by_hand ON orders (qty)")
+    tasks.drift_check_all()
+    found = AuditEvent.objects.filter(action="drift_found").order_by("-seq").first()
+    assert found.details["findings"] == [
+        "prod has index ix_by_hand on orders (qty) that no migration creates"
+    ]
+    client.force_login(users["vera"])
+    page = client.get("/").content.decode()
+    assert page.count('data-testid="drift-badge"') == 1 and "drift: 1 finding<" in page
+
+    execute(prod_url, "DROP INDEX ix_by_hand")
+    tasks.drift_check_all()
+    cleared = AuditEvent.objects.get(action="drift_cleared")
+    assert cleared.details["findings"] == found.details["findings"]
+    assert 'data-testid="drift-badge"' not in client.get("/").content.decode()
+
+
+def test_a_database_that_cannot_be_read_does_not_clear_its_drift(demo_project):
+    from environments import drift
+    from environments.models import AuditEvent
+
+    prod = demo_project.environments.get(slug="prod")
+    execute(prod.get_url(), "CREATE INDEX ix_by_hand ON orders (qty)")
+    drift.drift_record(project=demo_project)
+    prod.set_url("sqlite:////nonexistent/prod.sqlite")
+    prod.save()
+
+    appeared, cleared = drift.drift_record(project=demo_project)
+
+    assert cleared == [] and appeared == []
+    assert not AuditEvent.objects.filter(action="drift_cleared").exists()
