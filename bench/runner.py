@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["jobs", "overview"],
+        choices=["jobs", "overview", "drift"],
         help="run only this section and print its figures; bench/RESULTS.md is left alone",
     )
     only = parser.parse_args(argv).only
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             if only == "jobs":
                 setup_django(databases.create(), Path(tmp))
                 measure_jobs(report, databases, Path(tmp))
+            elif only == "drift":
+                setup_django(databases.create(), Path(tmp))
+                measure_drift(report, databases)
             elif only == "overview":
                 history = write_history(Path(tmp) / "history", REVISIONS, **HISTORY_SHAPE)
                 setup_django(databases.create(), Path(tmp))
@@ -96,6 +99,7 @@ def run(report: Report, databases: Databases, tmp: Path) -> None:
     setup_django(databases.create(), tmp)
     project = measure_overviews(report, history, databases, tmp)
     measure_audit(report, history, project)
+    measure_drift(report, databases)
     # Last: its project's environments point at databases dropped once measured, which an
     # overview after it would try to read.
     measure_jobs(report, databases, tmp)
@@ -195,6 +199,40 @@ def measure_audit(report: Report, history: SyntheticHistory, project: Project) -
     figures = audit.measure(project, history.revisions, count=AUDIT_EVENTS, writers=AUDIT_WRITERS)
     report.add(*audit_figures(figures))
     report.notes.append(audit_note(figures))
+
+
+DRIFT_AIM = 2.0  # seconds: two PostgreSQL databases of 500 tables, read and compared
+
+
+def measure_drift(report: Report, databases: Databases) -> None:
+    from bench import drift  # needs django.setup() (the schema reader reads settings)
+
+    log(f"drift: two PostgreSQL databases of {drift.TABLES} tables, reflected and compared")
+    figures = drift.measure(databases)
+    ratio = figures.reflect_baseline.median / figures.compare.median
+    report.add(
+        Figure(
+            f"8a. Drift: read and compare two PostgreSQL databases of {figures.tables} tables",
+            _spread(figures.compare),
+            f"median ≤ {ms(DRIFT_AIM)}",
+            figures.compare.median <= DRIFT_AIM,
+        ),
+        Figure(
+            "8b. Baseline: SQLAlchemy `MetaData.reflect()` of the same two databases",
+            _spread(figures.reflect_baseline),
+        ),
+        Figure("8c. `MetaData.reflect()` ÷ Retort's read and compare", f"{ratio:.1f}×"),
+        Figure(
+            "8d. Peak traced Python memory during one read and compare",
+            f"{figures.peak_bytes / 2**20:.1f} MiB",
+        ),
+    )
+    report.notes.append(
+        f"Drift: {figures.tables} tables per database with {figures.objects:,} columns, "
+        "indexes and constraints (unique, check, foreign keys), built twice from one seed, so "
+        f"the comparison found {figures.differences} differences; both databases are read at "
+        "once, in two threads, as the drift page and `drift_check` do."
+    )
 
 
 JOB_AIM = 1.10  # Retort's backup-then-upgrade job ÷ pg_dump then alembic upgrade head, direct

@@ -4,7 +4,6 @@ built by alembic and over 20 random schemas each built twice."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from environments.core.schema import (
     read_schema,
 )
 from environments.core.versions import sync_url
+from examples.synthetic_schema import random_metadata
 from tests.conftest import alembic
 
 
@@ -101,65 +101,6 @@ def test_a_column_type_changed_by_hand_is_found(twins):
 
 
 # --- no false positives: random schemas, each built twice ----------------------------------
-
-_TYPES = [
-    lambda r: sa.Integer(),
-    lambda r: sa.BigInteger(),
-    lambda r: sa.String(r.choice([20, 64, 255])),
-    lambda r: sa.Text(),
-    lambda r: sa.Boolean(),
-    lambda r: sa.Numeric(r.choice([10, 12]), r.choice([2, 4])),
-    lambda r: sa.DateTime(),
-    lambda r: sa.Date(),
-]
-_DEFAULTS = {
-    "Integer": ["0", "42"],
-    "BigInteger": ["0"],
-    "String": ["'pending'", "''"],
-    "Boolean": ["false", "true"],
-    "DateTime": ["CURRENT_TIMESTAMP"],
-}
-
-
-def random_metadata(seed: int) -> sa.MetaData:
-    """Tables with every kind of object the comparison reads: typed columns with and without
-    defaults, composite keys, indexes (plain, unique, multi-column), unique and check
-    constraints, foreign keys with ON DELETE."""
-    rnd = random.Random(seed)
-    metadata = sa.MetaData()
-    tables: list[sa.Table] = []
-    for t in range(rnd.randint(2, 6)):
-        columns: list[sa.Column] = [sa.Column("id", sa.Integer, primary_key=True)]
-        for c in range(rnd.randint(1, 6)):
-            type_ = rnd.choice(_TYPES)(rnd)
-            options = _DEFAULTS.get(type(type_).__name__, [])
-            default = sa.text(rnd.choice(options)) if options and rnd.random() < 0.4 else None
-            columns.append(
-                sa.Column(f"c{c}", type_, nullable=rnd.random() < 0.5, server_default=default)
-            )
-        extras: list = []
-        if tables and rnd.random() < 0.6:
-            parent = rnd.choice(tables)
-            columns.append(
-                sa.Column(
-                    "parent_id",
-                    sa.Integer,
-                    sa.ForeignKey(f"{parent.name}.id", ondelete=rnd.choice([None, "CASCADE"])),
-                )
-            )
-        table = sa.Table(f"t{seed}_{t}", metadata, *columns, *extras)
-        data = [c for c in table.columns if c.name.startswith("c")]
-        if data and rnd.random() < 0.7:
-            picked = rnd.sample(data, k=min(len(data), rnd.randint(1, 2)))
-            sa.Index(None, *picked, unique=rnd.random() < 0.3, _table=table)
-        if len(data) >= 2 and rnd.random() < 0.4:
-            table.append_constraint(sa.UniqueConstraint(data[0], data[1]))
-        numbers = [c for c in data if isinstance(c.type, sa.Integer)]
-        if numbers and rnd.random() < 0.5:
-            table.append_constraint(sa.CheckConstraint(f"{numbers[0].name} >= 0"))
-        tables.append(table)
-    metadata.naming_convention = {"ix": "ix_%(table_name)s_%(column_0_N_name)s"}
-    return metadata
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
