@@ -31,12 +31,13 @@ import psycopg2
 import psycopg2.errors
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.test import override_settings
 
 from bench.postgres import Databases
 from bench.stats import Samples
-from environments import approvals, jobs, services
+from environments import approvals, jobs, roles, services
 from environments.core import backups
 from environments.models import Environment, Job, JobLogLine, Project
 from examples.inventory import revisions
@@ -414,10 +415,10 @@ def run_job(environment: Environment, user, probes: Probes) -> JobRun:
     """Plan, preview, queue and run one upgrade to head, the worker's part in this process."""
     sent: list[str] = []
 
-    def record(task_name: str, job_id: int) -> None:
+    def record(task_name: str, *args) -> None:
         sent.append(task_name)
 
-    with mock.patch.object(jobs, "_send_on_commit", record):
+    with mock.patch.object(jobs, "send_on_commit", record):
         gc.collect()
         started = time.perf_counter()
         job = jobs.job_request(
@@ -590,6 +591,7 @@ def measure(
             name="bench-inventory", slug="bench-inventory", alembic_ini=str(INI)
         )
         user = get_user_model().objects.create_user("bench-release", password=None)
+        user.groups.add(Group.objects.get(name=roles.RELEASE_MANAGER))
         setup = Setup(databases, template, fill, project, user, folder)
         done: list[Round] = []
         deadline = time.monotonic() + budget
