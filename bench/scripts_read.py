@@ -11,9 +11,11 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.script.revision import Revision, RevisionMap
 
 from bench.stats import Samples, repeat, timed
 from environments.core import scripts
+from environments.core.revision_map import LinearRevisionMap
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class ReadFigures:
     alembic_bytecode: Samples
     retort_warm: Samples
     problems_first: Samples  # the first `index.problems` after a cold read
+    map_stock: Samples  # Alembic's RevisionMap built from the revisions, alone
+    map_linear: Samples  # Retort's LinearRevisionMap built from the same
     caches: tuple[str, ...]  # the reader's caches emptied for each cold read
 
 
@@ -91,7 +95,35 @@ def measure(ini: Path, versions: Path, *, rounds: int = 5, budget: float = 90.0)
         problems_first=_measure_problems_first(ini),
         retort_warm=_measure_warm(ini),
         caches=caches,
+        **_measure_maps(ini),
     )
+
+
+def _build_map(cls: type[RevisionMap], rows: list[tuple]) -> RevisionMap:
+    nodes = [Revision(*row) for row in rows]
+    revision_map = cls(lambda: nodes)
+    revision_map._revision_map  # noqa: B018 - builds it
+    return revision_map
+
+
+def _measure_maps(ini: Path) -> dict[str, Samples]:
+    """The graph alone: Revision objects and the map built from them, stock and linear, from
+    the headers Retort read (the same input for both); they must agree on heads and order."""
+    index = retort_warm(ini)
+    rows = [
+        (r.revision, r.down_revision, r.depends_on, r.branch_labels or None)
+        for r in index.revisions.values()
+    ]
+    stock, linear = _build_map(RevisionMap, rows), _build_map(LinearRevisionMap, rows)
+    if stock.heads != linear.heads or list(stock._revision_map) != list(linear._revision_map):
+        raise RuntimeError("LinearRevisionMap and RevisionMap disagree on the history")
+    samples: dict[str, list[float]] = {"map_stock": [], "map_linear": []}
+    for round_ in range(5):
+        order = ("map_stock", "map_linear") if round_ % 2 == 0 else ("map_linear", "map_stock")
+        for name in order:
+            cls = RevisionMap if name == "map_stock" else LinearRevisionMap
+            samples[name].append(timed(functools.partial(_build_map, cls, rows)))
+    return {name: Samples(tuple(times)) for name, times in samples.items()}
 
 
 def _measure_problems_first(ini: Path, *, count: int = 3, budget: float = 20.0) -> Samples:

@@ -149,6 +149,21 @@ def test_unreadable_revision_files_are_named_on_the_overview(client_alice, demo_
     assert ">current</span>" in _card_html(html, "dev")
 
 
+def test_a_deleted_parent_revision_file_is_said_in_words_on_the_overview(
+    client_alice, demo_project
+):
+    versions = Path(demo_project.alembic_ini).parent / "migrations" / "versions"
+    next(versions.glob(f"{inv.DROP_PRODUCTS_LEGACY_FLAG}_*.py")).unlink()
+
+    response = client_alice.get(reverse("overview"))
+    html = response.content.decode()
+
+    assert response.status_code == 200
+    assert "The script directory cannot be read: The revision graph is broken:" in html
+    assert f"names revision {inv.DROP_PRODUCTS_LEGACY_FLAG} as its parent" in html
+    assert "Traceback" not in html
+
+
 def test_several_script_heads_are_flagged_on_the_overview(client_alice, demo_project):
     versions = Path(demo_project.alembic_ini).parent / "migrations" / "versions"
     write_revision(versions, "side00000001", inv.CREATE_SHIPMENTS, message="a second head")

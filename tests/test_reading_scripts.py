@@ -233,6 +233,7 @@ def test_an_unchanged_directory_is_not_read_again_and_a_change_rereads_one_file(
     untouched = next(
         (inventory.parent / "migrations" / "versions").glob(f"{inv.CREATE_USERS}_*.py")
     ).resolve()
+    untouched = str(untouched)
     before = scripts._file_cache[untouched][2]
 
     second = scripts.load_index(config)
@@ -270,6 +271,23 @@ def test_a_cycle_or_broken_graph_is_a_readable_error(tmp_path):
 
     assert index.revision_map is None
     assert index.fatal.startswith("The revision graph is broken")
+
+
+def test_a_parent_revision_no_file_declares_is_a_readable_error(tmp_path):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    write_revision(versions, "aaa111", None)
+    write_revision(versions, "ccc333", "bbb222")
+    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+
+    index = scripts.load_index(config)
+
+    assert index.revision_map is None
+    assert index.fatal == (
+        "The revision graph is broken: ccc333_change.py names revision bbb222 as its parent, "
+        "and no revision file declares it. Restore that file, or point down_revision at a "
+        "revision that exists."
+    )
 
 
 def test_a_syntax_error_below_a_readable_header_is_reported_and_the_graph_still_loads(inventory):
