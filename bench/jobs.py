@@ -220,7 +220,7 @@ PARTS = (
     "run_rest",  # log lines, lock release, heartbeat stop, the last log flush, in between
     "finish",  # status update, re-select, audit job_succeeded
     "prune",  # backups_prune
-    "snapshot",  # services.environment_read: scripts index check, read, snapshot insert
+    "snapshot",  # environment_read (imported by jobs): scripts index check, read, snapshot insert
 )
 
 

@@ -181,7 +181,9 @@ def measure_overviews(
 
     log("2/3 warm overview")
     first, warm = overview.measure_warm()
-    report.add(*overview_figures(first, warm, overview.measure_parts(project)))
+    parts = overview.measure_parts(project)
+    unkept = overview.measure_unkept()
+    report.add(*overview_figures(first, warm, parts, unkept))
     report.notes.append(overview_note(warm, stamping))
 
     timeout = float(settings.RETORT_CONNECT_TIMEOUT)
@@ -359,7 +361,9 @@ def read_notes(caches: tuple[str, ...]) -> list[str]:
     return [cold, bytecode, warm]
 
 
-def overview_figures(first: float, warm: OverviewRun, parts: Parts) -> list[Figure]:
+def overview_figures(
+    first: float, warm: OverviewRun, parts: Parts, unkept: OverviewRun
+) -> list[Figure]:
     median, p95 = warm.samples.median, warm.samples.p95
     failures = _failures(warm)
     remark = f"p95 {'within' if p95 <= WARM_OVERVIEW_AIM else 'over'} the aim"
@@ -389,10 +393,18 @@ def overview_figures(first: float, warm: OverviewRun, parts: Parts) -> list[Figu
             "the parallel reads, the snapshot insert)",
             _spread(parts.environments_read),
         ),
+        Figure(
+            "2f. For comparison: 2a with `RETORT_READ_KEEPALIVE=0`, a new connection per read",
+            f"median {ms(unkept.samples.median)}, p95 {ms(unkept.samples.p95)}, min "
+            f"{ms(unkept.samples.minimum)} (n={unkept.samples.count}); "
+            f"{unkept.samples.median / median:.2f}× 2a's median; {_statuses(unkept)}",
+        ),
     ]
 
 
 def overview_note(warm: OverviewRun, stamping: str) -> str:
+    from django.conf import settings
+
     return (
         f"Overview: one project (the {REVISIONS}-revision history) with {ENVIRONMENTS} "
         f"environments, alternately SQLite files and PostgreSQL databases, each stamped by "
@@ -402,7 +414,13 @@ def overview_note(warm: OverviewRun, stamping: str) -> str:
         f"{stamping}). Each timed call is "
         '`overview_build(projects=Project.objects.prefetch_related("environments__project"))` '
         "with a fresh queryset: the registry query, the script index check, the parallel reads "
-        "and the snapshot inserts into the dashboard database (PostgreSQL)."
+        "and the snapshot inserts into the dashboard database (PostgreSQL). Reads run as the "
+        "dashboard's do, with `RETORT_READ_KEEPALIVE` "
+        f"{settings.RETORT_READ_KEEPALIVE:g} s: each PostgreSQL read goes through the idle "
+        "session the previous call kept (pinged, then Alembic's version-table query, every "
+        "time; nothing read is cached), so 2a holds no connection start-up; 2b starts with no "
+        "session kept, and 2f opens a new connection for every read, as a reader that keeps "
+        "none would."
     )
 
 
@@ -725,8 +743,9 @@ def jobs_note(f: JobFigures) -> str:
         "UPDATE's dead rows call in) never works on one side's copy while the other runs; "
         "the dashboard database was vacuumed and analysed before the section. 7h: timers "
         "wrapped around "
-        "`jobs._execute`, `_read_heads`, `_make_backup`, `run_alembic`, `_finish`, "
-        "`backups_prune`, `services.environment_read` and `backups._pg_dump`, `_verify`, "
+        "`jobs._execute`, `_read_heads`, `_make_backup`, `runner.run_alembic`, `_finish`, "
+        "`backups_prune`, `environment_read` (as `jobs` imports it) and `backups._pg_dump`, "
+        "`_verify`, "
         "`_pg_list_entries`, `_size_and_sha256`, `_publish` (each wrapper reads the clock "
         "and calls the original) split the `job_run` call into parts that add up to it; 7k "
         "reads the same runs from their log lines, which cannot separate pg_dump's end from "

@@ -97,6 +97,9 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # Reading target databases
 RETORT_CONNECT_TIMEOUT = env_float("RETORT_CONNECT_TIMEOUT", 3.0)
 RETORT_READ_WORKERS = int(env_float("RETORT_READ_WORKERS", 16))
+# Seconds a connection to a server database (not SQLite) stays open after a dashboard read, for
+# the next one (the overview re-reads every 30 s); 0 closes each connection after its read.
+RETORT_READ_KEEPALIVE = env_float("RETORT_READ_KEEPALIVE", 60.0)
 # Reads older than this are pruned by the scheduled refresh (each environment keeps its latest).
 RETORT_SNAPSHOT_DAYS = env_float("RETORT_SNAPSHOT_DAYS", 30.0)
 

@@ -666,7 +666,8 @@ def _snapshot_after(job: Job, log: JobLog) -> None:
     and the change it finds is recorded as this job's (it is still `running`)."""
     close_old_connections()
     try:
-        environment_read(environment=job.environment)
+        # The worker reads once and keeps no connection to the database it has just changed.
+        environment_read(environment=job.environment, keep_alive=0)
     except Exception as exc:  # noqa: BLE001 - a failed read must not keep the job running
         log.add(f"The state could not be re-read afterwards: {exc}")
         log.flush()

@@ -68,9 +68,15 @@ Indexes = dict[int, tuple[ScriptIndex | None, str | None]]
 
 
 def environments_read(
-    *, environments: Sequence[Environment], indexes: Indexes | None = None
+    *,
+    environments: Sequence[Environment],
+    indexes: Indexes | None = None,
+    keep_alive: float | None = None,
 ) -> dict[int, Snapshot]:
-    """Read every environment in parallel and store one snapshot per read."""
+    """Read every environment in parallel and store one snapshot per read.
+
+    `keep_alive`: seconds each server database's connection stays open for the next read
+    (default `RETORT_READ_KEEPALIVE`; 0 closes it now)."""
     indexes = {} if indexes is None else indexes
     targets = []
     for environment in environments:
@@ -79,7 +85,10 @@ def environments_read(
             indexes[project.pk] = project.load_scripts()
         targets.append(_target(environment, *indexes[project.pk]))
     states = core_status.read_many(
-        targets, timeout=settings.RETORT_CONNECT_TIMEOUT, workers=settings.RETORT_READ_WORKERS
+        targets,
+        timeout=settings.RETORT_CONNECT_TIMEOUT,
+        workers=settings.RETORT_READ_WORKERS,
+        keep_alive=settings.RETORT_READ_KEEPALIVE if keep_alive is None else keep_alive,
     )
     snapshots = [_snapshot(environment, states[environment.pk]) for environment in environments]
     changed = _revision_changes(snapshots, _last_reads([e.pk for e in environments]))
@@ -190,8 +199,8 @@ def snapshots_prune(*, keep_days: float) -> int:
     return deleted
 
 
-def environment_read(*, environment: Environment) -> Snapshot:
-    return environments_read(environments=[environment])[environment.pk]
+def environment_read(*, environment: Environment, keep_alive: float | None = None) -> Snapshot:
+    return environments_read(environments=[environment], keep_alive=keep_alive)[environment.pk]
 
 
 def _card(

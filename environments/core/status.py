@@ -112,7 +112,7 @@ def _unknown_message(unknown: Sequence[str]) -> str:
     )
 
 
-def read_one(target: Target, *, timeout: float) -> EnvironmentState:
+def read_one(target: Target, *, timeout: float, keep_alive: float = 0.0) -> EnvironmentState:
     started = time.perf_counter()
     try:
         url = target.url()
@@ -124,6 +124,7 @@ def read_one(target: Target, *, timeout: float) -> EnvironmentState:
             version_table=target.version_table,
             version_table_schema=target.version_table_schema,
             timeout=timeout,
+            keep_alive=keep_alive,
         )
     state = evaluate(target.index, read, index_error=target.index_error)
     elapsed = int((time.perf_counter() - started) * 1000)
@@ -131,12 +132,17 @@ def read_one(target: Target, *, timeout: float) -> EnvironmentState:
 
 
 def read_many(
-    targets: Sequence[Target], *, timeout: float, workers: int = 16, grace: float = 0.5
+    targets: Sequence[Target],
+    *,
+    timeout: float,
+    workers: int = 16,
+    grace: float = 0.5,
+    keep_alive: float = 0.0,
 ) -> dict[object, EnvironmentState]:
     """Read every target in parallel; a dead database costs at most its own timeout.
 
     A read that has not answered by `timeout + grace` is reported as unreachable and left to
-    finish (or time out) in the background.
+    finish (or time out) in the background. `keep_alive`: see `versions.read_versions`.
     """
     if not targets:
         return {}
@@ -145,7 +151,10 @@ def read_many(
         max_workers=max(1, min(workers, len(targets))), thread_name_prefix="retort-read"
     )
     try:
-        futures = {pool.submit(read_one, target, timeout=timeout): target for target in targets}
+        futures = {
+            pool.submit(read_one, target, timeout=timeout, keep_alive=keep_alive): target
+            for target in targets
+        }
         done, not_done = concurrent.futures.wait(futures, timeout=timeout + grace)
         for future in done:
             results[futures[future].key] = future.result()

@@ -1,16 +1,25 @@
 """Read which revisions a database holds, the way Alembic reads them.
 
-Connections are short-lived, time-limited and read-only in intent: the version table is read
-through Alembic's `MigrationContext`, so custom table names and schemas are quoted exactly as
-Alembic quotes them. Any failure comes back as a sentence with the password removed.
+Connections are time-limited and read-only in intent: the version table is read through
+Alembic's `MigrationContext`, so custom table names and schemas are quoted exactly as Alembic
+quotes them. Any failure comes back as a sentence with the password removed.
+
+A reader that reads the same databases again and again (the overview, every 30 seconds) may keep
+one idle connection per server database for `keep_alive` seconds: the next read then skips the
+connection start-up (a new server process on PostgreSQL, authentication, a cold catalog cache).
+A kept connection holds no transaction and no lock, is checked before it is used and replaced
+if the server has closed it, and is closed once it has been idle for `keep_alive` seconds.
+SQLite files are never kept open.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -123,8 +132,13 @@ def read_versions(
     version_table: str = "alembic_version",
     version_table_schema: str | None = None,
     timeout: float = 3.0,
+    keep_alive: float = 0.0,
 ) -> VersionRead:
-    """Connect with a short timeout and read the heads stored in the version table."""
+    """Connect with a short timeout and read the heads stored in the version table.
+
+    `keep_alive` > 0 keeps the connection to a server database open that many idle seconds for
+    the next read of the same database (see the module's docstring); 0 closes it now.
+    """
     try:
         target = sync_url(url)
     except (ArgumentError, ValueError):
@@ -133,7 +147,7 @@ def read_versions(
             message="The database URL is not valid; expected dialect+driver://user@host/database.",
         )
     try:
-        engine = _cached_engine(target, timeout)
+        cached = _cached_engine(target, timeout, keep_alive)
     except ReadFailure as exc:
         return VersionRead(failure=exc.kind, message=redact(exc.message, target))
     except NoSuchModuleError:
@@ -151,10 +165,7 @@ def read_versions(
             failure=Failure.ERROR, message=redact(f"The URL is not usable: {exc}", target)
         )
     try:
-        with engine.connect() as connection:
-            exists = inspect(connection).has_table(version_table, schema=version_table_schema)
-            if not exists:
-                return VersionRead(heads=None)
+        with cached.engine.connect() as connection:
             context = MigrationContext.configure(
                 connection,
                 opts={
@@ -162,35 +173,141 @@ def read_versions(
                     "version_table_schema": version_table_schema,
                 },
             )
-            return VersionRead(heads=tuple(sorted(context.get_current_heads())))
+            heads = context.get_current_heads()
+            # No heads: an empty version table (at base), or none at all (Alembic never ran).
+            if not heads and not inspect(connection).has_table(
+                version_table, schema=version_table_schema
+            ):
+                return VersionRead(heads=None)
+            return VersionRead(heads=tuple(sorted(heads)))
     except DBAPIError as exc:
         kind, message = classify(exc.orig if exc.orig is not None else exc)
         return VersionRead(failure=kind, message=redact(message, target))
     except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
         kind, message = classify(exc)
         return VersionRead(failure=kind, message=redact(message, target))
+    finally:
+        cached.used()
 
 
-# Engines hold no connection (NullPool) but remember their dialect's first-connect checks, which
-# cost several round trips; keeping one per URL makes a re-read one connection and one query.
-_engines: OrderedDict[tuple[str, float], Engine] = OrderedDict()
+# One engine per URL: it remembers its dialect's first-connect checks, which cost several round
+# trips, so a re-read is one connection (or none, when one is kept) and one or two queries.
+@dataclass(eq=False)
+class _CachedEngine:
+    engine: Engine
+    keep_alive: float  # seconds an idle connection is kept; 0: the engine keeps none
+    last_used: float = 0.0
+
+    def used(self) -> None:
+        self.last_used = time.monotonic()
+        if self.keep_alive:
+            with _engines_lock:
+                _start_closer()
+
+    def idle_connections(self) -> int:
+        return self.engine.pool.checkedin() if self.keep_alive else 0
+
+
+_engines: OrderedDict[tuple[str, float, float], _CachedEngine] = OrderedDict()
 _engines_lock = threading.Lock()
 _MAX_ENGINES = 512
+_closer: threading.Thread | None = None
+_closer_wake = threading.Event()  # set when an engine with a shorter keep_alive may have come
 
 
-def _cached_engine(target: URL, timeout: float) -> Engine:
-    key = (target.render_as_string(hide_password=False), timeout)
+def _cached_engine(target: URL, timeout: float, keep_alive: float = 0.0) -> _CachedEngine:
+    keep_alive = max(0.0, keep_alive) if target.get_backend_name() != "sqlite" else 0.0
+    key = (target.render_as_string(hide_password=False), timeout, keep_alive)
     with _engines_lock:
-        engine = _engines.get(key)
-        if engine is not None:
+        cached = _engines.get(key)
+        if cached is not None:
             _engines.move_to_end(key)
-            return engine
-    engine = open_engine(target, timeout)
+            return cached
+    if keep_alive:
+        engine = _kept_engine(target, timeout, keep_alive)
+    else:
+        engine = open_engine(target, timeout)
+    cached = _CachedEngine(engine, keep_alive)
     with _engines_lock:
-        _engines[key] = engine
+        cached = _engines.setdefault(key, cached)
         while len(_engines) > _MAX_ENGINES:
-            _engines.popitem(last=False)[1].dispose()
-    return engine
+            _engines.popitem(last=False)[1].engine.dispose()
+    if keep_alive:
+        _closer_wake.set()
+    return cached
+
+
+def _kept_engine(target: URL, timeout: float, keep_alive: float) -> Engine:
+    """An engine that keeps one idle connection, pinged before each use. TCP keepalives and,
+    on PostgreSQL, a user timeout make a kept connection to a host that went silent fail within
+    `timeout` instead of hanging until the operating system gives up."""
+    connect_args = _connect_args(target, timeout, None)
+    if target.get_backend_name() == "postgresql":
+        connect_args |= {
+            "keepalives": 1,
+            "keepalives_idle": max(1, math.ceil(keep_alive)),
+            "keepalives_interval": max(1, math.ceil(timeout / 3)),
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(timeout * 1000),
+        }
+    return create_engine(
+        target,
+        pool_size=1,
+        max_overflow=8,  # concurrent reads of one database open more, closed after use
+        pool_timeout=timeout,
+        pool_pre_ping=True,
+        pool_recycle=max(keep_alive, 300.0),
+        connect_args=connect_args,
+    )
+
+
+def _start_closer() -> None:
+    """Start the thread that closes kept connections once idle (caller holds _engines_lock)."""
+    global _closer
+    if _closer is None or not _closer.is_alive():
+        _closer = threading.Thread(target=_close_idle, name="retort-idle-close", daemon=True)
+        _closer.start()
+
+
+def _close_idle() -> None:
+    """Close every kept connection idle for its engine's `keep_alive`; stop when none is left."""
+    global _closer
+    while True:
+        with _engines_lock:
+            kept = [c for c in _engines.values() if c.keep_alive]
+            if not kept or not any(c.idle_connections() for c in kept):
+                _closer = None
+                return
+            wait = min(c.keep_alive for c in kept) / 4
+        if _closer_wake.wait(min(max(wait, 0.05), 15.0)):
+            _closer_wake.clear()
+            continue
+        now = time.monotonic()
+        for cached in kept:
+            if cached.idle_connections() and now - cached.last_used >= cached.keep_alive:
+                cached.engine.pool.dispose()  # closes the idle ones; checked-out ones finish
+
+
+def close_kept_connections() -> None:
+    """Close every connection kept for a next read (engines stay usable)."""
+    with _engines_lock:
+        kept = [c for c in _engines.values() if c.keep_alive]
+    for cached in kept:
+        cached.engine.pool.dispose()
+
+
+def _forget_after_fork() -> None:
+    # A forked child (a Celery pool process) must not use or close its parent's sockets, nor
+    # wait on a lock another of the parent's threads held at the fork.
+    global _closer, _engines_lock
+    for cached in _engines.values():
+        cached.engine.dispose(close=False)
+    _engines.clear()
+    _engines_lock = threading.Lock()
+    _closer = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class ReadFailure(Exception):
@@ -203,21 +320,25 @@ class ReadFailure(Exception):
 def open_engine(target: URL, timeout: float, statement_timeout: float | None = None):
     """A NullPool engine that connects within `timeout` seconds and lets a statement run for
     `statement_timeout` (default: the same); SQLite files are opened read-only."""
-    backend = target.get_backend_name()
-    if backend == "sqlite":
+    if target.get_backend_name() == "sqlite":
         return _sqlite_engine(target, timeout)
-    connect_args: dict[str, object] = {}
+    connect_args = _connect_args(target, timeout, statement_timeout)
+    return create_engine(target, poolclass=NullPool, connect_args=connect_args)
+
+
+def _connect_args(target: URL, timeout: float, statement_timeout: float | None) -> dict:
+    backend = target.get_backend_name()
     if backend == "postgresql":
         # libpq counts whole seconds and treats anything under 2 as 2.
         statement_ms = int((statement_timeout or timeout) * 1000)
-        connect_args = {
+        return {
             "connect_timeout": max(2, math.ceil(timeout)),
             "options": f"-c statement_timeout={statement_ms}",
             "application_name": "retort",
         }
-    elif backend in {"mysql", "mariadb"}:
-        connect_args = {"connect_timeout": max(1, math.ceil(timeout))}
-    return create_engine(target, poolclass=NullPool, connect_args=connect_args)
+    if backend in {"mysql", "mariadb"}:
+        return {"connect_timeout": max(1, math.ceil(timeout))}
+    return {}
 
 
 def _sqlite_engine(target: URL, timeout: float):
