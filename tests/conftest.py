@@ -137,7 +137,7 @@ def pg_url(
     return f"postgresql://{auth}@{PG_HOST}:{port}/{name}"
 
 
-def _pg_admin() -> psycopg2.extensions.connection:
+def pg_admin() -> psycopg2.extensions.connection:
     connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
     connection.autocommit = True
     return connection
@@ -150,13 +150,13 @@ def pg_database() -> Iterator[Callable[[], str]]:
 
     def make() -> str:
         name = f"retort_t_{uuid.uuid4().hex[:12]}"
-        with contextlib.closing(_pg_admin()) as connection, connection.cursor() as cursor:
+        with contextlib.closing(pg_admin()) as connection, connection.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
         created.append(name)
         return pg_url(name)
 
     yield make
-    admin = _pg_admin()
+    admin = pg_admin()
     try:
         with admin.cursor() as cursor:
             for name in created:

@@ -9,7 +9,6 @@ import contextlib
 import os
 from pathlib import Path
 
-import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -17,7 +16,7 @@ from environments import services
 from environments.core import versions
 from environments.models import Environment
 from examples.inventory import revisions as inv
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, alembic, wait_for
+from tests.conftest import alembic, pg_admin, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -32,17 +31,13 @@ def _no_sessions_from_earlier_tests():
 def _sessions(url: str) -> list[tuple[int, str, str | None]]:
     """Retort's sessions on the database: (pid, state, what it waits for)."""
     name = make_url(url).database
-    admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT pid, state, wait_event_type FROM pg_stat_activity "
-                "WHERE datname = %s AND application_name = 'retort' AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            return sorted(cursor.fetchall())
-    finally:
-        admin.close()
+    with contextlib.closing(pg_admin()) as admin, admin.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, state, wait_event_type FROM pg_stat_activity "
+            "WHERE datname = %s AND application_name = 'retort' AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        return sorted(cursor.fetchall())
 
 
 def _read(project):
@@ -90,12 +85,8 @@ def test_a_session_the_server_ends_is_replaced_without_an_error(prod):
     project, url = prod
     _read(project)
     [(pid, _, _)] = _sessions(url)
-    admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    finally:
-        admin.close()
+    with contextlib.closing(pg_admin()) as admin, admin.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
     assert wait_for(lambda: _sessions(url) == [], seconds=10)
 
     snapshot = _read(project)

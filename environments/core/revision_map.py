@@ -24,6 +24,7 @@ No Django here.
 
 from __future__ import annotations
 
+import operator
 import types
 from collections.abc import Callable, Collection, Iterable, Mapping
 
@@ -69,12 +70,8 @@ _build_revision_map = _with_globals(
 )
 
 
-def _versioned(revision: Revision) -> tuple[str, ...]:
-    return revision._versioned_down_revisions
-
-
-def _all(revision: Revision) -> tuple[str, ...]:
-    return revision._all_down_revisions
+_versioned = operator.attrgetter("_versioned_down_revisions")
+_all = operator.attrgetter("_all_down_revisions")
 
 
 def _parents_first(

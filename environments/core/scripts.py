@@ -71,8 +71,7 @@ class RevisionFile(NamedTuple):
 
     @property
     def create_date(self) -> str | None:
-        at = self.doc.find("Create Date:")
-        found = _CREATE_DATE.search(self.doc, at) if at != -1 else None
+        found = _CREATE_DATE.search(self.doc)
         return found.group(1) if found else None
 
     @property
@@ -308,6 +307,9 @@ def _is_revision_file(name: str) -> bool:
     return name.endswith(".py") and not name.startswith((".#", "__init__")) and "\n" not in name
 
 
+_by_name = operator.attrgetter("name")
+
+
 def list_revision_files(config: ScriptConfig) -> list[tuple[str, int, int]]:
     """The files Alembic would load, in its order, each once, with their size and mtime.
 
@@ -346,9 +348,6 @@ def list_revision_files(config: ScriptConfig) -> list[tuple[str, int, int]]:
             if config.recursive:
                 pending[:0] = subdirs
     return found
-
-
-_by_name = operator.attrgetter("name")
 
 
 def read_revision_source(source: bytes, path: str | Path) -> RevisionFile:

@@ -261,6 +261,11 @@ def _kept_engine(target: URL, timeout: float, keep_alive: float) -> Engine:
     )
 
 
+def _kept_engines() -> list[_CachedEngine]:
+    """The cached engines that keep connections (caller holds _engines_lock)."""
+    return [cached for cached in _engines.values() if cached.keep_alive]
+
+
 def _start_closer() -> None:
     """Start the thread that closes kept connections once idle (caller holds _engines_lock)."""
     global _closer
@@ -274,7 +279,7 @@ def _close_idle() -> None:
     global _closer
     while True:
         with _engines_lock:
-            kept = [c for c in _engines.values() if c.keep_alive]
+            kept = _kept_engines()
             if not kept or not any(c.idle_connections() for c in kept):
                 _closer = None
                 return
@@ -291,7 +296,7 @@ def _close_idle() -> None:
 def close_kept_connections() -> None:
     """Close every connection kept for a next read (engines stay usable)."""
     with _engines_lock:
-        kept = [c for c in _engines.values() if c.keep_alive]
+        kept = _kept_engines()
     for cached in kept:
         cached.engine.pool.dispose()
 
