@@ -88,6 +88,7 @@ class ProjectForm(forms.ModelForm):
             "recursive_version_locations",
             "version_table",
             "version_table_schema",
+            "multiple_heads",
             "command",
             "working_dir",
             "url_env_var",

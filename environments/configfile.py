@@ -15,6 +15,7 @@ from django.db import models, transaction
 from django.utils.text import slugify
 from sqlalchemy.engine import make_url
 
+from environments.core.heads import HeadsPolicy
 from environments.models import Environment, Project, UrlUnavailable
 
 _PROJECT_KEYS = {
@@ -30,6 +31,7 @@ _PROJECT_KEYS = {
     "working_dir",
     "url_env_var",
     "webhook_url",
+    "multiple_heads",
     "environment",
 }
 _ENVIRONMENT_KEYS = {
@@ -155,6 +157,13 @@ def _project_fields(raw: dict, base: Path, where: str) -> dict:
         fields["command"] = command
     if "working_dir" in raw:
         fields["working_dir"] = _path(raw["working_dir"], base, f"{where}.working_dir")
+    if "multiple_heads" in raw:
+        choices = [policy.value for policy in HeadsPolicy]
+        if raw["multiple_heads"] not in choices:
+            raise ConfigError(
+                f"{where}.multiple_heads must be one of {', '.join(map(repr, choices))}."
+            )
+        fields["multiple_heads"] = raw["multiple_heads"]
     if "webhook_url" in raw:
         url = raw["webhook_url"]
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):

@@ -8,6 +8,7 @@ from environments import services
 from environments.core import findings as core_findings
 from environments.core import graph as core_graph
 from environments.core import svg
+from environments.core.heads import HeadsVerdict
 from environments.core.scripts import FileCache, RevisionFile, ScriptIndex
 from environments.models import Environment, Project, Snapshot
 
@@ -79,6 +80,7 @@ class GraphView:
     applied: frozenset[str] = frozenset()
     pending: frozenset[str] = frozenset()
     flagged: frozenset[str] = frozenset()
+    heads: HeadsVerdict | None = None  # whether several heads are intended
 
     @property
     def selected_snapshot(self) -> Snapshot | None:
@@ -107,6 +109,7 @@ def graph_build(
     if index is None or index.revision_map is None:
         view.index_error = error or (index.fatal if index else None)
         return view
+    view.heads = project.heads_verdict(index)
     pending_anywhere: set[str] = set()
     for environment in environments:
         snapshot = snapshots.get(environment.pk)
@@ -181,7 +184,8 @@ def graph_json(view: GraphView) -> dict[str, object]:
                 "create_date": revision.create_date,
                 "parents": list(revision.down_revisions),
                 "children": sorted(children.get(node.id, [])),
-                "depends_on": list(revision.dependencies),
+                "depends_on": list(index.dependencies_of(node.id)),
+                "depends_on_declared": list(revision.dependencies),
                 "branch_labels": list(revision.branch_labels),
                 "is_head": node.id in index.heads,
                 "is_base": node.id in index.bases,
@@ -200,6 +204,8 @@ def graph_json(view: GraphView) -> dict[str, object]:
         "project": view.project.slug,
         "environment": view.selected.slug if view.selected else None,
         "heads": list(index.heads),
+        "heads_expected": view.heads.expected if view.heads else None,
+        "heads_reason": view.heads.sentence if view.heads else "",
         "bases": list(index.bases),
         "nodes": nodes,
         "edges": [

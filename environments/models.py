@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.lib import secretbox
+from environments.core import heads as core_heads
 from environments.core import runner, scripts
 from environments.core.status import Status
 from environments.core.versions import display_url
@@ -57,6 +58,18 @@ class Project(AuditedModel):
     )
     version_table = models.CharField(max_length=200, default="alembic_version")
     version_table_schema = models.CharField(max_length=200, blank=True)
+    multiple_heads = models.CharField(
+        max_length=10,
+        choices=[
+            (core_heads.HeadsPolicy.AUTO, "judged from the history"),
+            (core_heads.HeadsPolicy.EXPECTED, "expected: this project upgrades to heads"),
+            (core_heads.HeadsPolicy.SINGLE, "a mistake: this project keeps one head"),
+        ],
+        default=core_heads.HeadsPolicy.AUTO,
+        help_text="Whether several heads are intended. Judged from the history, heads on "
+        "separately labelled branches or separate bases are expected; heads that diverged "
+        "from one branch without a merge are not.",
+    )
     command = models.JSONField(
         default=default_command, help_text="How alembic is run for this project, as a list."
     )
@@ -143,6 +156,10 @@ class Project(AuditedModel):
             except secretbox.DecryptionError:
                 return ""
         return settings.RETORT_WEBHOOK_URL
+
+    def heads_verdict(self, index: scripts.ScriptIndex) -> core_heads.HeadsVerdict:
+        """Whether the scripts' heads are as this project intends (the CI gate fails if not)."""
+        return core_heads.assess(index, self.multiple_heads)
 
     def load_scripts(self) -> tuple[scripts.ScriptIndex | None, str | None]:
         """The script index, or None and the reason it could not be read."""

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from environments.audit import audit_record
 from environments.core import status as core_status
+from environments.core.heads import HeadsVerdict
 from environments.core.scripts import ScriptIndex, ScriptProblem
 from environments.models import DriftState, Environment, Job, Project, Snapshot
 
@@ -46,6 +47,22 @@ class ProjectOverview:
     @property
     def multiple_heads(self) -> tuple[str, ...]:
         return self.index.heads if self.index and self.index.has_multiple_heads else ()
+
+    @property
+    def heads(self) -> HeadsVerdict | None:
+        """Whether the scripts' heads are as the project intends; None when unreadable."""
+        if self.index is None or self.index.revision_map is None:
+            return None
+        return self.project.heads_verdict(self.index)
+
+    def heads_dict(self) -> dict[str, object]:
+        """The heads verdict as the CI gate and the status API print it."""
+        verdict = self.heads
+        return {
+            "multiple_heads": bool(self.multiple_heads),
+            "heads_expected": verdict.expected if verdict else None,
+            "heads_reason": verdict.sentence if verdict else "",
+        }
 
     @property
     def fatal(self) -> str | None:
@@ -250,12 +267,15 @@ def environment_card(*, environment: Environment, refresh: bool) -> EnvironmentC
     return _card(environment, snapshot, index, drift)
 
 
-def exit_code_for(snapshots: Iterable[Snapshot], *, multiple_heads: bool) -> int:
-    """0 all current, 1 something to do, 2 something could not be read (CI gates on it)."""
+def exit_code_for(snapshots: Iterable[Snapshot], *, unexpected_heads: bool) -> int:
+    """0 all current, 1 something to do, 2 something could not be read (CI gates on it).
+
+    Several heads fail the gate only when they are not intended (`Project.heads_verdict`):
+    a project of independent branches at heads passes."""
     statuses = [snapshot.status_enum for snapshot in snapshots]
     if any(status.is_read_failure for status in statuses):
         return 2
-    if multiple_heads or any(status is not core_status.Status.CURRENT for status in statuses):
+    if unexpected_heads or any(status is not core_status.Status.CURRENT for status in statuses):
         return 1
     return 0
 

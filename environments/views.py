@@ -82,7 +82,7 @@ def api_status(request: HttpRequest) -> JsonResponse:
     overviews = services.overview_build(projects=projects)
     env_filter = request.GET.get("env")
     rows = [
-        card.snapshot.as_status_dict() | {"multiple_heads": bool(overview.multiple_heads)}
+        card.snapshot.as_status_dict() | overview.heads_dict()
         for overview in overviews
         for card in overview.cards
         if card.snapshot is not None and (not env_filter or card.environment.slug == env_filter)

@@ -122,6 +122,10 @@ def test_the_url_is_stored_encrypted(tmp_path):
             "[[project]]\nname='x'\nscript_location='m'\ncommand='alembic upgrade'\n",
             "command must be a non-empty list",
         ),
+        (
+            "[[project]]\nname='x'\nscript_location='m'\nmultiple_heads='maybe'\n",
+            "multiple_heads must be one of 'auto', 'expected', 'single'",
+        ),
         ("[[project]\nname = 'x'", "not valid TOML"),
         ("title = 'nothing'\n", "declares no [[project]]"),
     ],
@@ -134,6 +138,16 @@ def test_a_bad_file_gets_a_clear_message_and_changes_nothing(tmp_path, body, mes
         _apply(path)
 
     assert not Project.objects.exists()
+
+
+def test_several_heads_are_declared_expected_in_the_file(tmp_path):
+    path = _config(tmp_path, extra='multiple_heads = "expected"')
+
+    _apply(path)
+    second = _apply(path)
+
+    assert Project.objects.get().multiple_heads == "expected"
+    assert "unchanged project inventory" in second
 
 
 def test_a_missing_file_is_named(tmp_path):

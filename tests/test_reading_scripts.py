@@ -131,7 +131,11 @@ def test_a_revision_id_computed_at_import_time_is_reported_not_executed(tmp_path
     index = scripts.load_index(config)
 
     assert not marker.exists(), "a revision file was executed"
-    assert "revision is not a literal value" in index.problems[0].message
+    assert str(index.problems[0]) == (
+        "x.py: revision on line 2 is `'abc' + 'def'`, which Retort could not resolve without "
+        "running code (it is an operation, which only running the file could evaluate); "
+        "without an id the file is left out of the graph."
+    )
 
 
 def test_revision_files_are_never_imported(inventory):

@@ -85,7 +85,7 @@ def protected_revisions(
             children[parent] = children.get(parent, 0) + 1
         if revision.dependencies:
             dependency_ends.add(revision.revision)
-            dependency_ends.update(revision.dependencies)
+            dependency_ends.update(index.dependencies_of(revision.revision))
     protected = set(index.heads) | set(index.bases) | dependency_ends | set(pending) | set(keep)
     for revision in index.revisions.values():
         if len(revision.down_revisions) != 1 or revision.branch_labels:
@@ -177,9 +177,9 @@ def _fold(
             run_end = position + 1
         for revision in run:
             rev = revisions[revision]
-            nodes.append(
-                Node(id=revision, parents=rev.down_revisions, dependencies=rev.dependencies)
-            )
+            # a branch label in depends_on is drawn to the revision Alembic resolves it to
+            dependencies = index.dependencies_of(revision) if rev.dependencies else ()
+            nodes.append(Node(id=revision, parents=rev.down_revisions, dependencies=dependencies))
         position = run_end
     for node in nodes:
         node.parents = tuple(

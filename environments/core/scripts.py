@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import dataclasses
 import gc
 import operator
 import os
@@ -24,15 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
+from alembic.config import Config
 from alembic.script.revision import Revision, RevisionError, RevisionMap
+from alembic.util import CommandError
 
+from environments.core import static_names
 from environments.core.revision_map import LinearRevisionMap
 
 T = TypeVar("T")
 
 _LEGACY_REVISION_NAME = re.compile(r"([a-f0-9]+)\.py$")
 _CREATE_DATE = re.compile(r"^Create Date:\s*(.+?)\s*$", re.MULTILINE)
-_SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep, ":": ":", ";": ";"}
 _HEADER_NAMES = ("revision", "down_revision", "branch_labels", "depends_on")
 
 
@@ -47,6 +50,17 @@ class ScriptConfig:
     script_location: Path
     version_locations: tuple[Path, ...]
     recursive: bool = False
+    import_roots: tuple[Path, ...] = ()  # where the project's own modules are found
+    warnings: tuple[str, ...] = ()  # what Alembic warns about the configuration
+
+
+class HeaderNames(NamedTuple):
+    """Header values written as names rather than literals, left for the index to resolve
+    against the project's own modules (`static_names`)."""
+
+    symbols: static_names.ModuleSymbols
+    # (header, line, source text, expression) for each header that is not a literal
+    expressions: tuple[tuple[str, int, str, ast.expr], ...]
 
 
 class RevisionFile(NamedTuple):
@@ -59,6 +73,7 @@ class RevisionFile(NamedTuple):
     depends_on: str | tuple[str, ...] | None
     doc: str
     filename: str  # the file's path
+    names: HeaderNames | None = None  # headers still to resolve; None once all are literals
 
     @property
     def path(self) -> Path:
@@ -106,7 +121,11 @@ class ScriptIndex:
     heads: tuple[str, ...] = ()
     bases: tuple[str, ...] = ()
     fatal: str | None = None  # set when no graph could be built at all
+    duplicates: dict[str, list[str]] = field(default_factory=dict)  # id → files declaring it
+    # modules of the project a header's name was looked up in, with their (size, mtime)
+    modules: tuple[tuple[str, tuple[int, int] | None], ...] = ()
     _pending_cache: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+    memo: dict[object, object] = field(default_factory=dict)  # answers derived from the index
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     _syntax_problems: list[ScriptProblem] | None = None
@@ -135,6 +154,16 @@ class ScriptIndex:
 
     def knows(self, revision_id: str) -> bool:
         return revision_id in self.revisions
+
+    def dependencies_of(self, revision_id: str) -> tuple[str, ...]:
+        """The revision ids a revision's `depends_on` names, a branch label resolved to the
+        revision Alembic resolves it to."""
+        if self.revision_map is not None:
+            node = self.revision_map._revision_map.get(revision_id)
+            if node is not None:
+                return tuple(node._resolved_dependencies)
+        revision = self.revisions.get(revision_id)
+        return revision.dependencies if revision else ()
 
     def pending(self, current_heads: Sequence[str]) -> tuple[str, ...]:
         """Revisions `alembic upgrade heads` would apply from `current_heads`, in its order."""
@@ -186,41 +215,47 @@ def config_from_ini(
 ) -> ScriptConfig:
     """Resolve a project's script directory from its alembic.ini, as configuration only.
 
-    Relative paths resolve against `working_dir` (where alembic runs, default: the ini's folder),
-    like Alembic resolves them against its working directory. Arguments override the file.
+    The options are read by Alembic's own `Config`, from the ini and from the pyproject.toml
+    in the folder alembic runs in (`[tool.alembic]`), so separators, `%(here)s`,
+    `prepend_sys_path` and `recursive_version_locations` mean what they mean to alembic.
+    Relative paths resolve against `working_dir` (where alembic runs, default: the ini's
+    folder), like Alembic resolves them against its working directory. Arguments override the
+    file. Alembic's warnings about the configuration come back in `ScriptConfig.warnings`.
     """
     ini = Path(ini_path).resolve()
     if not ini.is_file():
         raise ScriptConfigError(f"The Alembic configuration file {ini} does not exist.")
-    parser = configparser.ConfigParser(defaults={"here": str(ini.parent)})
-    try:
-        parser.read(ini, encoding="utf-8")
-        options = dict(parser.items(section)) if parser.has_section(section) else {}
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ScriptConfigError(f"{ini.name} could not be read: {exc}") from None
-    options.update(_options_from_pyproject(ini.parent / "pyproject.toml", options))
-
     base = Path(working_dir).resolve() if working_dir else ini.parent
-    location = script_location or options.get("script_location")
+    config = Config(str(ini), toml_file=str(base / "pyproject.toml"), ini_section=section)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            location = script_location or config.get_alembic_option("script_location")
+            if version_locations is None:
+                version_locations = config.get_version_locations_list()
+            if recursive_version_locations is None:
+                recursive_version_locations = config.get_alembic_boolean_option(
+                    "recursive_version_locations"
+                )
+            prepend = config.get_prepend_sys_paths_list() or []
+        except (configparser.Error, UnicodeDecodeError, ValueError, CommandError) as exc:
+            raise ScriptConfigError(f"{ini.name} could not be read: {exc}") from None
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ScriptConfigError(f"pyproject.toml could not be read: {exc}") from None
     if not location:
         raise ScriptConfigError(
             f"{ini.name} has no script_location in its [{section}] section; "
             "set one there or in Retort's project settings."
         )
-    if version_locations is None:
-        version_locations = _split_locations(options)
-    if recursive_version_locations is None:
-        recursive_version_locations = options.get(
-            "recursive_version_locations", ""
-        ).strip().lower() in {
-            "true",
-            "1",
-            "yes",
-            "on",
-        }
-    return build_config(
-        location, version_locations, recursive=recursive_version_locations, base=base
+    notes = tuple(dict.fromkeys(f"{ini.name}: {warning.message}" for warning in caught))
+    found = build_config(
+        str(location),
+        [str(loc) for loc in version_locations or ()] or None,
+        recursive=recursive_version_locations,
+        base=base,
+        import_roots=[(base / path).resolve() for path in prepend if path] + [ini.parent],
     )
+    return dataclasses.replace(found, warnings=notes)
 
 
 def build_config(
@@ -229,49 +264,19 @@ def build_config(
     *,
     recursive: bool = False,
     base: Path,
+    import_roots: Sequence[Path] = (),
 ) -> ScriptConfig:
     root = _resolve(script_location, base)
     if version_locations:
         locations = tuple(_resolve(loc, base) for loc in version_locations)
     else:
         locations = (root / "versions",)
-    return ScriptConfig(script_location=root, version_locations=locations, recursive=recursive)
-
-
-def _options_from_pyproject(path: Path, ini_options: dict[str, str]) -> dict[str, str]:
-    """Alembic 1.16+ also reads [tool.alembic] from pyproject.toml; the ini wins where both set."""
-    if not path.is_file():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
-        return {}
-    table = data.get("tool", {}).get("alembic", {})
-    here = {"here": str(path.parent)}
-    found: dict[str, str] = {}
-    for key in ("script_location", "recursive_version_locations"):
-        if key in table and key not in ini_options:
-            found[key] = str(table[key]) % here
-    if "version_locations" in table and "version_locations" not in ini_options:
-        found["version_locations"] = "\n".join(str(v) % here for v in table["version_locations"])
-        found.setdefault("path_separator", "newline")
-    return found
-
-
-def _split_locations(options: dict[str, str]) -> list[str] | None:
-    raw = options.get("version_locations", "").strip()
-    if not raw:
-        return None
-    separator_name = options.get("path_separator") or options.get("version_path_separator")
-    if separator_name is None:
-        # Alembic's legacy behaviour: split on spaces and commas.
-        return [part for part in re.split(r", *|(?: +)", raw) if part]
-    separator = _SEPARATORS.get(separator_name.strip())
-    if separator is None:
-        raise ScriptConfigError(
-            f"path_separator {separator_name!r} is not one of space, newline, os, ':' or ';'."
-        )
-    return [part.strip() for part in raw.split(separator) if part.strip()]
+    # where a revision's `import constants` is looked for: prepend_sys_path, the ini's folder,
+    # the folder alembic runs in, then the script location, as Python would search sys.path
+    roots = tuple(dict.fromkeys([*import_roots, base, root]))
+    return ScriptConfig(
+        script_location=root, version_locations=locations, recursive=recursive, import_roots=roots
+    )
 
 
 def _resolve(location: str, base: Path) -> Path:
@@ -466,29 +471,41 @@ def parse_revision_source(source: bytes | str, path: str | Path) -> RevisionFile
         raise ValueError(f"cannot be parsed: {exc}") from None
 
     values: dict[str, object] = {}
+    expressions: dict[str, tuple[str, int, str, ast.expr]] = {}
+    source_text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
     for name, value in name_assignments(module.body):
         if name in _HEADER_NAMES:
             try:
                 values[name] = ast.literal_eval(value)
+                expressions.pop(name, None)
             except (ValueError, SyntaxError, TypeError):
-                raise ValueError(
-                    f"{name} is not a literal value (line {value.lineno}); "
-                    "Retort reads revision files without running them"
-                ) from None
+                # a name, not a literal: resolved later against the project's own modules
+                text = ast.get_source_segment(source_text, value) or ast.unparse(value)
+                expressions[name] = (name, value.lineno, " ".join(text.split()), value)
+                values.pop(name, None)
 
     doc = (ast.get_docstring(module, clean=False) or "").strip()
-    if values.get("revision") is None:
+    if values.get("revision") is None and "revision" not in expressions:
         legacy = _LEGACY_REVISION_NAME.match(os.path.basename(path))
         if legacy is None:
             raise ValueError("declares no revision id (no module-level `revision = ...`)")
         values["revision"] = legacy.group(1)
-    return _revision_file(values, doc, path)
+    names = None
+    if expressions:
+        symbols = static_names.module_symbols(module, str(path))
+        names = HeaderNames(symbols, tuple(expressions.values()))
+        values.setdefault("revision", "")  # filled in by the index, or the file is left out
+    return _revision_file(values, doc, path, names)
 
 
-def _revision_file(values: dict[str, object], doc: str, path: str | Path) -> RevisionFile:
+def _revision_file(
+    values: dict[str, object], doc: str, path: str | Path, names: HeaderNames | None = None
+) -> RevisionFile:
     revision = values.get("revision")
-    if not isinstance(revision, str) or not revision.strip():
+    if names is None and (not isinstance(revision, str) or not revision.strip()):
         raise ValueError("its revision id is not a non-empty string")
+    if not isinstance(revision, str):
+        raise ValueError("its revision id is not a string")
     return RevisionFile(
         revision,
         _revision_refs(values.get("down_revision"), "down_revision"),
@@ -496,6 +513,7 @@ def _revision_file(values: dict[str, object], doc: str, path: str | Path) -> Rev
         _revision_refs(values.get("depends_on"), "depends_on"),
         doc,
         str(path),
+        names,
     )
 
 
@@ -505,6 +523,102 @@ def _revision_refs(value: object, name: str) -> str | tuple[str, ...] | None:
     if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
         return tuple(value) or None
     raise ValueError(f"{name} must be a string, a tuple of strings or None")
+
+
+# --- names in headers ----------------------------------------------------------------------
+
+_DOC_REVISION_ID = re.compile(r"^Revision ID:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
+_DOC_REVISES = re.compile(r"^Revises:[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
+def resolve_names(
+    revision: RevisionFile, resolver: static_names.Resolver
+) -> tuple[RevisionFile | None, list[str]]:
+    """`revision` with its named headers replaced by their values, and a sentence for each
+    that could not be resolved. None when even its revision id cannot be known.
+
+    What cannot be resolved is left out, keeping everything known: an unresolved label or
+    dependency is dropped (the revision stays in the graph), an unresolved parent or id falls
+    back to the docstring alembic's template writes ("Revision ID:", "Revises:").
+    """
+    assert revision.names is not None
+    values: dict[str, object] = {
+        "revision": revision.revision,
+        "down_revision": revision.down_revision,
+        "branch_labels": revision.branch_labels,
+        "depends_on": revision.depends_on,
+    }
+    notes: list[str] = []
+    for header, line, text, expression in revision.names.expressions:
+        where = f"{header} on line {line} is `{text}`"
+        sequence = isinstance(expression, ast.Tuple | ast.List)
+        items = expression.elts if sequence else [expression]
+        found: list[object] = []
+        for item in items:
+            try:
+                value = resolver.value(item, revision.names.symbols)
+            except static_names.Unresolved as exc:
+                sentence = (
+                    f"{where}, and Retort could not resolve its item `{ast.unparse(item)}` "
+                    f"without running code ({exc})"
+                    if sequence
+                    else f"{where}, which Retort could not resolve without running code ({exc})"
+                )
+                notes.append(_unresolved_note(header, sentence, revision.doc, values))
+                continue
+            found.extend(value if isinstance(value, tuple) else (value,))
+        strings = tuple(item for item in found if isinstance(item, str) and item)
+        if header in ("revision", "down_revision") and len(found) != len(items):
+            continue  # the fallback (or the lack of one) is already in `values`
+        if header == "revision":
+            values["revision"] = strings[0] if len(strings) == 1 else values["revision"]
+            if len(strings) != 1:
+                notes.append(f"{where}, which resolves to {found!r}, not a revision id.")
+        elif header == "down_revision":
+            values[header] = strings if sequence else (strings[0] if strings else None)
+        else:
+            values[header] = tuple(strings) if header == "branch_labels" else (strings or None)
+    if not values["revision"]:
+        return None, notes
+    return (
+        RevisionFile(
+            str(values["revision"]),
+            _revision_refs(values["down_revision"], "down_revision"),
+            _as_tuple(_revision_refs(values["branch_labels"], "branch_labels")),
+            _revision_refs(values["depends_on"], "depends_on"),
+            revision.doc,
+            revision.filename,
+        ),
+        notes,
+    )
+
+
+def _unresolved_note(header: str, sentence: str, doc: str, values: dict[str, object]) -> str:
+    """`sentence` completed with what Retort did instead, the fallback set in `values`."""
+    if header == "revision":
+        found = _DOC_REVISION_ID.search(doc)
+        if found:
+            values["revision"] = found.group(1)
+            return f"{sentence}; Retort took {found.group(1)} from the docstring's Revision ID."
+        return f"{sentence}; without an id the file is left out of the graph."
+    if header == "down_revision":
+        found = _DOC_REVISES.search(doc)
+        if found:
+            parents = tuple(
+                part.strip()
+                for part in found.group(1).split(",")
+                if part.strip() and part.strip() != "None"
+            )
+            values["down_revision"] = parents or None
+            shown = ", ".join(parents) or "none"
+            return f"{sentence}; Retort took its parents ({shown}) from the docstring's Revises."
+        values["down_revision"] = None
+        return (
+            f"{sentence}; it is drawn as a base, so heads and pending lists near it may be wrong."
+        )
+    if header == "branch_labels":
+        return f"{sentence}; the revision is shown without that branch label."
+    return f"{sentence}; the revision is shown without that dependency."
 
 
 # --- the index -----------------------------------------------------------------------------
@@ -529,15 +643,16 @@ _build_lock = threading.Lock()
 
 
 def load_index(config: ScriptConfig) -> ScriptIndex:
-    """The script directory's index; re-read only when its fingerprint changed."""
+    """The script directory's index; re-read only when its fingerprint changed (its revision
+    files, and any module of the project a header's name was looked up in)."""
     files = list_revision_files(config)
     print_ = (config, tuple(files))
     cached = _index_cache.get(config)
-    if cached is not None and cached.fingerprint == print_:
+    if cached is not None and _still_valid(cached, print_):
         return cached
     with _build_lock:
         cached = _index_cache.get(config)
-        if cached is not None and cached.fingerprint == print_:
+        if cached is not None and _still_valid(cached, print_):
             return cached
         gc_was_enabled = gc.isenabled()
         gc.disable()  # a build allocates many small objects and frees none of them
@@ -548,6 +663,14 @@ def load_index(config: ScriptConfig) -> ScriptIndex:
                 gc.enable()
         _index_cache[config] = index
         return index
+
+
+def _still_valid(index: ScriptIndex, print_: tuple) -> bool:
+    if index.fingerprint != print_:
+        return False
+    if not index.modules:
+        return True
+    return static_names.snapshot(path for path, _ in index.modules) == index.modules
 
 
 def _read_file(path: str, size: int, mtime: int) -> RevisionFile | ScriptProblem:
@@ -603,28 +726,28 @@ def check_syntax(path: str, size: int, mtime: int) -> ScriptProblem | None:
 def _build_index(
     config: ScriptConfig, files: list[tuple[str, int, int]], print_: tuple
 ) -> ScriptIndex:
-    problems: list[ScriptProblem] = []
+    problems = [ScriptProblem(config.script_location.name, note) for note in config.warnings]
     if not any(location.is_dir() for location in config.version_locations):
         where = ", ".join(str(loc) for loc in config.version_locations)
-        return ScriptIndex(
-            config, {}, [], None, print_, fatal=f"The version directory {where} does not exist."
-        )
+        fatal = f"The version directory {where} does not exist."
+        return ScriptIndex(config, {}, problems, None, print_, fatal=fatal)
     revisions: dict[str, RevisionFile] = {}
     graph_nodes: list[Revision] = []
+    declared_in: dict[str, list[str]] = {}
+    resolver = static_names.Resolver(config.import_roots)
+    nameless: list[str] = []  # files whose revision id could not be resolved
     for path, size, mtime in files:
         parsed = _read_file(path, size, mtime)
         if isinstance(parsed, ScriptProblem):
             problems.append(parsed)
             continue
-        if parsed.revision in revisions:
-            problems.append(
-                ScriptProblem(
-                    parsed.path.name,
-                    f"revision {parsed.revision} is also declared in "
-                    f"{revisions[parsed.revision].path.name}; this file is ignored",
-                )
-            )
-            continue
+        if parsed.names is not None:
+            resolved, notes = resolve_names(parsed, resolver)
+            problems.extend(ScriptProblem(parsed.path.name, note) for note in notes)
+            if resolved is None:
+                nameless.append(parsed.path.name)
+                continue
+            parsed = resolved
         try:
             node = Revision(
                 parsed.revision,
@@ -635,8 +758,13 @@ def _build_index(
         except RevisionError as exc:
             problems.append(ScriptProblem(parsed.path.name, str(exc)))
             continue
+        # Alembic keeps every file in its map's input and the last one under the id; so do we
+        declared_in.setdefault(parsed.revision, []).append(parsed.filename)
         revisions[parsed.revision] = parsed
         graph_nodes.append(node)
+    duplicates = {rev: paths for rev, paths in declared_in.items() if len(paths) > 1}
+    problems.extend(_duplicate_problem(config, rev, paths) for rev, paths in duplicates.items())
+    modules = tuple(sorted(resolver.consulted.items()))
 
     revision_map = LinearRevisionMap(lambda: graph_nodes)
     with warnings.catch_warnings(record=True) as caught:
@@ -654,27 +782,88 @@ def _build_index(
                 None,
                 print_,
                 fatal=f"The revision graph is broken: {exc}",
+                duplicates=duplicates,
+                modules=modules,
             )
         except KeyError as exc:  # Alembic warns, then looks the missing revision up anyway
             return ScriptIndex(
-                config, revisions, problems, None, print_, fatal=_missing_parent(revisions, exc)
+                config,
+                revisions,
+                problems,
+                None,
+                print_,
+                fatal=_missing_parent(revisions, exc, nameless),
+                duplicates=duplicates,
+                modules=modules,
             )
     for warning in caught:
+        if duplicates and "is present more than once" in str(warning.message):
+            continue  # said above, with both files named
         problems.append(ScriptProblem(str(config.script_location.name), str(warning.message)))
     return ScriptIndex(
-        config, revisions, problems, revision_map, print_, heads=tuple(heads), bases=tuple(bases)
+        config,
+        revisions,
+        problems,
+        revision_map,
+        print_,
+        heads=tuple(heads),
+        bases=tuple(bases),
+        duplicates=duplicates,
+        modules=modules,
     )
 
 
-def _missing_parent(revisions: dict[str, RevisionFile], error: KeyError) -> str:
+def _shown_path(config: ScriptConfig, path: str) -> str:
+    """A path relative to the project's folder, where that is shorter."""
+    try:
+        return str(Path(path).relative_to(config.script_location.parent))
+    except ValueError:
+        return path
+
+
+def _duplicate_problem(config: ScriptConfig, revision: str, paths: list[str]) -> ScriptProblem:
+    shown = [_shown_path(config, path) for path in paths]
+    return ScriptProblem(
+        os.path.basename(paths[-1]),
+        f"revision {revision} is declared in {len(paths)} files ({', '.join(shown)}). Alembic "
+        f'warns "Revision {revision} is present more than once", keeps the last one '
+        f"({shown[-1]}) and then refuses to plan upgrades; remove or rename the other.",
+    )
+
+
+def _missing_parent(
+    revisions: dict[str, RevisionFile], error: KeyError, nameless: Sequence[str] = ()
+) -> str:
     missing = str(error.args[0]) if error.args else "?"
-    naming = sorted(
+    as_parent = sorted(
         os.path.basename(revision.filename)
         for revision in revisions.values()
-        if missing in revision.down_revisions or missing in revision.dependencies
+        if missing in revision.down_revisions
     )
+    as_dependency = sorted(
+        os.path.basename(revision.filename)
+        for revision in revisions.values()
+        if missing in revision.dependencies
+    )
+    unread = (
+        f" ({', '.join(nameless)} could not be read for its revision id, which may be it)"
+        if nameless
+        else ""
+    )
+    if as_parent:
+        return (
+            f"The revision graph is broken: {', '.join(as_parent)} names revision {missing} as "
+            f"its parent, and no revision file declares it{unread}. Restore that file, or point "
+            "down_revision at a revision that exists."
+        )
+    if "@" in missing:
+        return (
+            f"The revision graph is broken: {', '.join(as_dependency)} depends on {missing}, "
+            "which alembic cannot load: depends_on takes revision ids or branch labels, not "
+            f"label@head. Name the branch label ({missing.split('@', 1)[0]}) or a revision id."
+        )
     return (
-        f"The revision graph is broken: {', '.join(naming) or 'a revision file'} names "
-        f"revision {missing} as its parent, and no revision file declares it. Restore that "
-        "file, or point down_revision at a revision that exists."
+        f"The revision graph is broken: {', '.join(as_dependency) or 'a revision file'} "
+        f"depends on {missing} (depends_on), and no revision file declares it as a revision or "
+        f"a branch label{unread}. Restore that file, or correct depends_on."
     )

@@ -93,13 +93,27 @@ def evaluate(
             status=Status.ERROR,
             heads=heads,
             script_heads=index.heads,
-            error=f"Alembic cannot plan an upgrade from {', '.join(heads) or 'base'}: {exc}",
+            error=f"Alembic cannot plan an upgrade from {', '.join(heads) or 'base'}: {exc}"
+            + _duplicates_sentence(index),
         )
     return EnvironmentState(
         status=Status.BEHIND if pending else Status.CURRENT,
         heads=heads,
         script_heads=index.heads,
         pending=pending,
+    )
+
+
+def _duplicates_sentence(index: ScriptIndex) -> str:
+    if not index.duplicates:
+        return ""
+    named = "; ".join(
+        f"{revision} in {', '.join('/'.join(path.split('/')[-2:]) for path in paths)}"
+        for revision, paths in sorted(index.duplicates.items())
+    )
+    return (
+        f". The scripts declare the same revision in more than one file ({named}); alembic "
+        "refuses to plan until one of them is removed."
     )
 
 

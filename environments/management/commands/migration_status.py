@@ -11,8 +11,8 @@ from environments.models import Project
 class Command(BaseCommand):
     help = (
         "Read each environment's migration state. Exit 0 when all are current, 1 when any is "
-        "behind, unknown, uninitialized or the scripts have several heads, 2 when any could "
-        "not be read."
+        "behind, unknown, uninitialized or the scripts have several heads the project does not "
+        "expect (a merge is missing), 2 when any could not be read."
     )
 
     def add_arguments(self, parser) -> None:
@@ -27,7 +27,7 @@ class Command(BaseCommand):
             if not projects.exists():
                 raise CommandError(f"No project {options['project']!r}.", returncode=2)
         overviews = services.overview_build(projects=projects)
-        rows, snapshots, multiple_heads = [], [], False
+        rows, snapshots, unexpected_heads = [], [], False
         for overview in overviews:
             cards = [
                 card
@@ -35,8 +35,8 @@ class Command(BaseCommand):
                 if not options["env"]
                 or options["env"] in {card.environment.slug, card.environment.name}
             ]
-            if cards and overview.multiple_heads:
-                multiple_heads = True
+            if cards and overview.heads is not None and not overview.heads.expected:
+                unexpected_heads = True
             for card in cards:
                 snapshots.append(card.snapshot)
                 rows.append((overview, card))
@@ -44,14 +44,13 @@ class Command(BaseCommand):
             raise CommandError(f"No environment {options['env']!r}.", returncode=2)
         if options["json"]:
             payload = [
-                card.snapshot.as_status_dict() | {"multiple_heads": bool(overview.multiple_heads)}
-                for overview, card in rows
+                card.snapshot.as_status_dict() | overview.heads_dict() for overview, card in rows
             ]
             self.stdout.write(json.dumps(payload, indent=2))
         else:
             for overview, card in rows:
                 self.stdout.write(self._line(overview, card))
-        sys.exit(services.exit_code_for(snapshots, multiple_heads=multiple_heads))
+        sys.exit(services.exit_code_for(snapshots, unexpected_heads=unexpected_heads))
 
     def _line(self, overview, card) -> str:
         snap = card.snapshot
@@ -59,8 +58,8 @@ class Command(BaseCommand):
         text = f"{card.environment.project.slug}/{card.environment.slug}: {snap.status} at {heads}"
         if snap.pending:
             text += f", {len(snap.pending)} pending"
-        if overview.multiple_heads:
-            text += f" (scripts have {len(overview.multiple_heads)} heads)"
+        if overview.heads is not None and overview.heads.several:
+            text += f" (scripts: {overview.heads.sentence})"
         if snap.error:
             text += f" — {snap.error}"
         return text
