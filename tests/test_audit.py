@@ -336,6 +336,7 @@ def test_an_admin_edit_is_recorded_with_its_user_and_address(client, users, inve
             "alembic_ini": str(inventory),
             "version_locations": "[]",
             "version_table": "deploy_versions",
+            "multiple_heads": "auto",
             "command": '["python", "-m", "alembic", "-c", "alembic.ini"]',
             "url_env_var": "DATABASE_URL",
             "environments-TOTAL_FORMS": "0",
