@@ -110,6 +110,10 @@ RETORT_HEARTBEAT_SECONDS = env_float("RETORT_HEARTBEAT_SECONDS", 5.0)
 # A running job whose worker has not beaten for this long is interrupted by the reaper.
 RETORT_HEARTBEAT_TIMEOUT = env_float("RETORT_HEARTBEAT_TIMEOUT", 60.0)
 RETORT_REAPER_SECONDS = env_float("RETORT_REAPER_SECONDS", 30.0)
+# A queued job no worker has taken is sent to the broker again after this long (a message lost
+# with a broker restart); the dispatcher looks every RETORT_DISPATCH_SECONDS.
+RETORT_REDISPATCH_SECONDS = env_float("RETORT_REDISPATCH_SECONDS", 60.0)
+RETORT_DISPATCH_SECONDS = env_float("RETORT_DISPATCH_SECONDS", 15.0)
 
 # Approvals and notifications. A job's links in webhook messages start with RETORT_BASE_URL.
 RETORT_BASE_URL = env_str("RETORT_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -138,6 +142,10 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-all-environments": {
         "task": "environments.tasks.environments_refresh_all",
         "schedule": env_float("RETORT_REFRESH_SECONDS", 300.0),
+    },
+    "dispatch-queued-jobs": {
+        "task": "environments.tasks.jobs_dispatch",
+        "schedule": RETORT_DISPATCH_SECONDS,
     },
     "reap-stopped-jobs": {
         "task": "environments.tasks.jobs_reap",

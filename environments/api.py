@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.apiauth import api_login_required
-from environments import approvals, jobs
+from environments import approvals, dispatch, jobs
 from environments.models import Environment, Job
 
 
@@ -54,6 +54,7 @@ def job_json(job: Job, user) -> dict:
         "submitted_at": _iso(job.submitted_at),
         "expires_at": _iso(job.expires_at),
         "queued_at": _iso(job.queued_at),
+        "dispatch": dispatch.BROKER_DOWN if job.awaiting_broker else None,
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "result_heads": job.result_heads,

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from sqlalchemy.pool import NullPool
 
+from environments import dispatch
 from environments.core import schema as core_schema
 from environments.core.runner import RunnerError
 from environments.core.versions import redact, sync_url
@@ -194,8 +195,4 @@ def compare_with_expected(
 
 def build_soon(environment: Environment, heads, dialect: str) -> None:
     """Ask a worker to build it (the drift page shows it once built)."""
-    from environments import tasks  # tasks imports this module
-
-    tasks.expected_schema_build.apply_async(
-        args=[environment.pk, sorted(heads), dialect], queue=settings.CELERY_TASK_DEFAULT_QUEUE
-    )
+    dispatch.send("expected_schema_build", environment.pk, sorted(heads), dialect)

@@ -23,7 +23,7 @@ from django.utils import timezone
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from environments import graphs, notify, roles
+from environments import dispatch, graphs, notify, roles
 from environments.audit import audit_record
 from environments.core import backups, plan
 from environments.core.findings import IRREVERSIBLE_DOWNGRADE
@@ -194,7 +194,7 @@ def job_request(
         )
         job_audit(job, "job_planned", user=user, details={"revisions": len(job.revisions)})
         if job.sql_status == Job.Preview.PENDING:
-            send_on_commit("job_preview_sql", job.pk)
+            dispatch.job_preview_on_commit(job)
     return job
 
 
@@ -244,7 +244,7 @@ def job_replan(*, job: Job, user) -> tuple[Job, bool]:
             details={"plan_before": before, "revisions": len(locked.revisions), "stale": stale},
         )
         if locked.sql_status == Job.Preview.PENDING:
-            send_on_commit("job_preview_sql", locked.pk)
+            dispatch.job_preview_on_commit(locked)
     return locked, True
 
 
@@ -285,7 +285,7 @@ def queue_now(job: Job, *, user, from_status: str) -> Job:
                 )
             job.status = Job.Status.QUEUED
             job_audit(job, "job_queued", user=user)
-            send_on_commit("job_run", job.pk)
+            dispatch.job_run_on_commit(job)
     except IntegrityError:
         active = Job.objects.filter(environment=job.environment_id, status__in=Job.ACTIVE).first()
         which = f" (job #{active.pk}, {active.status})" if active else ""
@@ -350,15 +350,6 @@ def refuse(
             details={"reason": code, "message": message} | (details or {}),
         )
     raise Refused(message, code=code)
-
-
-def send_on_commit(task_name: str, *args) -> None:
-    """Send a Celery task once the current transaction commits (never for a rolled-back one)."""
-    from environments import tasks  # tasks imports this module
-
-    task = getattr(tasks, task_name)
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    transaction.on_commit(lambda: task.apply_async(args=list(args), queue=queue))
 
 
 def job_audit(job: Job, action: str, *, user=None, system_actor=None, details=None) -> None:

@@ -577,6 +577,9 @@ class Job(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     replanned_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
+    # when its run (and its SQL preview) were last handed to the broker; null: never taken
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    preview_sent_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -614,6 +617,11 @@ class Job(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+    @property
+    def awaiting_broker(self) -> bool:
+        """Queued, but the broker has not taken its message yet (the dispatcher retries)."""
+        return self.status == self.Status.QUEUED and self.dispatched_at is None
 
     @property
     def is_finished(self) -> bool:

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from environments import dispatch
 from environments.models import Job, Notification
 
 _PG_LOCK_KEY = 0x7265746F72746E74  # "retortnt": one sender at a time
@@ -106,11 +107,9 @@ def job_event(job: Job, event: str, *, actor=None, comment: str = "") -> Notific
 
 
 def _send_soon(countdown: float = 0) -> None:
-    from environments import tasks  # tasks imports this module
-
-    tasks.notifications_send.apply_async(
-        queue=settings.CELERY_TASK_DEFAULT_QUEUE, countdown=max(countdown, 0)
-    )
+    """Nudge a worker to deliver the outbox; if the broker cannot take the nudge, beat's
+    schedule delivers it anyway (the messages are rows, not broker messages)."""
+    dispatch.send("notifications_send", countdown=max(countdown, 0))
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import approvals, audit, drift, expected, jobs, notify, services
+from environments import approvals, audit, dispatch, drift, expected, jobs, notify, services
 from environments.models import Environment, Project
 
 
@@ -44,6 +44,12 @@ def job_run(job_id: int) -> str | None:
 def job_preview_sql(job_id: int) -> str | None:
     job = jobs.job_preview_sql(job_id=job_id)
     return job.sql_status if job else None
+
+
+@shared_task
+def jobs_dispatch() -> list[int]:
+    """Send again every queued job no worker has taken (the broker lost or refused it)."""
+    return dispatch.jobs_dispatch()
 
 
 @shared_task

@@ -453,11 +453,15 @@ def start_worker(tmp_path) -> Iterator[Callable[..., str]]:
     processes: list[subprocess.Popen] = []
 
     def start(
-        broker_url: str | None = None, *, beat: bool = False, env: dict[str, str] | None = None
+        broker_url: str | None = None,
+        *,
+        beat: bool = False,
+        env: dict[str, str] | None = None,
+        queue: str | None = None,
     ) -> str:
         from django.conf import settings
 
-        queue = f"retort-test-{uuid.uuid4().hex[:8]}"
+        queue = queue or f"retort-test-{uuid.uuid4().hex[:8]}"
         log = open(tmp_path / f"{queue}.log", "w")  # noqa: SIM115 - closed with the process
         env = {
             **os.environ,
