@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from django.conf import settings
+from django.utils.html import format_html
+
 from environments import services
 from environments.core import findings as core_findings
 from environments.core import graph as core_graph
 from environments.core import svg
 from environments.core.heads import HeadsVerdict
-from environments.core.scripts import FileCache, RevisionFile, ScriptIndex
+from environments.core.scripts import FileCache, RevisionFile, ScriptIndex, too_large
 from environments.models import Environment, Project, Snapshot
 
 _findings_cache = FileCache()
+_SHOWN_CHARACTERS = 60_000  # of a function's source in the revision panel
 
 
 def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | str:
@@ -22,6 +26,9 @@ def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | s
         stat = path.stat()
     except OSError as exc:
         return f"{path.name} cannot be read: {exc.strerror}"
+    oversized = too_large(stat.st_size, settings.RETORT_MAX_REVISION_BYTES)
+    if oversized:
+        return f"{path.name} {oversized}."
 
     def analyze() -> list[core_findings.Finding] | str:
         try:
@@ -260,13 +267,29 @@ def revision_panel_build(*, project: Project, revision_id: str) -> RevisionPanel
             applied_in.append(environment.name)
     found = revision_findings(revision)
     try:
-        sources = core_findings.function_sources(revision.path.read_bytes())
+        sources = (
+            core_findings.function_sources(revision.path.read_bytes())
+            if isinstance(found, list)  # not for a file too large to analyse
+            else {}
+        )
     except (OSError, ValueError):
         sources = {}
 
     def highlighted(name: str) -> str:
         function = sources.get(name)
-        return core_findings.highlight(function.source) if function else ""
+        if not function:
+            return ""
+        code = function.source
+        if len(code) <= _SHOWN_CHARACTERS:
+            return core_findings.highlight(code)
+        # highlighting costs about 3 s per MB: show the start, say what is left out
+        shown = code[: code.rfind("\n", 0, _SHOWN_CHARACTERS) + 1]
+        left = code.count("\n") - shown.count("\n")
+        return core_findings.highlight(shown) + format_html(
+            '<p class="muted">… {} more lines, not shown here: open {} to read them.</p>',
+            left,
+            revision.path.name,
+        )
 
     return RevisionPanel(
         revision=revision,

@@ -101,10 +101,14 @@ def scripts_digest(index, revisions: list[str]) -> str:
     for revision_id in revisions:
         revision = index.revisions.get(revision_id)
         try:
-            content = revision.path.read_bytes() if revision is not None else b"(missing)"
+            if revision is None:
+                content = hashlib.sha256(b"(missing)").digest()
+            else:
+                with revision.path.open("rb") as file:  # streamed: a file may be large
+                    content = hashlib.file_digest(file, "sha256").digest()
         except OSError:
-            content = b"(unreadable)"
-        digest.update(revision_id.encode() + b"\0" + hashlib.sha256(content).digest())
+            content = hashlib.sha256(b"(unreadable)").digest()
+        digest.update(revision_id.encode() + b"\0" + content)
     return digest.hexdigest() if revisions else ""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -113,6 +114,10 @@ class Project(AuditedModel):
 
     def script_config(self) -> scripts.ScriptConfig:
         """Where the revision files are. Raises ScriptConfigError with a readable reason."""
+        config = self._script_config()
+        return dataclasses.replace(config, max_bytes=settings.RETORT_MAX_REVISION_BYTES)
+
+    def _script_config(self) -> scripts.ScriptConfig:
         overrides = {
             "script_location": self.script_location or None,
             "version_locations": self.version_locations or None,

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import NamedTuple, TypeVar
 
 from alembic.config import Config
@@ -52,6 +53,9 @@ class ScriptConfig:
     recursive: bool = False
     import_roots: tuple[Path, ...] = ()  # where the project's own modules are found
     warnings: tuple[str, ...] = ()  # what Alembic warns about the configuration
+    # a revision file larger than this has only its header read: never compiled, analysed or
+    # shown (a 57 MB file once took the web process to 17 GB)
+    max_bytes: int = 1_000_000
 
 
 class HeaderNames(NamedTuple):
@@ -142,6 +146,8 @@ class ScriptIndex:
             found = []
             for revision in self.revisions.values():
                 size, mtime = by_path.get(revision.filename, (0, 0))
+                if size > self.config.max_bytes:
+                    continue  # said already, and never compiled
                 problem = check_syntax(revision.filename, size, mtime)
                 if problem is not None:
                     found.append(problem)
@@ -315,12 +321,19 @@ def _is_revision_file(name: str) -> bool:
 _by_name = operator.attrgetter("name")
 
 
-def list_revision_files(config: ScriptConfig) -> list[tuple[str, int, int]]:
+def list_revision_files(
+    config: ScriptConfig, refused: list[tuple[str, str]] | None = None
+) -> list[tuple[str, int, int]]:
     """The files Alembic would load, in its order, each once, with their size and mtime.
 
-    Only directories are resolved (a file reached twice through links to the same folder is
-    listed once); resolving every file would cost more than reading it.
+    Only regular files inside the project are listed: a FIFO or a device (reading one would
+    hang or never end) and a link leading out of the project are left out, each with the
+    reason appended to `refused`. Only directories are resolved (a file reached twice through
+    links to the same folder is listed once); resolving every file would cost more than reading
+    it.
     """
+    refused = [] if refused is None else refused
+    inside = _project_roots(config)
     seen_dirs: set[str] = set()
     seen_links: set[str] = set()
     found: list[tuple[str, int, int]] = []
@@ -337,7 +350,11 @@ def list_revision_files(config: ScriptConfig) -> list[tuple[str, int, int]]:
             for entry in entries:
                 if entry.is_dir():
                     if entry.name != "__pycache__":
-                        subdirs.append(os.path.realpath(entry.path))
+                        real = os.path.realpath(entry.path)
+                        if _within(real, inside):
+                            subdirs.append(real)
+                        elif config.recursive:
+                            refused.append((entry.path, _outside(real)))
                 elif _is_revision_file(entry.name):
                     if entry.is_symlink():
                         real = os.path.realpath(entry.path)
@@ -345,14 +362,40 @@ def list_revision_files(config: ScriptConfig) -> list[tuple[str, int, int]]:
                         if real in seen_links or os.path.dirname(real) in seen_dirs:
                             continue
                         seen_links.add(real)
+                        if not _within(real, inside):
+                            refused.append((entry.path, _outside(real)))
+                            continue
                     try:
                         stat = entry.stat()
                     except OSError:
+                        continue
+                    if not S_ISREG(stat.st_mode):
+                        refused.append((entry.path, _NOT_A_FILE))
                         continue
                     found.append((entry.path, stat.st_size, stat.st_mtime_ns))
             if config.recursive:
                 pending[:0] = subdirs
     return found
+
+
+_NOT_A_FILE = (
+    "is not a regular file (a pipe, a device or a socket); Retort does not open it. Remove it "
+    "from the version directory."
+)
+
+
+def _project_roots(config: ScriptConfig) -> tuple[str, ...]:
+    """Where a project's revision files may live: its folder and its version locations."""
+    roots = [config.script_location.parent, *config.version_locations]
+    return tuple(os.path.realpath(root) for root in roots)
+
+
+def _within(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _outside(real: str) -> str:
+    return f"links to {real}, outside the project; Retort does not follow it."
 
 
 def read_revision_source(source: bytes, path: str | Path) -> RevisionFile:
@@ -645,8 +688,9 @@ _build_lock = threading.Lock()
 def load_index(config: ScriptConfig) -> ScriptIndex:
     """The script directory's index; re-read only when its fingerprint changed (its revision
     files, and any module of the project a header's name was looked up in)."""
-    files = list_revision_files(config)
-    print_ = (config, tuple(files))
+    refused: list[tuple[str, str]] = []
+    files = list_revision_files(config, refused)
+    print_ = (config, tuple(files), tuple(refused))
     cached = _index_cache.get(config)
     if cached is not None and _still_valid(cached, print_):
         return cached
@@ -657,7 +701,7 @@ def load_index(config: ScriptConfig) -> ScriptIndex:
         gc_was_enabled = gc.isenabled()
         gc.disable()  # a build allocates many small objects and frees none of them
         try:
-            index = _build_index(config, files, print_)
+            index = _build_index(config, files, print_, refused)
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -673,10 +717,12 @@ def _still_valid(index: ScriptIndex, print_: tuple) -> bool:
     return static_names.snapshot(path for path, _ in index.modules) == index.modules
 
 
-def _read_file(path: str, size: int, mtime: int) -> RevisionFile | ScriptProblem:
+def _read_file(
+    path: str, size: int, mtime: int, max_bytes: int = 1_000_000
+) -> RevisionFile | ScriptProblem:
     def read() -> RevisionFile | ScriptProblem:
         try:
-            return _read_header(path, size)
+            return _read_header(path, size, max_bytes)
         except ValueError as exc:
             return ScriptProblem(os.path.basename(path), str(exc))
         except OSError as exc:
@@ -688,9 +734,11 @@ def _read_file(path: str, size: int, mtime: int) -> RevisionFile | ScriptProblem
 _PREFIX = 8192
 
 
-def _read_header(path: str, size: int) -> RevisionFile:
-    """Headers sit at the top of a revision file: scan its first bytes, the rest only if needed."""
-    fd = os.open(path, os.O_RDONLY)
+def _read_header(path: str, size: int, max_bytes: int = 1_000_000) -> RevisionFile:
+    """Headers sit at the top of a revision file: scan its first bytes, the rest only if needed
+    (and never more than `max_bytes`)."""
+    # non-blocking: a file swapped for a pipe since it was listed must not hang the read
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         prefix = os.read(fd, _PREFIX)
     finally:
@@ -700,7 +748,26 @@ def _read_header(path: str, size: int) -> RevisionFile:
     try:
         return _scan_header(prefix, path, complete=False)
     except _NeedsParser:
+        if size > max_bytes:
+            raise ValueError(
+                f"{_too_large(size, max_bytes)}, and its header is not plain enough to read "
+                f"from its first {_PREFIX // 1024} KiB; the file is left out"
+            ) from None
         return read_revision_source(Path(path).read_bytes(), path)
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"is {size / 1_000_000:.1f} MB, over Retort's limit of {max_bytes / 1_000_000:g} MB"
+
+
+def too_large(size: int, max_bytes: int) -> str | None:
+    """The sentence for a file over the size limit (None when within it)."""
+    if size <= max_bytes:
+        return None
+    return (
+        f"{_too_large(size, max_bytes)} (RETORT_MAX_REVISION_BYTES): only its header was read; "
+        "its code is not checked, analysed or shown"
+    )
 
 
 def check_syntax(path: str, size: int, mtime: int) -> ScriptProblem | None:
@@ -724,7 +791,10 @@ def check_syntax(path: str, size: int, mtime: int) -> ScriptProblem | None:
 
 
 def _build_index(
-    config: ScriptConfig, files: list[tuple[str, int, int]], print_: tuple
+    config: ScriptConfig,
+    files: list[tuple[str, int, int]],
+    print_: tuple,
+    refused: Sequence[tuple[str, str]] = (),
 ) -> ScriptIndex:
     problems = [ScriptProblem(config.script_location.name, note) for note in config.warnings]
     if not any(location.is_dir() for location in config.version_locations):
@@ -734,13 +804,17 @@ def _build_index(
     revisions: dict[str, RevisionFile] = {}
     graph_nodes: list[Revision] = []
     declared_in: dict[str, list[str]] = {}
-    resolver = static_names.Resolver(config.import_roots)
+    resolver = static_names.Resolver(config.import_roots, config.max_bytes)
     nameless: list[str] = []  # files whose revision id could not be resolved
+    problems.extend(ScriptProblem(os.path.basename(path), reason) for path, reason in refused)
     for path, size, mtime in files:
-        parsed = _read_file(path, size, mtime)
+        parsed = _read_file(path, size, mtime, config.max_bytes)
         if isinstance(parsed, ScriptProblem):
             problems.append(parsed)
             continue
+        oversized = too_large(size, config.max_bytes)
+        if oversized:
+            problems.append(ScriptProblem(parsed.path.name, oversized))
         if parsed.names is not None:
             resolved, notes = resolve_names(parsed, resolver)
             problems.extend(ScriptProblem(parsed.path.name, note) for note in notes)

@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import NamedTuple
 
 _MAX_DEPTH = 16  # a chain of re-exports longer than this is a loop or not worth following
@@ -83,6 +84,7 @@ class Resolver:
     """
 
     roots: Sequence[Path]
+    max_bytes: int = 1_000_000
     consulted: dict[str, tuple[int, int] | None] = field(default_factory=dict)
     _modules: dict[str, ModuleSymbols | str] = field(default_factory=dict)
 
@@ -188,16 +190,23 @@ class Resolver:
     def _read(self, path: str) -> ModuleSymbols:
         cached = self._modules.get(path)
         if cached is None:
-            try:
-                tree = ast.parse(Path(path).read_bytes(), filename=path)
-            except (SyntaxError, ValueError, OSError) as exc:
-                cached = f"{os.path.basename(path)} cannot be parsed: {exc}"
-            else:
-                cached = module_symbols(tree, path)
+            cached = self._parse(path)
             self._modules[path] = cached
         if isinstance(cached, str):
             raise Unresolved(cached)
         return cached
+
+    def _parse(self, path: str) -> ModuleSymbols | str:
+        name = os.path.basename(path)
+        try:
+            stat = os.stat(path)
+            if not S_ISREG(stat.st_mode):
+                return f"{name} is not a regular file"
+            if stat.st_size > self.max_bytes:
+                return f"{name} is larger than {self.max_bytes} bytes"
+            return module_symbols(ast.parse(Path(path).read_bytes(), filename=path), path)
+        except (SyntaxError, ValueError, OSError) as exc:
+            return f"{name} cannot be parsed: {exc}"
 
 
 def _join(module: str, name: str) -> str:
