@@ -4,6 +4,8 @@ from django.urls import include, path
 
 from dashboard import views
 
+handler400 = "dashboard.lib.badinput.bad_request"
+
 admin.site.site_header = "Retort administration"
 admin.site.site_title = "Retort"
 

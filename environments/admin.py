@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from environments import approvals, jobs, tokens
+from environments.core.versions import url_problem
 from environments.models import (
     ApiToken,
     Approval,
@@ -38,6 +39,13 @@ class EnvironmentForm(forms.ModelForm):
     class Meta:
         model = Environment
         fields = ["project", "name", "slug", "position", "url", "url_from_env", *POLICY_FIELDS]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data.get("url", "")
+        problem = url_problem(url) if url else None
+        if problem:
+            raise forms.ValidationError(problem)
+        return url
 
     def clean(self):
         data = super().clean()

@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.apiauth import api_login_required
+from dashboard.lib.badinput import whole_number
 from environments import approvals, dispatch, jobs
 from environments.models import Environment, Job
 
@@ -114,20 +115,23 @@ def job_create(request: HttpRequest, project_slug: str, env_slug: str, *, body: 
     )
     backup = body.get("backup")
     restore_from = None
-    if body.get("restore_from") is not None:
-        restore_from = environment.backups.filter(pk=body["restore_from"]).first()
+    backup_id = whole_number(body.get("restore_from"), "restore_from (a backup's number)")
+    if backup_id is not None:
+        restore_from = environment.backups.filter(pk=backup_id).first()
+    plan = {
+        "environment": environment,
+        "kind": _text(body, "kind"),
+        "target": _text(body, "target"),
+        "user": request.user,
+        "reason": _text(body, "reason"),
+        "restore_from": restore_from,
+        "take_backup": backup if isinstance(backup, bool) else None,
+    }
     try:
-        job = jobs.job_request(
-            environment=environment,
-            kind=_text(body, "kind"),
-            target=_text(body, "target"),
-            user=request.user,
-            reason=_text(body, "reason"),
-            restore_from=restore_from,
-            take_backup=backup if isinstance(backup, bool) else None,
-        )
         if body.get("submit", True):
-            job = approvals.job_submit(job=job, user=request.user)
+            job = approvals.job_request_and_submit(**plan)
+        else:
+            job = jobs.job_request(**plan)
     except jobs.JobRefused as exc:
         return _refused(exc)
     job.refresh_from_db()

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from environments import notify, roles
+from environments import jobs, notify, roles
 from environments.core.status import Status
 from environments.jobs import JobRefused, Refused, job_audit, plan_outdated, queue_now, refuse
 from environments.models import Approval, Environment, Job
@@ -138,6 +138,28 @@ def _check_promotion(job: Job, user) -> None:
     verdict = promotion_verdict(job, read=True)
     if not verdict.ok:
         refuse("promotion_rule", verdict.text, user=user, job=job)
+
+
+def job_request_and_submit(*, environment, user, **request) -> Job:
+    """Plan a job and ask for it to run in one step (the API, the CLI). A refused submit leaves
+    no planned job behind: it is discarded, audited with the reason, and the refusal raised."""
+    job = jobs.job_request(environment=environment, user=user, **request)
+    try:
+        return job_submit(job=job, user=user)
+    except JobRefused as exc:
+        with transaction.atomic():
+            won = Job.objects.filter(pk=job.pk, status=Job.Status.PLANNED).update(
+                status=Job.Status.CANCELLED, finished_at=timezone.now()
+            )
+            if won:
+                job.refresh_from_db()
+                job_audit(
+                    job,
+                    "job_discarded",
+                    user=user,
+                    details={"reason": getattr(exc, "code", "refused"), "message": str(exc)},
+                )
+        raise
 
 
 def job_submit(*, job: Job, user) -> Job:

@@ -79,6 +79,7 @@ ACTIONS = {
     "job_failed": "finished a job: failed",
     "job_interrupted": "marked a job interrupted",
     "job_cancelled": "cancelled a job",
+    "job_discarded": "discarded a job whose submit was refused",
     "job_expired": "expired a request",
     "api_token_created": "created an API token",
     "api_token_revoked": "revoked an API token",
@@ -412,6 +413,18 @@ def export_rows(events) -> Iterator[dict]:
         item = dict(zip(EXPORT_COLUMNS, row, strict=True))
         item["created_at"] = _canonical_time(item["created_at"])
         yield item
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet will not run: text that opens like a formula (=, +, -, @, a tab or
+    a carriage return) gets a leading apostrophe. Strings from outside — a User-Agent, a
+    username someone typed — land in the export, and the export is opened in Excel."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def action_label(action: str) -> str:

@@ -6,16 +6,21 @@ path of a `sqlite:///relative.db` URL, resolve against the TOML file's folder.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils.text import slugify
 from sqlalchemy.engine import make_url
 
 from environments.core.heads import HeadsPolicy
+from environments.core.versions import url_problem
 from environments.models import Environment, Project, UrlUnavailable
 
 _PROJECT_KEYS = {
@@ -107,6 +112,9 @@ def _url(value: object, base: Path, where: str) -> str:
         parsed = make_url(value)
     except Exception:
         raise ConfigError(f"{where} is not a valid database URL.") from None
+    problem = url_problem(value)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         database = Path(parsed.database).expanduser()
         if not database.is_absolute():
@@ -173,6 +181,8 @@ def _project_fields(raw: dict, base: Path, where: str) -> dict:
 
 
 def _environment_fields(raw: dict, base: Path, where: str, position: int) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a [[project.environment]] table.")
     unknown = set(raw) - _ENVIRONMENT_KEYS
     if unknown:
         raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}.")
@@ -188,8 +198,10 @@ def _environment_fields(raw: dict, base: Path, where: str, position: int) -> dic
         "position": raw.get("position", position),
         "url_from_env": raw.get("url_from_env", ""),
     }
-    if not isinstance(fields["position"], int):
+    if not isinstance(fields["position"], int) or isinstance(fields["position"], bool):
         raise ConfigError(f"{where}.position must be a whole number.")
+    if not isinstance(fields["url_from_env"], str) or (has_env and not fields["url_from_env"]):
+        raise ConfigError(f"{where}.url_from_env must name an environment variable.")
     if has_url:
         fields["url"] = _url(raw["url"], base, f"{where}.url")
     fields.update(_policy_fields(raw, where))
@@ -229,26 +241,104 @@ def apply(document: dict, base_dir: Path) -> ApplyReport:
     if not isinstance(projects, list) or not projects:
         raise ConfigError("The file declares no [[project]] tables.")
     report = ApplyReport()
+    seen_projects: dict[str, str] = {}
     with transaction.atomic():
         for number, raw in enumerate(projects, start=1):
             where = f"project #{number}"
             if not isinstance(raw, dict):
                 raise ConfigError(f"{where} must be a table.")
             fields = _project_fields(raw, base_dir, where)
-            project = _apply_project(fields, report)
+            _refuse_repeat(seen_projects, fields, where, "project", "in the file")
+            with _as_config_error(where):
+                project = _apply_project(fields, report)
             environments = raw.get("environment", [])
             if not isinstance(environments, list):
                 raise ConfigError(f"{where}.environment must be [[project.environment]] tables.")
             promotions = []
+            seen_environments: dict[str, str] = {}
             for position, env_raw in enumerate(environments):
                 env_where = f"{where} environment #{position + 1}"
                 env_fields = _environment_fields(env_raw, base_dir, env_where, position)
+                _refuse_repeat(
+                    seen_environments, env_fields, env_where, "environment", "in its project"
+                )
                 if "promotion_from" in env_raw:
                     promotions.append((env_fields["slug"], env_raw["promotion_from"], env_where))
-                _apply_environment(project, env_fields, report)
+                with _as_config_error(env_where):
+                    _apply_environment(project, env_fields, report)
             for slug, source, env_where in promotions:
                 _apply_promotion(project, slug, source, env_where, report)
     return report
+
+
+def _refuse_repeat(seen: dict[str, str], fields: dict, where: str, what: str, scope: str) -> None:
+    """A second table with the same name or slug would silently overwrite the first."""
+    for key in ("name", "slug"):
+        value = str(fields[key])
+        earlier = seen.get(f"{key}:{value}")
+        if earlier:
+            raise ConfigError(
+                f"{where} has the {key} {value!r} of {earlier}: each {what} appears once "
+                f"{scope}. Remove one of them, or give it another {key}."
+            )
+    for key in ("name", "slug"):
+        seen[f"{key}:{fields[key]}"] = where
+
+
+@contextlib.contextmanager
+def _as_config_error(where: str) -> Iterator[None]:
+    """The model's own validation (lengths, slugs) said as a ConfigError naming the table."""
+    try:
+        yield
+    except ValidationError as exc:
+        details = " ".join(
+            f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
+        )
+        raise ConfigError(f"{where}: {details}") from None
+
+
+_WHERE = re.compile(r"^project #(\d+)(?: environment #(\d+))?(?:\.(\w+))?")
+
+
+def line_of(text: str, message: str) -> int | None:
+    """The line of the file a ConfigError's message points at (its table, or its key)."""
+    found = _WHERE.match(message)
+    if found is None:
+        return None
+    project, environment, key = int(found.group(1)), found.group(2), found.group(3)
+    tables: dict[tuple[int, int], int] = {}
+    current = (0, 0)
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("[[project]]"):
+            current = (current[0] + 1, 0)
+            tables[current] = number
+        elif stripped.startswith("[[project.environment]]"):
+            current = (current[0], current[1] + 1)
+            tables[current] = number
+    wanted = (project, int(environment) if environment else 0)
+    start = tables.get(wanted)
+    if start is None or key is None:
+        return start
+    lines = text.splitlines()
+    for number in range(start, len(lines)):
+        if lines[number].lstrip().startswith("["):
+            break
+        if re.match(rf"\s*{re.escape(key)}\s*=", lines[number]):
+            return number + 1
+    return start
+
+
+def apply_file(path: str | Path) -> ApplyReport:
+    """`load` and `apply`, an error naming the file's line where it can."""
+    document, base = load(path)
+    try:
+        return apply(document, base)
+    except ConfigError as exc:
+        line = line_of(Path(path).read_text(encoding="utf-8"), str(exc))
+        if line is None:
+            raise
+        raise ConfigError(f"{Path(path).name} line {line}: {exc}") from None
 
 
 def _apply_promotion(
@@ -317,6 +407,7 @@ def _apply_environment(project: Project, fields: dict, report: ApplyReport) -> N
         environment = Environment(project=project, **fields)
         if url:
             environment.set_url(url)
+        environment.full_clean()
         environment.save()
         report.created.append(label)
         return
@@ -330,6 +421,7 @@ def _apply_environment(project: Project, fields: dict, report: ApplyReport) -> N
         environment.url_encrypted = ""
         changed.append("url")
     if changed:
+        environment.full_clean()
         environment.save()
         report.updated.append(f"{label}: {', '.join(changed)}")
     else:

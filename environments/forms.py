@@ -35,6 +35,26 @@ class AuditFilterForm(forms.Form):
             get_user_model().objects.order_by("username").values_list("username", flat=True)
         )
 
+    def clean_date_to(self):
+        return self._bounded(self.cleaned_data.get("date_to"))
+
+    def clean_date_from(self):
+        return self._bounded(self.cleaned_data.get("date_from"))
+
+    @staticmethod
+    def _bounded(day):
+        if day is not None and day.year >= 9999:
+            raise forms.ValidationError("Pick a date before the year 9999.")
+        return day
+
+    def errors_sentence(self) -> str:
+        """Every error of the filters in one line, for a 400."""
+        parts = []
+        for field, errors in self.errors.items():
+            name = "" if field == "__all__" else f"{field.replace('_', ' ')}: "
+            parts += [f"{name}{error}" for error in errors]
+        return " ".join(parts)
+
     def clean(self):
         data = super().clean()
         start, end = data.get("date_from"), data.get("date_to")

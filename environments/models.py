@@ -21,7 +21,7 @@ from dashboard.lib import secretbox
 from environments.core import heads as core_heads
 from environments.core import runner, scripts
 from environments.core.status import Status
-from environments.core.versions import display_url
+from environments.core.versions import display_url, url_problem
 
 
 class AuditedModel(models.Model):
@@ -250,6 +250,11 @@ class Environment(AuditedModel):
         return reverse("environment_detail", args=[self.project.slug, self.slug])
 
     def set_url(self, url: str) -> None:
+        """Store the URL encrypted. Raises ValueError (a sentence) for a URL that does not
+        parse one way only."""
+        problem = url_problem(url) if url else None
+        if problem:
+            raise ValueError(problem)
         self.url_encrypted = secretbox.encrypt(url) if url else ""
 
     def get_url(self) -> str:

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.apiauth import api_login_required
+from dashboard.lib.badinput import refuse, whole_number
 from environments import approvals, audit, drift, graphs, jobs, roles, services, tokens
 from environments.core.scripts import ScriptIndex
 from environments.forms import AuditFilterForm
@@ -167,6 +168,8 @@ def api_graph(request: HttpRequest, project_slug: str) -> JsonResponse:
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET or None)
+    if form.is_bound and not form.is_valid():
+        return refuse(request, f"These filters cannot be used: {form.errors_sentence()}")
     events = audit.events_filtered(**form.filters())
     page = Paginator(events, settings.RETORT_AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
@@ -193,6 +196,8 @@ def audit_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
     if fmt not in ("csv", "jsonl"):
         raise Http404("Export as csv or jsonl.")
     form = AuditFilterForm(request.GET or None)
+    if form.is_bound and not form.is_valid():
+        return refuse(request, f"These filters cannot be used: {form.errors_sentence()}")
     filters = form.filters()
     audit.audit_record(
         action="audit_exported",
@@ -203,7 +208,10 @@ def audit_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
         writer = csv.writer(_Echo())
         lines = itertools.chain(
             [writer.writerow(audit.EXPORT_COLUMNS)],
-            (writer.writerow([row[c] for c in audit.EXPORT_COLUMNS]) for row in rows),
+            (
+                writer.writerow([audit.csv_cell(row[c]) for c in audit.EXPORT_COLUMNS])
+                for row in rows
+            ),
         )
         content_type = "text/csv; charset=utf-8"
     else:
@@ -269,7 +277,8 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
     target = (request.POST.get("target_text") or request.POST.get("target") or "").strip()
     restore_from = None
     if kind == Job.Kind.RESTORE:
-        restore_from = environment.backups.filter(pk=request.POST.get("backup") or 0).first()
+        backup_id = whole_number(request.POST.get("backup"), "The backup")
+        restore_from = environment.backups.filter(pk=backup_id).first() if backup_id else None
     take_backup = None
     if request.POST.get("backup_choice"):
         take_backup = request.POST.get("take_backup") == "on"

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -556,3 +557,17 @@ def test_the_environment_reference_survives_its_deletion(demo_project):
     kept = AuditEvent.objects.get(pk=event.pk)
     assert (kept.environment_name, kept.project_name) == ("prod", demo_project.name)
     assert _verify_audit()[0] == 0
+
+
+@pytest.mark.parametrize(
+    "payload", ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)"]
+)
+def test_a_formula_from_outside_is_inert_in_the_csv_export(client_alice, payload):
+    Client().post(reverse("login"), {"username": "x", "password": "x"}, HTTP_USER_AGENT=payload)
+
+    text = _export(client_alice, "csv", "?action=login_failed")
+    jsonl = _export(client_alice, "jsonl", "?action=login_failed")
+
+    [row] = list(csv.DictReader(io.StringIO(text)))
+    assert row["user_agent"] == "'" + payload
+    assert json.loads(jsonl.splitlines()[0])["user_agent"] == payload  # the data itself is kept

@@ -103,6 +103,10 @@ def redact(text: str, url: str | URL | None) -> str:
     """Remove the URL's password (plain and percent-encoded) from a message."""
     if url is None:
         return text
+    if isinstance(url, str) and url_problem(url) == AMBIGUOUS_URL:
+        # where the password ends is not known: hide everything before the host's last '@'
+        userinfo = url.partition("://")[2].rpartition("@")[0]
+        return text.replace(userinfo, "***") if userinfo else text
     try:
         password = (make_url(url) if isinstance(url, str) else url).password
     except (ArgumentError, ValueError):
@@ -118,12 +122,48 @@ def redact(text: str, url: str | URL | None) -> str:
     return text
 
 
-def display_url(url: str) -> str:
-    """The URL as it may be shown: never with its password."""
+AMBIGUOUS_URL = (
+    "This URL cannot be read unambiguously: its user name or password seems to hold '@', "
+    "'/', '?' or '#'. Percent-encode those characters (@ as %40, / as %2F, ? as %3F, # as "
+    "%23) and enter the URL again."
+)
+
+
+def _authority(url: str) -> tuple[str, str]:
+    """The part of `url` between :// and the first /, ? or #, and what follows it."""
+    rest = url.partition("://")[2]
+    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
+    end = min(ends) if ends else len(rest)
+    return rest[:end], rest[end:]
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be registered as written; None when it parses one way only.
+
+    A password with an unencoded '@' (or '/', '?', '#') is split by SQLAlchemy at the wrong
+    place: the rest of the password becomes the host name, shown on pages and looked up in DNS.
+    """
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "This is not a database URL (dialect://user:password@host:port/database)."
+    if parsed.get_backend_name() == "sqlite":
+        return None  # a file path, which may hold any character
+    authority, remainder = _authority(url)
+    if authority.count("@") > 1 or ("@" in remainder and "@" not in authority):
+        return AMBIGUOUS_URL
+    return None
+
+
+def display_url(url: str) -> str:
+    """The URL as it may be shown: never with its password, nor any part of one."""
+    try:
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         return "(not a valid database URL)"
+    if url_problem(url):
+        return f"{url.partition('://')[0]}://***"
+    return parsed.render_as_string(hide_password=True)
 
 
 def read_versions(
@@ -139,6 +179,10 @@ def read_versions(
     `keep_alive` > 0 keeps the connection to a server database open that many idle seconds for
     the next read of the same database (see the module's docstring); 0 closes it now.
     """
+    if url_problem(url) == AMBIGUOUS_URL:
+        # a URL stored before this check: connecting would look part of its password up as a
+        # host name, on this machine's resolver and beyond
+        return VersionRead(failure=Failure.ERROR, message=AMBIGUOUS_URL)
     try:
         target = sync_url(url)
     except (ArgumentError, ValueError):

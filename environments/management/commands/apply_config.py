@@ -12,9 +12,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         try:
-            document, base = configfile.load(options["file"])
             with acting_as("apply_config"):
-                report = configfile.apply(document, base)
+                report = configfile.apply_file(options["file"])
         except configfile.ConfigError as exc:
             raise CommandError(str(exc)) from None
         for line in report.lines():

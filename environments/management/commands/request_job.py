@@ -52,7 +52,7 @@ class Command(BaseCommand):
         if options["backup"] is not None:
             restore_from = environment.backups.filter(pk=options["backup"]).first()
         try:
-            job = jobs.job_request(
+            job = approvals.job_request_and_submit(
                 environment=environment,
                 kind=options["kind"],
                 target=options["target"],
@@ -61,7 +61,6 @@ class Command(BaseCommand):
                 restore_from=restore_from,
                 take_backup=False if options["no_backup"] else None,
             )
-            job = approvals.job_submit(job=job, user=user)
         except jobs.JobRefused as exc:
             raise CommandError(str(exc), returncode=1) from None
         if not options["wait"]:
