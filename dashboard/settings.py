@@ -130,6 +130,11 @@ RETORT_WEBHOOK_BACKOFF = env_float("RETORT_WEBHOOK_BACKOFF", 5.0)  # seconds, do
 # environment's own server, whose login then needs CREATEDB).
 RETORT_SCRATCH_POSTGRES_URL = env_str("RETORT_SCRATCH_POSTGRES_URL", "")
 
+# Logins: this many failures for one user name (ten times as many from one address) within the
+# window lock it out until the window has passed.
+RETORT_LOGIN_ATTEMPTS = int(env_float("RETORT_LOGIN_ATTEMPTS", 5))
+RETORT_LOGIN_WINDOW = env_float("RETORT_LOGIN_WINDOW", 900.0)
+
 # Audit: take the client IP from X-Forwarded-For (only behind a proxy that sets it).
 RETORT_TRUST_X_FORWARDED_FOR = env_bool("RETORT_TRUST_X_FORWARDED_FOR", False)
 RETORT_AUDIT_PAGE_SIZE = 50

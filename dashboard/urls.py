@@ -3,14 +3,20 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard import views
+from environments.logins import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
 handler400 = "dashboard.lib.badinput.bad_request"
 
+admin.site.login_form = ThrottledAdminAuthenticationForm
 admin.site.site_header = "Retort administration"
 admin.site.site_title = "Retort"
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(authentication_form=ThrottledAuthenticationForm),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),

@@ -80,6 +80,7 @@ ACTIONS = {
     "job_interrupted": "marked a job interrupted",
     "job_cancelled": "cancelled a job",
     "job_discarded": "discarded a job whose submit was refused",
+    "login_throttled": "was refused a login: too many failures",
     "job_expired": "expired a request",
     "api_token_created": "created an API token",
     "api_token_revoked": "revoked an API token",

@@ -1,9 +1,14 @@
-"""Every page but login and the health check refuses anonymous users."""
+"""Every page but login and the health check refuses anonymous users; logins are throttled."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from environments.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -84,3 +89,50 @@ def test_logging_in_lands_on_the_overview(client, users):
 
     assert response.status_code == 302
     assert response["Location"] == reverse("overview")
+
+
+def _login(client, username: str, password: str):
+    return client.post(reverse("login"), {"username": username, "password": password})
+
+
+def test_repeated_wrong_passwords_lock_the_account_even_for_the_right_one(client, users, settings):
+    settings.RETORT_LOGIN_ATTEMPTS = 5
+    for _ in range(5):
+        assert _login(client, "bob", "guess").status_code == 200
+
+    refused = _login(client, "bob", "pw-bob")
+    other = Client().post(reverse("login"), {"username": "alice", "password": "pw-alice"})
+
+    assert refused.status_code == 200
+    assert "_auth_user_id" not in client.session
+    assert "Too many failed logins for this account or address. Try again in 15 minutes" in (
+        refused.content.decode()
+    )
+    assert other.status_code == 302  # someone else is not locked out
+    [event] = AuditEvent.objects.filter(action="login_throttled")
+    assert event.details["username"] == "bob"
+
+
+def test_the_lock_lifts_once_the_failures_leave_the_window(client, users, settings):
+    settings.RETORT_LOGIN_ATTEMPTS = 3
+    settings.RETORT_LOGIN_WINDOW = 2
+    for _ in range(3):
+        _login(client, "bob", "guess")
+    assert _login(client, "bob", "pw-bob").status_code == 200  # locked…
+
+    time.sleep(2.1)  # …until the failures are older than the window
+
+    assert _login(client, "bob", "pw-bob").status_code == 302
+
+
+def test_the_admin_login_is_throttled_too(client, users, settings):
+    settings.RETORT_LOGIN_ATTEMPTS = 2
+    users["alice"].is_staff = True
+    users["alice"].save()
+    for _ in range(2):
+        client.post(reverse("admin:login"), {"username": "alice", "password": "guess"})
+
+    response = client.post(reverse("admin:login"), {"username": "alice", "password": "pw-alice"})
+
+    assert response.status_code == 200
+    assert "Too many failed logins" in response.content.decode()
