@@ -135,6 +135,15 @@ RETORT_SCRATCH_POSTGRES_URL = env_str("RETORT_SCRATCH_POSTGRES_URL", "")
 RETORT_LOGIN_ATTEMPTS = int(env_float("RETORT_LOGIN_ATTEMPTS", 5))
 RETORT_LOGIN_WINDOW = env_float("RETORT_LOGIN_WINDOW", 900.0)
 
+# Audit: the key of the chain's HMAC (kept out of the database, so nobody with only database
+# access can write a chain that verifies); default: derived from SECRET_KEY. Keep it stable.
+RETORT_AUDIT_KEY = env_str("RETORT_AUDIT_KEY", "")
+# Where each full verification writes the verified head (seq and hash), outside the database,
+# so a trail wiped or shortened in the database is caught by the next verification.
+RETORT_AUDIT_HEAD_FILE = Path(
+    env_str("RETORT_AUDIT_HEAD_FILE", str(DATA_DIR / "audit-head.json"))
+)
+
 # Audit: take the client IP from X-Forwarded-For (only behind a proxy that sets it).
 RETORT_TRUST_X_FORWARDED_FOR = env_bool("RETORT_TRUST_X_FORWARDED_FOR", False)
 RETORT_AUDIT_PAGE_SIZE = 50

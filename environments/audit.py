@@ -1,7 +1,11 @@
-"""The audit trail: one way in (`audit_record`), a chain of SHA-256s, and its verification.
+"""The audit trail: one way in (`audit_record`), a keyed hash chain, and its verification.
 
-Every event's hash covers its own canonical content and the previous event's hash, so changing,
-removing or reordering any event breaks every link after it. Writers take a lock for the length
+Every event's hash is an HMAC-SHA256, keyed with `RETORT_AUDIT_KEY` (which is not in the
+database), over its own canonical content and the previous event's hash: changing, removing or
+reordering any event breaks every link after it, and nobody without the key can write a chain
+that verifies — not by recomputing hashes, not by appending forged events. Each full
+verification writes the verified head outside the database (a file, the log, the webhook), so
+a trail wiped or shortened in the database is caught too. Writers take a lock for the length
 of their transaction (a PostgreSQL advisory lock; SQLite serialises writers by itself), so
 concurrent workflows still produce one unbroken chain, and an event rolls back with the state
 change it describes.
@@ -11,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
+import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -24,9 +31,12 @@ from django.utils import timezone
 
 from environments.core.versions import redact_urls
 from environments.models import AuditCheckpoint, AuditEvent
+from environments.notify import post
+
+logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
-HASH_VERSION = 1
+HASH_VERSION = 2  # 1: plain SHA-256 (before the chain was keyed); 2: HMAC-SHA256
 # An arbitrary, fixed key for pg_advisory_xact_lock: "retort audit" in ASCII, truncated.
 _PG_LOCK_KEY = 0x7265746F72746175
 
@@ -66,6 +76,7 @@ ACTIONS = {
     "revision_changed": "saw the revision change",
     "out_of_band_change": "saw a change no Retort job made",
     "audit_exported": "exported the audit trail",
+    "audit_break_acknowledged": "acknowledged a break in the audit chain",
     "job_planned": "planned a job",
     "approval_requested": "asked for approval",
     "job_approved": "approved a job",
@@ -175,13 +186,25 @@ def _canonical_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def content_hash(values: dict, prev_hash: str) -> str:
-    """SHA-256 over the previous hash and this event's canonical JSON."""
+def audit_key() -> bytes:
+    configured = settings.RETORT_AUDIT_KEY
+    if configured:
+        return configured.encode()
+    return hashlib.sha256(f"retort audit chain\n{settings.SECRET_KEY}".encode()).digest()
+
+
+def canonical_content(values: dict, version: int = HASH_VERSION) -> str:
     content = {name: values[name] for name in HASHED_FIELDS}
     content["created_at"] = _canonical_time(content["created_at"])
-    content["v"] = HASH_VERSION
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
+    content["v"] = version
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(values: dict, prev_hash: str) -> str:
+    """HMAC-SHA256, keyed with the audit key, over the previous hash and this event's
+    canonical JSON."""
+    message = f"{prev_hash}\n{canonical_content(values)}".encode()
+    return hmac.new(audit_key(), message, hashlib.sha256).hexdigest()
 
 
 def _revisions(ids: Iterable[str] | None) -> str:
@@ -346,11 +369,129 @@ def _tail_check(report: ChainReport, checkpoint: AuditCheckpoint) -> ChainReport
     return report
 
 
+def _anchor_check(report: ChainReport, seq: int, expected_hash: str, since: str) -> ChainReport:
+    """The event once verified as the head must still be there with the hash it had: a chain
+    that verifies but differs there was rewritten (or wiped and begun again)."""
+    if not report.ok or not seq:
+        return report
+    if report.verified_through < seq:
+        return ChainReport(
+            False,
+            report.verified_through,
+            report.checked,
+            report.head_hash,
+            report.verified_through + 1,
+            f"it is missing: the chain was verified through event {seq} {since} and now ends "
+            f"{'empty' if not report.verified_through else 'before it'}; events were deleted or "
+            "the trail was wiped.",
+        )
+    stored = AuditEvent.objects.filter(seq=seq).values_list("hash", flat=True).first()
+    if stored != expected_hash:
+        return ChainReport(
+            False,
+            seq - 1,
+            report.checked,
+            report.head_hash,
+            seq,
+            f"it no longer has the hash it had when it was verified {since}: the trail up to it "
+            "was rewritten.",
+        )
+    return report
+
+
+def _outside_head() -> dict | None:
+    """The head the last full verification wrote outside the database, if readable."""
+    try:
+        data = json.loads(settings.RETORT_AUDIT_HEAD_FILE.read_text(encoding="utf-8"))
+        return {"seq": int(data["seq"]), "hash": str(data["hash"]), "at": str(data["at"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _publish_head(report: ChainReport) -> None:
+    """Write the verified head where the database cannot reach it: a file beside Retort's
+    data, the log, and the webhook when one is configured."""
+    head = {
+        "seq": report.verified_through,
+        "hash": report.head_hash,
+        "at": timezone.now().isoformat(timespec="seconds"),
+    }
+    path = settings.RETORT_AUDIT_HEAD_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(head), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        logger.error("The audit head could not be written to %s: %s", path, exc)
+    logger.info("Audit chain verified: head event %s, hash %s", head["seq"], head["hash"])
+    if settings.RETORT_WEBHOOK_URL:
+        error = post(
+            settings.RETORT_WEBHOOK_URL,
+            {
+                "event": "audit_verified",
+                "text": f"Retort's audit chain verified through event {head['seq']} "
+                f"(hash {head['hash'][:16]}…).",
+                "audit_head": head,
+            },
+            timeout=settings.RETORT_WEBHOOK_TIMEOUT,
+        )
+        if error:
+            logger.warning("The audit head could not be sent to the webhook: %s", error)
+
+
 def audit_verify_full() -> ChainReport:
-    """Walk the whole chain from the first event (`manage.py verify_audit`, nightly task)."""
+    """Walk the whole chain from the first event (`manage.py verify_audit`, nightly task).
+
+    Besides every hash and link, the head verified last time (in the database's checkpoint,
+    and in the file outside it) must still be there unchanged. A break found before is never
+    cleared by a walk that passes now: only `audit_acknowledge` clears it, audited."""
     checkpoint = _checkpoint()
     report = _tail_check(chain_walk(), checkpoint)
+    report = _anchor_check(
+        report, checkpoint.verified_seq, checkpoint.verified_hash, "(the database's checkpoint)"
+    )
+    outside = _outside_head()
+    if outside is not None:
+        report = _anchor_check(
+            report, outside["seq"], outside["hash"], f"on {outside['at']} (recorded outside)"
+        )
+    if report.ok and checkpoint.broken_seq is not None:
+        return ChainReport(
+            False,
+            report.verified_through,
+            report.checked,
+            report.head_hash,
+            checkpoint.broken_seq,
+            f"{checkpoint.broken_reason} (found earlier; the chain verifies now, but a break "
+            "is cleared only when someone acknowledges it: manage.py verify_audit "
+            "--acknowledge 'what happened').",
+        )
     _save_checkpoint(report)
+    if report.ok and report.verified_through:
+        _publish_head(report)
+    return report
+
+
+def audit_acknowledge(*, reason: str) -> ChainReport:
+    """Clear a recorded break after a person has looked into it; the acknowledgement is itself
+    an audit event, and the chain is walked again from the start."""
+    checkpoint = _checkpoint()
+    if checkpoint.broken_seq is None:
+        return audit_verify_full()
+    audit_record(
+        action="audit_break_acknowledged",
+        details={
+            "broken_event": checkpoint.broken_seq,
+            "broken_reason": checkpoint.broken_reason,
+            "reason": reason,
+        },
+    )
+    AuditCheckpoint.objects.filter(pk=1).update(broken_seq=None, broken_reason="")
+    report = chain_walk()
+    _save_checkpoint(report)
+    if report.ok:
+        _publish_head(report)
     return report
 
 

@@ -27,6 +27,10 @@ from examples.inventory import revisions as inv
 
 pytest_plugins = ["tests.browser"]  # the Chromium fixtures, started only when a test asks
 
+# Test databases are throwaway: let Django's flush (between transactional tests) empty the
+# audit trail, which `manage.py flush` otherwise refuses.
+os.environ.setdefault("RETORT_AUDIT_FLUSH_ALLOWED", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "inventory"
 PG_HOST = os.environ.get("RETORT_TEST_PG_HOST", "127.0.0.1")
@@ -574,3 +578,9 @@ def _fast_password_hashing(settings) -> None:
 def _private_backup_root(settings, tmp_path_factory) -> None:
     """Backups of a test go to a folder of its own, never the developer's var/backups."""
     settings.RETORT_BACKUP_ROOT = tmp_path_factory.mktemp("backups")
+
+
+@pytest.fixture(autouse=True)
+def _private_audit_head(settings, tmp_path_factory) -> None:
+    """Each test's audit chain is its own: so is the head its verifications write outside."""
+    settings.RETORT_AUDIT_HEAD_FILE = tmp_path_factory.mktemp("audit") / "audit-head.json"

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import threading
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from environments import audit, services
-from environments.models import AuditEvent, AuditImmutable, Environment, Project
+from environments.models import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditImmutable,
+    Environment,
+    Project,
+)
 from examples.inventory import revisions
 from tests.conftest import TEST_SECRETS, alembic, secrets_in
 
@@ -571,3 +578,194 @@ def test_a_formula_from_outside_is_inert_in_the_csv_export(client_alice, payload
     [row] = list(csv.DictReader(io.StringIO(text)))
     assert row["user_agent"] == "'" + payload
     assert json.loads(jsonl.splitlines()[0])["user_agent"] == payload  # the data itself is kept
+
+
+# --- a trail that cannot be rewritten quietly ---------------------------------------------
+
+
+def _plain_sha256(values: dict, prev_hash: str) -> str:
+    """What someone without the key can compute: the chain's formula, unkeyed."""
+    content = audit.canonical_content(values)
+    return hashlib.sha256(f"{prev_hash}\n{content}".encode()).hexdigest()
+
+
+def _rewrite_from(seq: int, *, actor: str, hasher) -> None:
+    """Rewrite every event from `seq` on with a new actor and recomputed hashes and links."""
+    prev = AuditEvent.objects.get(seq=seq - 1).hash if seq > 1 else audit.GENESIS
+    for event in AuditEvent.objects.filter(seq__gte=seq).order_by("seq"):
+        values = {name: getattr(event, name) for name in audit.HASHED_FIELDS}
+        values["actor_name"] = actor
+        new = hasher(values, prev)
+        _bypass_trigger(
+            "UPDATE environments_auditevent SET actor_name = %s, prev_hash = %s, hash = %s "
+            "WHERE seq = %s",
+            [actor, prev, new, event.seq],
+        )
+        prev = new
+
+
+def test_a_trail_rewritten_with_recomputed_hashes_is_named():
+    _write(5)
+
+    _rewrite_from(2, actor="mallory", hasher=_plain_sha256)
+    code, _, err = _verify_audit()
+
+    assert code == 1
+    assert "Chain broken at event 2" in err and "altered after it was written" in err
+
+
+def test_a_chain_sealed_with_another_key_does_not_verify(settings):
+    _write(3)
+    settings.RETORT_AUDIT_KEY = "not-the-key"
+
+    code, _, err = _verify_audit()
+
+    assert code == 1
+    assert "Chain broken at event 1" in err
+
+
+def test_a_forged_event_appended_at_the_end_is_named():
+    _write(3)
+    last = AuditEvent.objects.get(seq=3)
+    values = {name: getattr(last, name) for name in audit.HASHED_FIELDS}
+    values |= {"seq": 4, "action": "job_approved", "actor_name": "mallory"}
+    forged = AuditEvent(**values, prev_hash=last.hash, hash=_plain_sha256(values, last.hash))
+    forged._chained = True
+    forged.save()
+
+    code, _, err = _verify_audit()
+
+    assert code == 1
+    assert "Chain broken at event 4" in err
+
+
+def test_postgresql_refuses_truncate():
+    if not _on_postgres():
+        pytest.skip("the trigger exists on PostgreSQL, the dashboard database in CI")
+    _write(2)
+
+    with (
+        pytest.raises(DatabaseError, match="append-only: TRUNCATE refused"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("TRUNCATE environments_auditevent")
+    assert len(_events()) == 2
+
+
+def test_flush_refuses_while_the_trail_holds_events(monkeypatch):
+    monkeypatch.delenv("RETORT_AUDIT_FLUSH_ALLOWED")
+    _write(2)
+
+    with pytest.raises(CommandError, match="flush would wipe it"):
+        call_command("flush", interactive=False, verbosity=0)
+    assert len(_events()) == 2
+
+
+def test_a_wiped_trail_is_caught_by_the_head_kept_outside_the_database(settings):
+    _write(3)
+    assert _verify_audit()[0] == 0
+    head = json.loads(settings.RETORT_AUDIT_HEAD_FILE.read_text())
+
+    _bypass_trigger("DELETE FROM environments_auditevent", [])
+    AuditCheckpoint.objects.filter(pk=1).update(verified_seq=0, verified_hash=audit.GENESIS)
+    code, _, err = _verify_audit()
+
+    assert head["seq"] == 3
+    assert code == 1
+    assert "verified through event 3 on" in err
+    assert (
+        "(recorded outside) and now ends empty; events were deleted or the trail was wiped" in err
+    )
+
+
+def test_a_trail_rewritten_and_begun_again_does_not_pass_for_the_one_verified(settings):
+    _write(3)
+    assert _verify_audit()[0] == 0
+    _bypass_trigger("DELETE FROM environments_auditevent", [])
+    AuditCheckpoint.objects.filter(pk=1).update(verified_seq=0, verified_hash=audit.GENESIS)
+    _write(4)  # a fresh, valid chain longer than the old one
+
+    code, _, err = _verify_audit()
+
+    assert code == 1
+    assert "Chain broken at event 3: it no longer has the hash it had when it was verified" in err
+
+
+def test_a_break_once_found_stays_until_someone_acknowledges_it(capsys):
+    _write(4)
+    assert _verify_audit()[0] == 0
+    original = AuditEvent.objects.get(seq=2).ip
+    _bypass_trigger("UPDATE environments_auditevent SET ip = '10.6.6.6' WHERE seq = 2", [])
+    assert _verify_audit()[0] == 1  # found, and recorded
+    assert not audit.audit_verify_incremental().ok  # the page says so too
+
+    _bypass_trigger("UPDATE environments_auditevent SET ip = %s WHERE seq = 2", [original])
+    code, _, err = _verify_audit()
+    assert code == 1  # the chain verifies again, but the break is not forgotten
+    assert "found earlier" in err and "--acknowledge" in err
+
+    out = io.StringIO()
+    call_command("verify_audit", "--acknowledge", "restored from backup", stdout=out)
+
+    [ack] = _events("audit_break_acknowledged")
+    assert ack.details["reason"] == "restored from backup"
+    assert ack.actor_name == "verify_audit"
+    assert _verify_audit()[0] == 0
+
+
+def test_a_full_verification_writes_the_head_outside_the_database(settings, caplog):
+    from tests.test_notifications import Receiver
+
+    receiver = Receiver()
+    settings.RETORT_WEBHOOK_URL = receiver.url
+    try:
+        _write(3)
+        with caplog.at_level("INFO", logger="environments.audit"):
+            assert _verify_audit()[0] == 0
+    finally:
+        receiver.close()
+
+    head = json.loads(settings.RETORT_AUDIT_HEAD_FILE.read_text())
+    last = AuditEvent.objects.order_by("-seq").first()
+    assert (head["seq"], head["hash"]) == (last.seq, last.hash)
+    assert f"head event {last.seq}, hash {last.hash}" in caplog.text
+    assert receiver.bodies[-1]["audit_head"]["hash"] == last.hash
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_trail_written_before_the_key_is_verified_then_sealed_with_it():
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("environments", "0009_job_dispatch")])
+    prev = audit.GENESIS
+    for seq in range(1, 4):  # events as the unkeyed chain wrote them
+        values = {name: "" for name in audit.HASHED_FIELDS} | {
+            "seq": seq,
+            "created_at": timezone.now(),
+            "actor_kind": "system",
+            "actor_id": None,
+            "actor_name": "before",
+            "action": "test_event",
+            "project_id": None,
+            "environment_id": None,
+            "job_id": None,
+            "details_json": json.dumps({"n": seq}),
+        }
+        content = audit.canonical_content(values, version=1)
+        digest = hashlib.sha256(f"{prev}\n{content}".encode()).hexdigest()
+        with connection.cursor() as cursor:
+            columns = [*values, "prev_hash", "hash"]
+            cursor.execute(
+                f"INSERT INTO environments_auditevent ({', '.join(columns)}) "
+                f"VALUES ({', '.join(['%s'] * len(columns))})",
+                [*values.values(), prev, digest],
+            )
+        prev = digest
+
+    MigrationExecutor(connection).migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+    assert [e.actor_name for e in _events()] == ["before"] * 3
+    assert AuditEvent.objects.get(seq=3).hash != prev  # sealed again, with the key
+    assert _verify_audit()[0] == 0

@@ -4,19 +4,30 @@ import sys
 from django.core.management.base import BaseCommand
 
 from environments import audit
+from environments.audit import acting_as
 
 
 class Command(BaseCommand):
     help = (
-        "Walk the audit chain from its first event and check every hash and link. Exit 0 when "
-        "it is intact, 1 naming the first broken link."
+        "Walk the audit chain from its first event and check every hash and link, and that the "
+        "head verified last time is still there. Exit 0 when it is intact, 1 naming the first "
+        "broken link. A break once found stays reported until acknowledged."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
+        parser.add_argument(
+            "--acknowledge",
+            metavar="REASON",
+            help="clear a recorded break after looking into it (audited with the reason)",
+        )
 
     def handle(self, *args, **options) -> None:
-        report = audit.audit_verify_full()
+        if options["acknowledge"]:
+            with acting_as("verify_audit"):
+                report = audit.audit_acknowledge(reason=options["acknowledge"])
+        else:
+            report = audit.audit_verify_full()
         if options["json"]:
             self.stdout.write(
                 json.dumps(
