@@ -140,9 +140,7 @@ RETORT_LOGIN_WINDOW = env_float("RETORT_LOGIN_WINDOW", 900.0)
 RETORT_AUDIT_KEY = env_str("RETORT_AUDIT_KEY", "")
 # Where each full verification writes the verified head (seq and hash), outside the database,
 # so a trail wiped or shortened in the database is caught by the next verification.
-RETORT_AUDIT_HEAD_FILE = Path(
-    env_str("RETORT_AUDIT_HEAD_FILE", str(DATA_DIR / "audit-head.json"))
-)
+RETORT_AUDIT_HEAD_FILE = Path(env_str("RETORT_AUDIT_HEAD_FILE", str(DATA_DIR / "audit-head.json")))
 
 # Audit: take the client IP from X-Forwarded-For (only behind a proxy that sets it).
 RETORT_TRUST_X_FORWARDED_FOR = env_bool("RETORT_TRUST_X_FORWARDED_FOR", False)
