@@ -125,6 +125,10 @@ RETORT_WEBHOOK_URL = env_str("RETORT_WEBHOOK_URL", "")  # a project's own webhoo
 RETORT_WEBHOOK_TIMEOUT = env_float("RETORT_WEBHOOK_TIMEOUT", 5.0)  # seconds per attempt
 RETORT_WEBHOOK_ATTEMPTS = int(env_float("RETORT_WEBHOOK_ATTEMPTS", 5))
 RETORT_WEBHOOK_BACKOFF = env_float("RETORT_WEBHOOK_BACKOFF", 5.0)  # seconds, doubled per retry
+# The only hosts webhooks may go to (comma-separated); empty: any host.
+RETORT_WEBHOOK_HOSTS = [
+    host.strip().lower() for host in env_str("RETORT_WEBHOOK_HOSTS", "").split(",") if host.strip()
+]
 
 # Drift: where scratch PostgreSQL databases for expected schemas are made (default: on each
 # environment's own server, whose login then needs CREATEDB).

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from environments import approvals, jobs, tokens
+from environments import approvals, jobs, notify, tokens
 from environments.core.versions import url_problem
 from environments.models import (
     ApiToken,
@@ -103,6 +103,13 @@ class ProjectForm(forms.ModelForm):
             "webhook_url",
             "clear_webhook",
         ]
+
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data.get("webhook_url", "")
+        problem = notify.webhook_host_problem(url) if url else None
+        if problem:
+            raise forms.ValidationError(problem)
+        return url
 
     def save(self, commit: bool = True):
         project = super().save(commit=False)

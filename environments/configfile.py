@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from environments.core.heads import HeadsPolicy
 from environments.core.versions import url_problem
 from environments.models import Environment, Project, UrlUnavailable
+from environments.notify import webhook_host_problem
 
 _PROJECT_KEYS = {
     "name",
@@ -176,6 +177,9 @@ def _project_fields(raw: dict, base: Path, where: str) -> dict:
         url = raw["webhook_url"]
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.webhook_url must be an http:// or https:// URL.")
+        problem = webhook_host_problem(url)
+        if problem:
+            raise ConfigError(f"{where}.webhook_url: {problem}")
         fields["webhook_url"] = url
     return fields
 

@@ -2,10 +2,11 @@
 approved, rejected, expires or finishes.
 
 Messages are written to an outbox (`Notification`) in the transaction of the change they
-report, and sent by a worker after it commits: one sender at a time, each project's messages
-in the order they were written, with a timeout per attempt and retries with a growing delay.
-A receiver that is down only delays its own messages; it never blocks or fails a job. After
-the last attempt a message is marked failed (shown in the admin) and the next one goes.
+report, and sent by a worker after it commits: one sender per project at a time, each
+project's messages in the order they were written, with a timeout per attempt and retries with
+a growing delay. A receiver that is down only delays its own project's messages; it never
+blocks or fails a job. After the last attempt a message is marked failed (shown in the admin)
+and the next one goes. Only the URL entered is ever called: redirects are not followed.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,7 +28,7 @@ from django.utils import timezone
 from environments import dispatch
 from environments.models import Job, Notification
 
-_PG_LOCK_KEY = 0x7265746F72746E74  # "retortnt": one sender at a time
+_PG_LOCK_KEY = 0x72746E74  # "rtnt": with the project's id, one sender per project
 
 
 def _escape(text: object) -> str:
@@ -102,32 +103,34 @@ def job_event(job: Job, event: str, *, actor=None, comment: str = "") -> Notific
         "at": timezone.now().isoformat(),
     }
     message = Notification.objects.create(project=project, job=job, event=event, payload=payload)
-    transaction.on_commit(_send_soon)
+    project_id = project.pk
+    transaction.on_commit(lambda: _send_soon(project_id))
     return message
 
 
-def _send_soon(countdown: float = 0) -> None:
-    """Nudge a worker to deliver the outbox; if the broker cannot take the nudge, beat's
-    schedule delivers it anyway (the messages are rows, not broker messages)."""
-    dispatch.send("notifications_send", countdown=max(countdown, 0))
+def _send_soon(project_id: int, countdown: float = 0) -> None:
+    """Nudge a worker to deliver this project's outbox; if the broker cannot take the nudge,
+    beat's schedule delivers it anyway (the messages are rows, not broker messages)."""
+    dispatch.send("notifications_send", project_id, countdown=max(countdown, 0))
 
 
 @contextlib.contextmanager
-def _one_sender() -> Iterator[bool]:
-    """Yield whether this process is the one sender now: a PostgreSQL advisory lock, or a
-    file lock beside the SQLite database (the demo's workers share one machine)."""
+def _one_sender(project_id: int) -> Iterator[bool]:
+    """Yield whether this process is the one sender of this project's messages now: a
+    PostgreSQL advisory lock, or a file lock beside the SQLite database (the demo's workers
+    share one machine). One per project: a dead receiver holds up only its own project."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_PG_LOCK_KEY])
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_PG_LOCK_KEY, project_id])
             mine = cursor.fetchone()[0]
         try:
             yield mine
         finally:
             if mine:
                 with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [_PG_LOCK_KEY])
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_PG_LOCK_KEY, project_id])
         return
-    path = Path(settings.DATA_DIR, "notifications.lock")
+    path = Path(settings.DATA_DIR, "notifications", f"project-{project_id}.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         try:
@@ -141,9 +144,55 @@ def _one_sender() -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def notifications_send(project_id: int | None = None) -> int:
+    """Deliver one project's due messages, oldest first; returns how many were delivered.
+
+    Without a project (beat's sweep), each project with messages waiting gets a task of its
+    own, so projects are delivered side by side and a dead receiver delays only its own."""
+    pending = Notification.objects.filter(state=Notification.State.PENDING)
+    if project_id is None:
+        for waiting in sorted(set(pending.values_list("project_id", flat=True))):
+            _send_soon(waiting)
+        return 0
+    with _one_sender(project_id) as mine:
+        if not mine:
+            return 0  # the sender at work picks ours up (and the beat task sweeps behind it)
+        return _drain(project_id)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A webhook is delivered to the URL an admin entered, never where a 3xx points: a
+    redirect to an internal address would make Retort a proxy into the network."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def webhook_host_problem(url: str) -> str | None:
+    """Why `url` may not be used as a webhook (None when it may): http(s) only, and a host in
+    RETORT_WEBHOOK_HOSTS when that allow-list is set."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return "A webhook must be an http:// or https:// URL."
+    allowed = settings.RETORT_WEBHOOK_HOSTS
+    if allowed and parsed.hostname.lower() not in allowed:
+        return (
+            f"The webhook's host is not one of RETORT_WEBHOOK_HOSTS ({', '.join(allowed)}); "
+            "ask whoever runs Retort to add it."
+        )
+    return None
+
+
 def post(url: str, payload: dict, *, timeout: float) -> str | None:
-    """POST the payload as JSON; None on a 2xx answer, else what went wrong (never the URL,
-    which may hold the receiver's key)."""
+    """POST the payload as JSON; None on a 2xx answer, else what went wrong — in words that
+    carry neither the URL (it may hold the receiver's key) nor what the network said (which
+    would tell an admin which internal ports are open)."""
+    refused = webhook_host_problem(url)
+    if refused:
+        return refused
     body = json.dumps(payload).encode()
     request = urllib.request.Request(
         url,
@@ -152,32 +201,15 @@ def post(url: str, payload: dict, *, timeout: float) -> str | None:
         headers={"Content-Type": "application/json", "User-Agent": "Retort webhook"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with _opener.open(request, timeout=timeout) as response:
             response.read(65536)
             return None
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            return f"the receiver answered HTTP {exc.code}; redirects are not followed"
         return f"the receiver answered HTTP {exc.code}"
-    except TimeoutError:
-        return f"no answer within {timeout:g} s"
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, TimeoutError | socket.timeout):
-            return f"no answer within {timeout:g} s"
-        return f"could not connect: {getattr(reason, 'strerror', None) or reason}"
-    except (OSError, ValueError) as exc:
-        return f"could not send: {exc.__class__.__name__}"
-
-
-def notifications_send() -> int:
-    """Send what is due, oldest first per project; returns how many were delivered."""
-    delivered = 0
-    with _one_sender() as mine:
-        if not mine:
-            return 0  # the sender at work picks ours up (and the beat task sweeps behind it)
-        pending = Notification.objects.filter(state=Notification.State.PENDING)
-        for project_id in sorted(set(pending.values_list("project_id", flat=True))):
-            delivered += _drain(project_id)
-    return delivered
+    except (OSError, ValueError):
+        return f"the receiver could not be reached within {timeout:g} s"
 
 
 def _drain(project_id: int) -> int:
@@ -193,7 +225,7 @@ def _drain(project_id: int) -> int:
             return delivered
         now = timezone.now()
         if message.next_attempt_at > now:
-            _send_soon((message.next_attempt_at - now).total_seconds())
+            _send_soon(project_id, (message.next_attempt_at - now).total_seconds())
             return delivered  # later messages wait behind it, to keep the order
         url = message.project.webhook_url()
         error = (

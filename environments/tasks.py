@@ -63,9 +63,10 @@ def jobs_expire() -> list[int]:
 
 
 @shared_task(ignore_result=True)
-def notifications_send() -> int:
-    """Deliver the webhook outbox; a dead receiver costs this task its timeout, never a job."""
-    return notify.notifications_send()
+def notifications_send(project_id: int | None = None) -> int:
+    """Deliver a project's webhook outbox (none given: a task for each project with messages
+    waiting); a dead receiver costs its own project's task its timeout, never a job."""
+    return notify.notifications_send(project_id)
 
 
 @shared_task

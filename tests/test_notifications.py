@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.db import connection
 
 from environments import approvals, notify
 from environments.models import Job, Notification
@@ -106,7 +107,7 @@ def test_a_dead_receiver_does_not_stop_the_job(
     assert wait_for(lambda: Notification.objects.filter(state="failed").exists())
     message = Notification.objects.get()
     assert message.event == "job_finished" and message.attempts == 2
-    assert message.last_error.startswith("could not connect")
+    assert message.last_error.startswith("the receiver could not be reached")
     assert str(closed_port) not in message.last_error  # errors never carry the URL
 
 
@@ -128,7 +129,7 @@ def test_a_receiver_that_never_answers_costs_its_timeout_not_the_job(
     assert Job.objects.get(pk=second.pk).status == "succeeded"
     assert wait_for(lambda: Notification.objects.filter(state="failed").count() == 2)
     assert set(Notification.objects.values_list("last_error", flat=True)) == {
-        "no answer within 1 s"
+        "the receiver could not be reached within 1 s"
     }
 
 
@@ -146,7 +147,7 @@ def test_a_receiver_failing_once_gets_the_message_again_and_the_order_holds(
             job=job, user=people["carol"], decision="reject", plan_sha256=job.plan_sha256
         )
 
-        assert notify.notifications_send() == 3
+        assert notify.notifications_send(policed.pk) == 3
     finally:
         failing.close()
 
@@ -162,3 +163,94 @@ def test_without_a_webhook_nothing_is_queued(policed, people, settings):
     requested(env(policed, "prod"), people["bob"])
 
     assert Notification.objects.count() == 0
+
+
+# --- a receiver is only ever the receiver ---------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # two senders in two threads
+def test_a_dead_receiver_delays_only_its_own_project(
+    policed, silent_server, make_project, inventory, settings
+):
+    settings.RETORT_WEBHOOK_TIMEOUT = 5
+    settings.RETORT_WEBHOOK_ATTEMPTS = 1
+    hook(policed, f"http://127.0.0.1:{silent_server}/hook")
+    other = make_project(inventory, name="b", slug="b")
+    listening = Receiver()
+    hook(other, listening.url)
+    for project in (policed, other):  # one message waiting in each project's outbox
+        Notification.objects.create(
+            project=project, event="job_requested", payload={"event": "job_requested"}
+        )
+
+    def send_inventory() -> None:
+        try:
+            notify.notifications_send(policed.pk)
+        finally:
+            connection.close()  # this thread's own
+
+    stuck = threading.Thread(target=send_inventory)
+    stuck.start()
+    try:
+        assert wait_for(lambda: stuck.is_alive(), seconds=2)
+        delivered = notify.notifications_send(other.pk)
+        still_waiting = stuck.is_alive()
+    finally:
+        stuck.join(timeout=20)
+        listening.close()
+
+    assert delivered == 1 and listening.events == ["job_requested"]
+    assert still_waiting  # project b was told while project inventory's receiver hung
+
+
+def test_a_redirect_is_not_followed(settings):
+    inside = Receiver()
+
+    class Redirector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            self.send_response(307)
+            self.send_header("Location", inside.url)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        error = notify.post(
+            f"http://127.0.0.1:{server.server_port}/hook", {"text": "hi"}, timeout=5
+        )
+    finally:
+        server.shutdown()
+        inside.close()
+
+    assert error == "the receiver answered HTTP 307; redirects are not followed"
+    assert inside.bodies == []
+
+
+def test_a_closed_port_and_a_silent_one_read_the_same(closed_port, silent_server):
+    closed = notify.post(f"http://127.0.0.1:{closed_port}/", {}, timeout=1)
+    silent = notify.post(f"http://127.0.0.1:{silent_server}/", {}, timeout=1)
+
+    assert closed == silent == "the receiver could not be reached within 1 s"
+
+
+@pytest.mark.django_db
+def test_the_allow_list_refuses_other_hosts_everywhere(settings, policed, tmp_path):
+    from environments.admin import ProjectForm
+    from environments.configfile import ConfigError, apply
+
+    settings.RETORT_WEBHOOK_HOSTS = ["hooks.slack.com"]
+    internal = "http://169.254.169.254/latest/meta-data"
+
+    form = ProjectForm(data={"webhook_url": internal}, instance=policed)
+    form.is_valid()
+    with pytest.raises(ConfigError, match="not one of RETORT_WEBHOOK_HOSTS"):
+        apply(
+            {"project": [{"name": "x", "script_location": "m", "webhook_url": internal}]},
+            tmp_path,
+        )
+
+    assert "not one of RETORT_WEBHOOK_HOSTS (hooks.slack.com)" in form.errors["webhook_url"][0]
+    assert notify.post(internal, {}, timeout=1).startswith("The webhook's host is not one of")
