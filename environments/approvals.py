@@ -443,14 +443,14 @@ class ApprovalState:
         return len(self.counted)
 
 
-def approval_state(job: Job, user, *, check_plan: bool = True) -> ApprovalState:
+def approval_state(job: Job, user, *, check_plan: bool = True, snapshot=None) -> ApprovalState:
     approvals = list(job.approvals.all())
     current = job.plan_sha256
     counted = [a for a in approvals if a.plan_sha256 == current and a.decision == "approve"]
     stale = [a for a in approvals if a.plan_sha256 != current]
     rejected = [a for a in approvals if a.plan_sha256 == current and a.decision == "reject"]
     replannable = job.status in (Job.Status.PLANNED, Job.Status.AWAITING_APPROVAL)
-    outdated = plan_outdated(job) if check_plan and replannable else []
+    outdated = plan_outdated(job, snapshot) if check_plan and replannable else []
     refusal = None
     if job.status == Job.Status.AWAITING_APPROVAL:
         refusal = _decision_refusal(job, user, "approve", current, None, expire=False)

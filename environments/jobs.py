@@ -63,8 +63,9 @@ def refusal_status(exc: JobRefused) -> int:
 # --- planning and queueing (web process) ---------------------------------------------------
 
 
-def _current_heads(environment: Environment) -> tuple[str, ...]:
-    snapshot = environment_read(environment=environment)
+def _current_heads(environment: Environment, snapshot=None) -> tuple[str, ...]:
+    """What the environment holds: `snapshot` when the caller has just read it, else a read."""
+    snapshot = snapshot if snapshot is not None else environment_read(environment=environment)
     if snapshot.is_read_failure:
         raise JobRefused(
             f"{environment.name} cannot be read, so no job can be planned: {snapshot.error}"
@@ -113,11 +114,11 @@ def scripts_digest(index, revisions: list[str]) -> str:
 
 
 def _plan_fields(
-    environment: Environment, kind: str, target: str, restore_from: Backup | None
+    environment: Environment, kind: str, target: str, restore_from: Backup | None, snapshot=None
 ) -> dict:
     """Everything a plan holds, from where the database stands now and the scripts as they
     are; raises JobRefused with the reason when there is nothing sensible to plan."""
-    from_heads = _current_heads(environment)
+    from_heads = _current_heads(environment, snapshot)
     index, error = environment.project.load_scripts()
     if kind == Job.Kind.RESTORE:
         if restore_from is None or restore_from.environment_id != environment.pk:
@@ -252,13 +253,13 @@ def job_replan(*, job: Job, user) -> tuple[Job, bool]:
     return locked, True
 
 
-def plan_outdated(job: Job) -> list[str]:
+def plan_outdated(job: Job, snapshot=None) -> list[str]:
     """Why a waiting job's plan no longer matches the database or the scripts (reads the
-    database live); empty when it still does."""
+    database live, unless `snapshot` is a read just made); empty when it still does."""
     environment = job.environment
     try:
         target = job.target if job.kind != Job.Kind.RESTORE else ""
-        fields = _plan_fields(environment, job.kind, target, job.restore_from)
+        fields = _plan_fields(environment, job.kind, target, job.restore_from, snapshot)
     except JobRefused as exc:
         return [str(exc)]
     reasons = []

@@ -335,10 +335,11 @@ def _job_page(job: Job, user, error: str | None = None, *, review: bool = True) 
     return context
 
 
-def _review(job: Job, user) -> dict:
-    """What an approver reads: the policy's verdicts, the approvals, the other environments."""
+def _review(job: Job, user, snapshot=None) -> dict:
+    """What an approver reads: the policy's verdicts, the approvals, the other environments.
+    `snapshot`: the environment's read just made, if any (else it is read now)."""
     return {
-        "approval": approvals.approval_state(job, user),
+        "approval": approvals.approval_state(job, user, snapshot=snapshot),
         "others": approvals.other_environments(job),
         "policy": policy_lines(job.environment),
         "may_request": roles.may_request(user),
@@ -429,7 +430,13 @@ def approvals_queue(request: HttpRequest) -> HttpResponse:
         .filter(status=Job.Status.AWAITING_APPROVAL)
         .order_by("submitted_at", "id")
     )
-    requests = [{"job": job} | _review(job, request.user) for job in waiting]
+    # every environment with a request is read once, all in parallel: a hung database costs
+    # the page one connect timeout, however many requests wait
+    environments = list({job.environment_id: job.environment for job in waiting}.values())
+    reads = services.environments_read(environments=environments) if environments else {}
+    requests = [
+        {"job": job} | _review(job, request.user, reads.get(job.environment_id)) for job in waiting
+    ]
     decided = Approval.objects.select_related("job__environment__project").order_by(
         "-created_at", "-id"
     )[:20]

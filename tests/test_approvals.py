@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -604,3 +605,23 @@ def test_the_admin_approves_through_the_same_gate(admin_client, policed, people)
     )
     assert Approval.objects.count() == 0
     assert wait_for(lambda: len(refusals("not_approver")) == 1, seconds=1)
+
+
+def test_a_hung_database_costs_the_approvals_page_one_timeout_not_one_per_request(
+    client, policed, people, silent_server, settings
+):
+    settings.RETORT_CONNECT_TIMEOUT = 2
+    staging = env(policed, "staging")
+    waiting = [requested(staging, people["bob"], target=inv.HEAD) for _ in range(5)]
+    staging.set_url(f"postgresql://postgres@127.0.0.1:{silent_server}/hung")
+    staging.save()
+    client.force_login(people["alice"])
+
+    started = time.monotonic()
+    page = client.get(reverse("approvals")).content.decode()
+    elapsed = time.monotonic() - started
+
+    assert all(f"Job #{job.pk}</a>" in page for job in waiting)
+    assert page.count("cannot be read, so no job can be planned") == 5
+    # one parallel read, bounded by its timeout (the requests' reads one after another: 10 s)
+    assert elapsed < 2 * settings.RETORT_CONNECT_TIMEOUT + 1, f"took {elapsed:.1f} s"
