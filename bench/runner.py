@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["reads", "jobs", "overview", "drift"],
+        choices=["reads", "jobs", "overview", "drift", "load"],
         help="run only this section and print its figures; bench/RESULTS.md is left alone",
     )
     only = parser.parse_args(argv).only
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             elif only == "drift":
                 setup_django(databases.create(), Path(tmp))
                 measure_drift(report, databases)
+            elif only == "load":
+                measure_load(report, databases, Path(tmp))
             elif only == "overview":
                 history = write_history(Path(tmp) / "history", REVISIONS, **HISTORY_SHAPE)
                 setup_django(databases.create(), Path(tmp))
@@ -104,6 +106,7 @@ def run(report: Report, databases: Databases, tmp: Path) -> None:
     project = measure_overviews(report, history, databases, tmp)
     measure_audit(report, history, project)
     measure_drift(report, databases)
+    measure_load(report, databases, tmp)
     # Last: its project's environments point at databases dropped once measured, which an
     # overview after it would try to read.
     measure_jobs(report, databases, tmp)
@@ -238,6 +241,39 @@ def measure_drift(report: Report, databases: Databases) -> None:
         "indexes and constraints (unique, check, foreign keys), built twice from one seed, so "
         f"the comparison found {figures.differences} differences; both databases are read at "
         "once, in two threads, as the drift page and `drift_check` do."
+    )
+
+
+def measure_load(report: Report, databases: Databases, tmp: Path) -> None:
+    from bench import load
+
+    figures = load.measure(databases.create(), tmp / "load", log=log)
+    errors = sum(figures.errors.values())
+    report.add(
+        Figure(
+            f"9a. Load: gunicorn ({figures.workers} sync workers), {figures.clients} clients on "
+            f"the overview for {figures.seconds:.0f} s — errors",
+            f"{errors} of {figures.requests} requests"
+            + (f" ({', '.join(f'{k}: {v}' for k, v in figures.errors.items())})" if errors else ""),
+            "0",
+            errors == 0,
+        ),
+        Figure(
+            "9b. Load: the overview's latency under it",
+            f"p50 {ms(figures.median)}, p95 {ms(figures.percentile(0.95))}, "
+            f"max {ms(figures.percentile(1.0))}; {figures.requests / figures.seconds:.1f} req/s",
+        ),
+        Figure(
+            "9c. Load: most connections to the dashboard database at once",
+            f"{figures.peak_connections} (the server allows {figures.max_connections})",
+        ),
+    )
+    report.notes.append(
+        "Load: a fresh PostgreSQL dashboard database seeded with the demo (three SQLite "
+        "environments), gunicorn as docker-compose.yml runs it (RETORT_DB_CONN_MAX_AGE=60), "
+        f"{figures.clients} threads on loopback, each logged in with a session of its own, "
+        "loading the overview one request after another; connections sampled every 0.5 s from "
+        "pg_stat_activity. Every overview still reads the three databases live."
     )
 
 

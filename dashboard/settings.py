@@ -65,7 +65,10 @@ TEMPLATES = [
 
 DATABASES = {
     "default": database_from_url(
-        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'retort.sqlite3'}")
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'retort.sqlite3'}"),
+        # keep connections only where one process serves one request at a time: gunicorn's
+        # sync workers (docker-compose.yml sets 60); 0 for runserver's thread per request
+        conn_max_age=env_float("RETORT_DB_CONN_MAX_AGE", 0.0),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

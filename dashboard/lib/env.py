@@ -41,8 +41,12 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_from_url(url: str) -> dict[str, object]:
-    """Django DATABASES entry for a PostgreSQL or SQLite URL."""
+def database_from_url(url: str, *, conn_max_age: float = 0) -> dict[str, object]:
+    """Django DATABASES entry for a PostgreSQL or SQLite URL.
+
+    `conn_max_age`: seconds a PostgreSQL connection is kept for the next request. Safe only
+    where a process serves one request at a time (gunicorn's sync workers): runserver starts a
+    thread per request and each kept one connection until the server refused new ones."""
     from sqlalchemy.engine import make_url
 
     try:
@@ -67,7 +71,7 @@ def database_from_url(url: str) -> dict[str, object]:
             "PASSWORD": parsed.password or "",
             "HOST": parsed.host or "",
             "PORT": str(parsed.port or ""),
-            "CONN_MAX_AGE": 60,
+            "CONN_MAX_AGE": conn_max_age,
             "CONN_HEALTH_CHECKS": True,
         }
     raise ImproperlyConfigured(
