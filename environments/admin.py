@@ -11,6 +11,7 @@ from environments.models import (
     Job,
     Notification,
     Project,
+    ProjectRole,
     Snapshot,
 )
 
@@ -73,6 +74,15 @@ class EnvironmentInline(admin.TabularInline):
     prepopulated_fields = {"slug": ("name",)}
 
 
+class ProjectRoleInline(admin.TabularInline):
+    """Who holds which role in this project, instead of their global one."""
+
+    model = ProjectRole
+    extra = 0
+    autocomplete_fields = ["user"]
+    verbose_name = "role in this project"
+
+
 class ProjectForm(forms.ModelForm):
     """The webhook URL is write-only too: Slack's carry their key in the path."""
 
@@ -127,7 +137,7 @@ class ProjectAdmin(admin.ModelAdmin):
     form = ProjectForm
     list_display = ["name", "slug", "alembic_ini", "version_table"]
     prepopulated_fields = {"slug": ("name",)}
-    inlines = [EnvironmentInline]
+    inlines = [EnvironmentInline, ProjectRoleInline]
 
 
 @admin.register(Environment)

@@ -166,7 +166,7 @@ def job_submit(*, job: Job, user) -> Job:
     """Ask for a planned job to run: straight to the queue where the policy wants no
     approvals, else `awaiting_approval` until enough approvers have read and approved it."""
     environment = job.environment
-    if not roles.may_request(user):
+    if not roles.may_request(user, environment.project):
         refuse(
             "not_requester",
             f"{user.username} may read {environment.name} but not ask for jobs to run there.",
@@ -213,7 +213,7 @@ def job_queue(*, job: Job, user) -> Job:
     if job.status != Job.Status.AWAITING_APPROVAL:
         raise Refused(f"Job #{job.pk} is {job.status}; it cannot be queued.", code="job_state")
     environment = job.environment
-    if not (roles.may_request(user) or roles.may_approve(user, environment)):
+    if not (roles.may_request(user, environment.project) or roles.may_approve(user, environment)):
         refuse("not_requester", f"{user.username} may not queue jobs.", user=user, job=job)
     missing = job.approvals_missing()
     if missing:

@@ -91,6 +91,8 @@ ACTIONS = {
     "job_interrupted": "marked a job interrupted",
     "job_cancelled": "cancelled a job",
     "job_discarded": "discarded a job whose submit was refused",
+    "project_role_granted": "granted a role in a project",
+    "project_role_revoked": "revoked a role in a project",
     "login_throttled": "was refused a login: too many failures",
     "job_expired": "expired a request",
     "api_token_created": "created an API token",

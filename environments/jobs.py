@@ -169,11 +169,11 @@ def job_request(
     backups mandatory refuses False."""
     if take_backup is None:
         take_backup = environment.backup_before_jobs
-    if not roles.may_request(user):
+    if not roles.may_request(user, environment.project):
         refuse(
             "not_requester",
             f"{_name(user)} may read {environment.name} but not change it: planning a job "
-            "needs the developer or release manager role.",
+            f"needs the developer or release manager role in {environment.project.name}.",
             user=user,
             environment=environment,
         )
@@ -209,7 +209,9 @@ def job_replan(*, job: Job, user) -> tuple[Job, bool]:
     Returns the job and whether its plan changed; when it did, the approvals given for the
     earlier plan stop counting (they are bound to its SHA-256) and the SQL is rendered anew.
     """
-    if not (roles.may_request(user) or roles.may_approve(user, job.environment)):
+    if not (
+        roles.may_request(user, job.environment.project) or roles.may_approve(user, job.environment)
+    ):
         refuse(
             "not_requester",
             f"{_name(user)} may not plan jobs for {job.environment.name}.",
@@ -304,7 +306,9 @@ def queue_now(job: Job, *, user, from_status: str) -> Job:
 
 
 def job_cancel(*, job: Job, user) -> Job:
-    if not (roles.may_request(user) or roles.may_approve(user, job.environment)):
+    if not (
+        roles.may_request(user, job.environment.project) or roles.may_approve(user, job.environment)
+    ):
         refuse(
             "not_requester",
             f"{_name(user)} may not cancel jobs for {job.environment.name}.",

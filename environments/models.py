@@ -174,6 +174,30 @@ class Project(AuditedModel):
             return None, str(exc)
 
 
+class ProjectRole(models.Model):
+    """A person's role in one project, which replaces their global role there: a developer of
+    `billing` who is a viewer everywhere else, or a release manager of one team's project."""
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer"
+        DEVELOPER = "developer"
+        RELEASE_MANAGER = "release_manager"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="roles")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_roles"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="one_role_per_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.project}"
+
+
 class UrlUnavailable(LookupError):
     """An environment's URL cannot be had (missing variable, undecryptable value)."""
 

@@ -5,6 +5,10 @@
 - release_manager: approves or rejects them (`environments.approve_job`);
 - admin: everything, the registry included.
 
+A person's group is their role everywhere, unless a `ProjectRole` gives them another one in a
+project: then that one holds there, higher or lower (a developer of `billing`, a viewer
+elsewhere; a release manager of one team's project only). Every check takes the project.
+
 The groups and their permissions are (re)made after every migrate and flush, so a fresh
 database has them; `seed_demo` and the admin add people to them.
 """
@@ -15,6 +19,8 @@ from django.contrib.auth.management import create_permissions
 from django.contrib.auth.models import Group, Permission
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
+
+from environments.models import ProjectRole
 
 VIEWER, DEVELOPER, RELEASE_MANAGER, ADMIN = "viewer", "developer", "release_manager", "admin"
 
@@ -55,16 +61,55 @@ def _roles_after_migrate(sender, app_config=None, using="default", **kwargs) -> 
     ensure_roles()
 
 
-def may_request(user) -> bool:
-    return bool(user and user.is_active and user.has_perm("environments.request_job"))
+_RANK = {VIEWER: 0, DEVELOPER: 1, RELEASE_MANAGER: 2, ADMIN: 3}
+
+
+def role_in(user, project) -> str | None:
+    """The user's role in `project`: their grant there, else their global role."""
+    if not (user and getattr(user, "is_authenticated", False) and user.is_active):
+        return None
+    if user.is_superuser:
+        return ADMIN
+    grant = (
+        ProjectRole.objects.filter(project=project, user=user).values_list("role", flat=True)
+        if project is not None
+        else None
+    )
+    granted = grant.first() if grant is not None else None
+    if granted:
+        return granted
+    if user.has_perm("environments.approve_job"):
+        return ADMIN if user.groups.filter(name=ADMIN).exists() else RELEASE_MANAGER
+    if user.has_perm("environments.request_job"):
+        return DEVELOPER
+    return VIEWER if user.has_perm("environments.view_project") else None
+
+
+def _at_least(user, project, role: str) -> bool:
+    held = role_in(user, project)
+    return held is not None and _RANK[held] >= _RANK[role]
+
+
+def may_request(user, project) -> bool:
+    """May plan jobs in `project` and ask for them to run."""
+    return _at_least(user, project, DEVELOPER)
 
 
 def may_approve(user, environment) -> bool:
-    """Holds the permission, and belongs to the environment's approver group if it names one."""
-    if not (user and user.is_active and user.has_perm("environments.approve_job")):
+    """A release manager (or admin) in the environment's project, who also belongs to the
+    environment's approver group if it names one — or, for the release manager group, is a
+    release manager of this project by grant."""
+    project = environment.project
+    if not _at_least(user, project, RELEASE_MANAGER):
         return False
-    group_id = environment.approver_group_id
-    return group_id is None or user.groups.filter(pk=group_id).exists()
+    group = environment.approver_group
+    if group is None or user.groups.filter(pk=group.pk).exists():
+        return True
+    # a release manager of this project by grant counts as a member of the role's group
+    return (
+        group.name == RELEASE_MANAGER
+        and ProjectRole.objects.filter(project=project, user=user, role=RELEASE_MANAGER).exists()
+    )
 
 
 def approver_label(environment) -> str:

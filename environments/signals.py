@@ -11,7 +11,7 @@ from django.db.models import signals as model_signals
 from django.dispatch import receiver
 
 from environments.audit import audit_record
-from environments.models import Environment, Project
+from environments.models import Environment, Project, ProjectRole
 
 # Fields whose values are secret: the event says they changed, never what to.
 _SECRET_FIELDS = {"url_encrypted": "url", "webhook_url_encrypted": "webhook_url"}
@@ -103,3 +103,22 @@ def _record_delete(sender, instance, **kwargs) -> None:
         )
     else:
         audit_record(action=f"{kind}_deleted", project=instance, details=details)
+
+
+@receiver(model_signals.post_save, sender=ProjectRole)
+def _record_role_granted(sender, instance, raw=False, **kwargs) -> None:
+    if not raw:
+        audit_record(
+            action="project_role_granted",
+            project=instance.project,
+            details={"user": instance.user.username, "role": instance.role},
+        )
+
+
+@receiver(model_signals.post_delete, sender=ProjectRole)
+def _record_role_revoked(sender, instance, **kwargs) -> None:
+    audit_record(
+        action="project_role_revoked",
+        project=instance.project,
+        details={"user": instance.user.username, "role": instance.role},
+    )

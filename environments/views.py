@@ -237,7 +237,7 @@ def _job_context(environment: Environment, index: ScriptIndex | None, user) -> d
         "jobs": environment.jobs.select_related("requested_by")[:20],
         "backups": environment.backups.filter(removed_at=None)[:20],
         "active_job": environment.jobs.filter(status__in=Job.ACTIVE).first(),
-        "may_request": roles.may_request(user),
+        "may_request": roles.may_request(user, environment.project),
         "policy": policy_lines(environment),
     }
 
@@ -342,7 +342,7 @@ def _review(job: Job, user, snapshot=None) -> dict:
         "approval": approvals.approval_state(job, user, snapshot=snapshot),
         "others": approvals.other_environments(job),
         "policy": policy_lines(job.environment),
-        "may_request": roles.may_request(user),
+        "may_request": roles.may_request(user, job.environment.project),
     }
 
 
