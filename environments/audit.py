@@ -357,25 +357,18 @@ def _save_checkpoint(report: ChainReport) -> None:
 
 
 def _tail_check(report: ChainReport, checkpoint: AuditCheckpoint) -> ChainReport:
-    """Events once verified cannot have vanished from the end of the chain."""
-    if report.ok and report.verified_through < checkpoint.verified_seq:
-        return ChainReport(
-            False,
-            report.verified_through,
-            report.checked,
-            report.head_hash,
-            report.verified_through + 1,
-            f"it is missing: the chain was verified through event {checkpoint.verified_seq} "
-            "and now ends before it; events were deleted.",
-        )
-    return report
+    """Events once verified cannot have vanished from the end of the chain, nor changed."""
+    return _anchor_check(report, checkpoint.verified_seq, checkpoint.verified_hash)
 
 
-def _anchor_check(report: ChainReport, seq: int, expected_hash: str, since: str) -> ChainReport:
+def _anchor_check(
+    report: ChainReport, seq: int, expected_hash: str, since: str = ""
+) -> ChainReport:
     """The event once verified as the head must still be there with the hash it had: a chain
     that verifies but differs there was rewritten (or wiped and begun again)."""
     if not report.ok or not seq:
         return report
+    since = f" {since}" if since else ""
     if report.verified_through < seq:
         return ChainReport(
             False,
@@ -383,7 +376,7 @@ def _anchor_check(report: ChainReport, seq: int, expected_hash: str, since: str)
             report.checked,
             report.head_hash,
             report.verified_through + 1,
-            f"it is missing: the chain was verified through event {seq} {since} and now ends "
+            f"it is missing: the chain was verified through event {seq}{since} and now ends "
             f"{'empty' if not report.verified_through else 'before it'}; events were deleted or "
             "the trail was wiped.",
         )
@@ -395,7 +388,7 @@ def _anchor_check(report: ChainReport, seq: int, expected_hash: str, since: str)
             report.checked,
             report.head_hash,
             seq,
-            f"it no longer has the hash it had when it was verified {since}: the trail up to it "
+            f"it no longer has the hash it had when it was verified{since}: the trail up to it "
             "was rewritten.",
         )
     return report
@@ -450,9 +443,6 @@ def audit_verify_full() -> ChainReport:
     cleared by a walk that passes now: only `audit_acknowledge` clears it, audited."""
     checkpoint = _checkpoint()
     report = _tail_check(chain_walk(), checkpoint)
-    report = _anchor_check(
-        report, checkpoint.verified_seq, checkpoint.verified_hash, "(the database's checkpoint)"
-    )
     outside = _outside_head()
     if outside is not None:
         report = _anchor_check(

@@ -349,6 +349,8 @@ def test_an_admin_edit_is_recorded_with_its_user_and_address(client, users, inve
             "url_env_var": "DATABASE_URL",
             "environments-TOTAL_FORMS": "0",
             "environments-INITIAL_FORMS": "0",
+            "roles-TOTAL_FORMS": "0",
+            "roles-INITIAL_FORMS": "0",
         },
         REMOTE_ADDR="10.1.2.3",
     )

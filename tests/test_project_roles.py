@@ -145,3 +145,31 @@ def test_granting_and_revoking_a_role_is_audited(two_projects, dave):
     )
     assert granted.details == {"user": "dave", "role": "developer"}
     assert granted.project_slug == revoked.project_slug == "billing"
+
+
+def test_an_admin_grants_a_role_on_the_projects_page(admin_client, two_projects, dave):
+    billing = two_projects[1]
+    form = {
+        "name": billing.name,
+        "slug": billing.slug,
+        "alembic_ini": billing.alembic_ini,
+        "version_locations": "[]",
+        "version_table": billing.version_table,
+        "multiple_heads": "auto",
+        "command": '["python", "-m", "alembic", "-c", "alembic.ini"]',
+        "url_env_var": billing.url_env_var,
+        "environments-TOTAL_FORMS": "0",
+        "environments-INITIAL_FORMS": "0",
+        "roles-TOTAL_FORMS": "1",
+        "roles-INITIAL_FORMS": "0",
+        "roles-0-user": str(dave.pk),
+        "roles-0-role": "developer",
+    }
+
+    response = admin_client.post(
+        reverse("admin:environments_project_change", args=[billing.pk]), form
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ProjectRole.objects.get(project=billing, user=dave).role == "developer"
+    assert AuditEvent.objects.filter(action="project_role_granted").count() == 1
