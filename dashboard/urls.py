@@ -6,6 +6,9 @@ from dashboard import views
 from environments.logins import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
 handler400 = "dashboard.lib.badinput.bad_request"
+handler403 = "dashboard.views.forbidden"
+handler404 = "dashboard.views.not_found"
+handler500 = "dashboard.views.server_error"
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
 admin.site.site_header = "Retort administration"

@@ -78,15 +78,28 @@ def environment_refresh(request: HttpRequest, project_slug: str, env_slug: str) 
 @require_GET
 @api_login_required
 def api_status(request: HttpRequest) -> JsonResponse:
-    """The same objects `manage.py migration_status --json` prints."""
-    projects = _projects(request.GET.get("project"))
+    """The same objects `manage.py migration_status --json` prints; an unknown project or
+    environment is a 404 (the command exits 2), never an empty list a CI gate could pass on."""
+    wanted = request.GET.get("project")
+    projects = _projects(wanted)
+    if wanted and not projects.exists():
+        return JsonResponse({"error": f"No project {wanted!r}.", "code": "not_found"}, status=404)
     overviews = services.overview_build(projects=projects)
     env_filter = request.GET.get("env")
-    rows = [
-        card.snapshot.as_status_dict() | overview.heads_dict()
+    cards = [
+        (overview, card)
         for overview in overviews
         for card in overview.cards
-        if card.snapshot is not None and (not env_filter or card.environment.slug == env_filter)
+        if not env_filter or env_filter in (card.environment.slug, card.environment.name)
+    ]
+    if env_filter and not cards:
+        return JsonResponse(
+            {"error": f"No environment {env_filter!r}.", "code": "not_found"}, status=404
+        )
+    rows = [
+        card.snapshot.as_status_dict() | overview.heads_dict()
+        for overview, card in cards
+        if card.snapshot is not None
     ]
     return JsonResponse(rows, safe=False)
 
@@ -450,13 +463,18 @@ def approvals_queue(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def api_tokens(request: HttpRequest) -> HttpResponse:
-    """A person's own tokens: create one (shown once), revoke any."""
-    issued = None
+    """A person's own tokens: create one (shown once), revoke any. Creating redirects, so a
+    reload shows the list again instead of creating a second token; the new token rides in the
+    session to the next page view only."""
     if request.method == "POST":
         name = request.POST.get("name", "").strip()[:100] or "token"
-        _, issued = tokens.token_issue(user=request.user, name=name, actor=request.user)
-    elif request.method != "GET":
+        _, request.session["issued_token"] = tokens.token_issue(
+            user=request.user, name=name, actor=request.user
+        )
+        return redirect("tokens")
+    if request.method != "GET":
         return HttpResponse(status=405)
+    issued = request.session.pop("issued_token", None)
     mine = ApiToken.objects.filter(user=request.user)
     return render(request, "environments/tokens.html", {"tokens": mine, "issued": issued})
 

@@ -8,6 +8,7 @@ for what a person sees (the sentence, the HTTP status) and for what an auditor s
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from datetime import timedelta
@@ -547,10 +548,14 @@ def test_api_writes_take_a_live_token_never_a_session(client, policed, people):
 def test_a_person_creates_a_token_sees_it_once_and_it_works(client, policed, people):
     client.force_login(people["bob"])
 
-    page = client.post(reverse("tokens"), {"name": "CI on main"}).content.decode()
+    created = client.post(reverse("tokens"), {"name": "CI on main"})
+    page = client.get(created["Location"]).content.decode()
     token = page.split('id="token-value">')[1].split("<")[0]
+    reloaded = client.get(reverse("tokens")).content.decode()  # a reload after creating one
+    assert created.status_code == 302
     assert token.startswith("rt_")
-    assert token not in client.get(reverse("tokens")).content.decode()
+    assert token not in reloaded
+    assert ApiToken.objects.filter(user=people["bob"]).count() == 1
     client.logout()
     response = client.get(reverse("api_job", args=[999]), HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 404  # authenticated: the job simply does not exist
@@ -625,3 +630,23 @@ def test_a_hung_database_costs_the_approvals_page_one_timeout_not_one_per_reques
     assert page.count("cannot be read, so no job can be planned") == 5
     # one parallel read, bounded by its timeout (the requests' reads one after another: 10 s)
     assert elapsed < 2 * settings.RETORT_CONNECT_TIMEOUT + 1, f"took {elapsed:.1f} s"
+
+
+def test_request_job_wait_says_at_once_that_the_job_awaits_approval(policed, people):
+    out, err = io.StringIO(), io.StringIO()
+
+    with pytest.raises(SystemExit) as exit_info:
+        call_command(
+            "request_job", "inventory", "prod", "--kind", "upgrade",
+            "--target", inv.STAGING_TARGET, "--as", "bob", "--wait", "--timeout", "1",
+            stdout=out, stderr=err,
+        )  # fmt: skip
+
+    job = Job.objects.get()
+    assert exit_info.value.code == 1
+    assert err.getvalue().startswith(
+        f"job #{job.pk} is awaiting approval: 2 more approvals needed (/jobs/{job.pk}/); "
+        "waiting up to 1 s."
+    )
+    assert "is still awaiting approval after 1 s; it goes on without this command" in err.getvalue()
+    assert json.loads(out.getvalue())["status"] == "awaiting_approval"

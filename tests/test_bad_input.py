@@ -188,3 +188,40 @@ def test_an_ambiguous_url_stored_before_is_never_shown_nor_connected_to(demo_pro
     assert snapshot.status == "error"
     assert snapshot.error == AMBIGUOUS_URL
     assert "t-tail" not in json.dumps(snapshot.as_status_dict()) + prod.url_for_display
+
+
+# --- errors in the site's words -------------------------------------------------------------
+
+
+def test_the_status_api_answers_404_for_what_does_not_exist(client_alice, demo_project):
+    project = client_alice.get(reverse("api_status"), {"project": "nope"})
+    environment = client_alice.get(reverse("api_status"), {"project": "inventory", "env": "qa"})
+
+    assert project.status_code == environment.status_code == 404
+    assert project.json() == {"error": "No project 'nope'.", "code": "not_found"}
+    assert environment.json() == {"error": "No environment 'qa'.", "code": "not_found"}
+
+
+def test_an_api_404_is_json_and_a_page_404_has_the_sites_layout(client_alice, demo_project):
+    api = client_alice.get("/api/v1/jobs/999999")
+    unknown_api = client_alice.get("/api/v1/nothing-here")
+    page = client_alice.get("/projects/nope/")
+
+    assert api.status_code == unknown_api.status_code == page.status_code == 404
+    assert api.json()["code"] == unknown_api.json()["code"] == "not_found"
+    html = page.content.decode()
+    assert 'class="topbar"' in html and "Back to the overview" in html
+    assert "There is nothing here" in html
+
+
+def test_a_500_is_a_sentence_with_a_way_back(client_alice):
+    from dashboard import views as site
+
+    request = client_alice.get("/").wsgi_request
+    page = site.server_error(request)
+    request.path = "/api/v1/status"
+    api = site.server_error(request)
+
+    assert page.status_code == api.status_code == 500
+    assert "Back to the overview" in page.content.decode()
+    assert json.loads(api.content)["code"] == "server_error"

@@ -66,13 +66,35 @@ class Command(BaseCommand):
         if not options["wait"]:
             self.stdout.write(json.dumps(_as_json(job)))
             return
+        # what is happening goes to stderr as it happens; stdout keeps one JSON document
         deadline = time.monotonic() + options["timeout"]
+        said = None
         while not job.is_finished and time.monotonic() < deadline:
+            if job.status != said:
+                said = job.status
+                self.stderr.write(_progress(job, options["timeout"]))
             time.sleep(0.5)
             job.refresh_from_db()
+        if not job.is_finished:
+            self.stderr.write(
+                f"job #{job.pk} is still {job.status.replace('_', ' ')} after "
+                f"{options['timeout']:g} s; it goes on without this command "
+                f"({job.get_absolute_url()})."
+            )
         self.stdout.write(json.dumps(_as_json(job)))
         if job.status != Job.Status.SUCCEEDED:
             sys.exit(1)
+
+
+def _progress(job: Job, timeout: float) -> str:
+    if job.status == Job.Status.AWAITING_APPROVAL:
+        missing = job.approvals_missing()
+        plural = "s" if missing != 1 else ""
+        return (
+            f"job #{job.pk} is awaiting approval: {missing} more approval{plural} needed "
+            f"({job.get_absolute_url()}); waiting up to {timeout:g} s."
+        )
+    return f"job #{job.pk} is {job.status.replace('_', ' ')}."
 
 
 def _as_json(job: Job) -> dict:
