@@ -310,6 +310,14 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
         detail = services.environment_detail_build(card=card)
         context = {"card": card, "detail": detail, "job_error": str(exc)}
         context |= _job_context(environment, detail.index, request.user)
+        # the form as it was sent, so nothing typed is lost
+        context["job_form"] = {
+            "kind": kind,
+            "target": request.POST.get("target", ""),
+            "target_text": request.POST.get("target_text", ""),
+            "reason": request.POST.get("reason", ""),
+            "take_backup": take_backup,
+        }
         return render(
             request,
             "environments/environment_detail.html",
@@ -342,7 +350,11 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 
 def _job_page(job: Job, user, error: str | None = None, *, review: bool = True) -> dict:
     lines = list(job.log_lines.order_by("-seq")[:2000])[::-1]
-    context = {"job": job, "log_lines": lines, "job_error": error}
+    # buttons a person may not use are not shown (the services still refuse them)
+    may_change = roles.may_request(user, job.environment.project) or roles.may_approve(
+        user, job.environment
+    )
+    context = {"job": job, "log_lines": lines, "job_error": error, "may_change": may_change}
     if review:
         context |= _review(job, user)
     return context

@@ -106,3 +106,43 @@ def test_the_environment_page_lists_jobs_and_offers_targets(client_alice, demo_p
     assert f'<option value="{inv.HEAD}">' in html
     assert "Plan the job" in html
     assert f'href="{Job.objects.get().get_absolute_url()}"' in html
+
+
+def test_a_refused_job_form_keeps_what_was_typed(client_alice, demo_project):
+    response = client_alice.post(
+        reverse("job_new", args=["inventory", "staging"]),
+        {
+            "kind": "downgrade",
+            "target": "heads",
+            "target_text": "nonsense-target",
+            "reason": "ticket OPS-77 <b>",
+            "backup_choice": "1",
+        },
+    )
+
+    html = response.content.decode()
+    assert response.status_code in (400, 409)
+    assert 'id="job-error"' in html
+    assert 'value="nonsense-target"' in html
+    assert 'value="ticket OPS-77 &lt;b&gt;"' in html
+    assert '<input type="radio" name="kind" value="downgrade" checked>' in html
+    assert 'id="job-backup" checked' not in html  # unticked as sent
+
+
+def test_a_viewer_sees_no_button_the_role_does_not_allow(client, demo_project, users):
+    from environments import jobs as job_services
+
+    job = job_services.job_request(
+        environment=demo_project.environments.get(slug="dev"),
+        kind="downgrade",
+        target="-1",
+        user=users["bob"],
+    )
+    client.force_login(users["vera"])
+    viewer = client.get(reverse("job_detail", args=[job.pk])).content.decode()
+    client.force_login(users["bob"])
+    requester = client.get(reverse("job_detail", args=[job.pk])).content.decode()
+
+    assert 'id="queue-job"' not in viewer and "Discard" not in viewer
+    assert "You can follow this job; acting on it takes the developer" in viewer
+    assert 'id="queue-job"' in requester and "Discard" in requester
