@@ -28,7 +28,7 @@ demo: $(VENV)/.runtime
 	worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	echo ""; \
 	echo "  Retort is at http://127.0.0.1:$(DEMO_PORT)/  (Celery worker log: var/worker.log)"; \
-	echo "  Logins (password retort-demo): viewer, developer, release, admin"; \
+	echo "  Logins (password retort-demo): viewer, developer, release, release2, admin"; \
 	echo ""; \
 	$(PY) manage.py runserver 127.0.0.1:$(DEMO_PORT) --noreload
 

@@ -122,7 +122,10 @@ def promotion_verdict(job: Job, *, read: bool = False, now: datetime | None = No
     eligible_at = since + timedelta(hours=hours)
     asked = f"the policy asks for {hours} h" if hours else "the policy asks only that it holds them"
     if since <= cutoff:
-        text = f"{source.name} has held {what} for at least {_duration(held)}; {asked}."
+        if not hours:
+            text = f"{source.name} holds {what}, as the policy asks."
+        else:
+            text = f"{source.name} has held {what} for at least {_duration(held)}; {asked}."
         return Verdict(True, True, text, since, eligible_at)
     text = (
         f"{source.name} has held {what} for only {_duration(held)}; {asked}. "

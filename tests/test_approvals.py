@@ -578,7 +578,7 @@ def test_the_approvals_page_shows_plan_sql_findings_other_environments_and_the_v
     assert "UPDATE alembic_version SET version_num=" in page  # the SQL for this database
     assert "drops column" in page.lower() or "drop" in page.lower()  # the findings
     assert 'id="other-environments-' in page and ">staging</a>" in page
-    assert "Promotion rule:</strong> staging has held" in page
+    assert "Promotion rule:</strong> staging holds" in page
     assert f'id="approve-{job.pk}"' in page
     assert '<span class="count" data-testid="approvals-count">1</span>' in page
 

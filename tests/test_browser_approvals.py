@@ -29,7 +29,7 @@ def approve_first_request(page: Page, comment: str) -> None:
     page.get_by_role("link", name=re.compile(r"^Approvals")).click()
     request = page.get_by_test_id("approval-request").first
     expect(request.locator("pre.sql-preview")).to_contain_text("UPDATE alembic_version")
-    expect(request.locator(".verdict")).to_contain_text("staging has held")
+    expect(request.locator(".verdict")).to_contain_text("staging holds")
     request.get_by_label("Comment").fill(comment)
     request.get_by_role("button", name=re.compile(r"^Approve plan")).click()
     page.wait_for_load_state()

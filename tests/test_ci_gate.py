@@ -182,3 +182,15 @@ def test_an_unknown_environment_is_exit_2_not_a_false_behind(demo_project):
         call_command("migration_status", "--env", "nope", stdout=StringIO())
 
     assert error.value.returncode == 2
+
+
+def test_an_unreadable_database_is_said_without_a_made_up_revision(demo_project, closed_port):
+    dev = demo_project.environments.get(slug="dev")
+    dev.set_url(pg_url("x", port=closed_port))
+    dev.save()
+
+    code, output = _status("--env", "dev")
+
+    assert code == 2
+    assert output.startswith("inventory/dev: unreachable — ")
+    assert " at " not in output.split("—")[0]

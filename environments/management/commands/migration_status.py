@@ -54,8 +54,9 @@ class Command(BaseCommand):
 
     def _line(self, overview, card) -> str:
         snap = card.snapshot
-        heads = ",".join(h[:12] for h in snap.heads) or "-"
-        text = f"{card.environment.project.slug}/{card.environment.slug}: {snap.status} at {heads}"
+        text = f"{card.environment.project.slug}/{card.environment.slug}: {snap.status}"
+        if not snap.is_read_failure:  # a database that could not be read is at no revision
+            text += f" at {','.join(h[:12] for h in snap.heads) or 'an empty version table'}"
         if snap.pending:
             text += f", {len(snap.pending)} pending"
         if overview.heads is not None and overview.heads.several:
