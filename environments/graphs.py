@@ -301,7 +301,7 @@ def revision_panel_build(*, project: Project, revision_id: str) -> RevisionPanel
         findings_error=found if isinstance(found, str) else None,
         upgrade_html=highlighted("upgrade"),
         downgrade_html=highlighted("downgrade"),
-        path=str(revision.path),
+        path=index.shown_path(revision.filename),
         is_head=revision_id in index.heads,
         is_base=revision_id in index.bases,
     )

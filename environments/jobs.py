@@ -565,11 +565,11 @@ def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
                 "plan the job again."
             )
         log.add(f"The database holds {', '.join(heads) or 'nothing'}, as planned.")
+        if job.backs_up:
+            _make_backup(job, url, log, heads)
         if job.kind == Job.Kind.RESTORE:
             _restore(job, url, log)
         else:
-            if job.backs_up:
-                _make_backup(job, url, log, heads)
             args = (
                 ["stamp", "--purge", job.target]
                 if job.kind == Job.Kind.STAMP

@@ -534,6 +534,11 @@ class Backup(models.Model):
     def available(self) -> bool:
         return self.removed_at is None and Path(self.path).exists()
 
+    @property
+    def file_name(self) -> str:
+        """What pages show: the file's name, not where the server keeps it."""
+        return Path(self.path).name
+
 
 class Job(models.Model):
     """One change to one environment's database, run by a Celery worker.
@@ -667,8 +672,9 @@ class Job(models.Model):
 
     @property
     def backs_up(self) -> bool:
-        """Whether the run takes a backup first (upgrades and downgrades only)."""
-        changes = self.kind in (self.Kind.UPGRADE, self.Kind.DOWNGRADE)
+        """Whether the run takes a backup first: upgrades, downgrades, and restores (so a
+        restore can itself be undone); a stamp changes no data."""
+        changes = self.kind in (self.Kind.UPGRADE, self.Kind.DOWNGRADE, self.Kind.RESTORE)
         return changes and (self.take_backup or self.environment.backup_required)
 
     def approvals_counted(self):

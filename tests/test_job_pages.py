@@ -146,3 +146,31 @@ def test_a_viewer_sees_no_button_the_role_does_not_allow(client, demo_project, u
     assert 'id="queue-job"' not in viewer and "Discard" not in viewer
     assert "You can follow this job; acting on it takes the developer" in viewer
     assert 'id="queue-job"' in requester and "Discard" in requester
+
+
+def test_pages_show_no_server_paths(client_alice, demo_project, tmp_path):
+    from environments.models import Backup
+
+    dev = demo_project.environments.get(slug="dev")
+    backup_file = tmp_path / "backups" / "inventory" / "dev" / "20261202-job1.sqlite"
+    backup_file.parent.mkdir(parents=True)
+    backup_file.write_bytes(b"x")
+    backup = Backup.objects.create(
+        environment=dev, kind="sqlite", path=str(backup_file), size=1, sha256="0" * 64, heads=[]
+    )
+    job = Job.objects.create(
+        environment=dev, kind="downgrade", target="-1", status="succeeded", backup=backup
+    )
+
+    pages = [
+        client_alice.get(reverse("job_detail", args=[job.pk])).content.decode(),
+        client_alice.get(reverse("revision_panel", args=["inventory", inv.HEAD])).content.decode(),
+        client_alice.get(reverse("environment_detail", args=["inventory", "dev"])).content.decode(),
+    ]
+
+    assert "20261202-job1.sqlite" in pages[0]
+    assert "migrations/versions/" in pages[1]
+    project_folder = demo_project.alembic_ini.rsplit("/", 1)[0]
+    for html in pages:
+        assert str(backup_file.parent) not in html
+        assert f"{project_folder}/migrations" not in html

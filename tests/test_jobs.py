@@ -177,11 +177,17 @@ def test_upgrade_prod_to_head_backs_up_first_and_the_backup_restores_the_old_sta
     assert not AuditEvent.objects.filter(action="out_of_band_change").exists()
     assert tables_and_rows(url) != before
 
+    upgraded = tables_and_rows(url)
     restore = run(prod, users, "restore", restore_from=backup)
 
     assert restore.status == "succeeded", restore.error
     assert tables_and_rows(url) == before
     assert heads_of(url) == [inv.PROD_TARGET]
+    # the restore backed up what it replaced first, so the restore can be undone too
+    assert restore.backup is not None and restore.backup.heads == [inv.HEAD]
+    undo = run(prod, users, "restore", restore_from=restore.backup)
+    assert undo.status == "succeeded", undo.error
+    assert tables_and_rows(url) == upgraded
 
 
 def test_a_migration_failing_half_way_changes_nothing_and_keeps_the_backup(

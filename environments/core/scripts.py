@@ -158,6 +158,10 @@ class ScriptIndex:
     def has_multiple_heads(self) -> bool:
         return len(self.heads) > 1
 
+    def shown_path(self, path: str) -> str:
+        """A revision file's path as pages show it: relative to the project's folder."""
+        return _shown_path(self.config, path)
+
     def knows(self, revision_id: str) -> bool:
         return revision_id in self.revisions
 
