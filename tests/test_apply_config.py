@@ -243,3 +243,19 @@ def test_a_bad_policy_gets_a_clear_message_and_changes_nothing(tmp_path, old, ne
         _apply(path)
 
     assert Project.objects.count() == 0 and Environment.objects.count() == 0
+
+
+def test_the_readmes_example_is_applied_as_written(tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    example = (repo / "README.md").read_text().split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "retort.toml"
+    # its relative paths resolve against the file's folder: the example's is the repository's
+    ini = repo / "examples" / "inventory" / "alembic.ini"
+    path.write_text(example.replace('"examples/inventory/alembic.ini"', f'"{ini}"'))
+
+    output = _apply(path)
+
+    assert "created project inventory" in output
+    prod = Environment.objects.get(slug="prod")
+    assert prod.promotion_from.slug == "staging"
+    assert prod.required_approvals == 2 and prod.backup_required
