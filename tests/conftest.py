@@ -533,6 +533,7 @@ TEST_SECRETS = (
     "S3cret-pw",
     "Hunter2-secret",
     "Wr0ng-Pa55word%!",
+    "s3cret",  # README.md's TOML example (tests/test_apply_config.py)
 )
 
 
