@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from environments import dispatch, graphs, notify, roles
 from environments.audit import audit_record
-from environments.core import backups, plan
+from environments.core import backups, failures, plan
 from environments.core.findings import IRREVERSIBLE_DOWNGRADE
 from environments.core.runner import RunnerError
 from environments.core.versions import read_versions, redact, sync_url
@@ -510,6 +510,7 @@ def _make_backup(job: Job, url: str, log: JobLog, heads: tuple[str, ...]) -> Bac
         heads=list(heads),
     )
     Job.objects.filter(pk=job.pk).update(backup=backup)
+    job.backup = backup
     log.add(
         f"Backup #{backup.pk}: {result.path.name}, {result.size:,} bytes, "
         f"sha256 {result.sha256[:12]}…; {result.verified}."
@@ -539,7 +540,42 @@ def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
     except RunnerError as exc:
         raise _Failed(str(exc)) from None
     if not result.ok:
-        raise _Failed(f"alembic exited with code {result.exit_code}.", exit_code=result.exit_code)
+        failure = failures.read_failure(result.output, list(job.revisions))
+        raise _Failed(
+            _failure_sentence(job, url, failure, result.exit_code), exit_code=result.exit_code
+        )
+
+
+def _failure_sentence(job: Job, url: str, failure, exit_code: int) -> str:
+    """The failure as a person needs it: the cause first, where it happened, what state the
+    database is in now (its version table read again), and what to do next."""
+    cause = failure.cause or f"alembic exited with code {exit_code}"
+    where = ""
+    if failure.revision:
+        where = f" — in revision {failure.revision} ({failure.step} of {len(job.revisions)})"
+    try:
+        heads = _read_heads(job.environment, url)
+    except _Failed as exc:
+        state = f" {exc}"
+    else:
+        state = f" The database holds {', '.join(heads) or 'nothing'} now"
+        if failure.revision and failure.revision not in heads:
+            if sync_url(url).get_backend_name() == "postgresql":
+                state += (
+                    f"; nothing of {failure.revision} was committed (PostgreSQL rolled it back)."
+                )
+            else:
+                state += (
+                    f"; {failure.revision} is not recorded as applied, but on this database some "
+                    "of its statements may have run: check before trying again."
+                )
+        else:
+            state += "."
+    undo = f", restore backup #{job.backup_id} taken before the run" if job.backup_id else ""
+    return (
+        f"{cause}{where}.{state} Next: fix the revision and plan the job again{undo}, or stamp "
+        "the version table if the change is already in the database."
+    )
 
 
 def _execute(job: Job, log: JobLog) -> tuple[str, ...]:

@@ -174,3 +174,21 @@ def test_pages_show_no_server_paths(client_alice, demo_project, tmp_path):
     for html in pages:
         assert str(backup_file.parent) not in html
         assert f"{project_folder}/migrations" not in html
+
+
+def test_a_failed_run_says_where_it_stopped(client_alice, demo_project):
+    dev = demo_project.environments.get(slug="dev")
+    job = Job.objects.create(
+        environment=dev,
+        kind="upgrade",
+        target="heads",
+        status="failed",
+        revisions=["aaa", "bbb", "ccc"],
+        progress_done=2,
+        error="table audit_notes already exists — in revision bbb (2 of 3).",
+    )
+
+    html = client_alice.get(reverse("job_detail", args=[job.pk])).content.decode()
+
+    assert "stopped in revision 2 of 3" in html
+    assert "table audit_notes already exists — in revision bbb (2 of 3)." in html

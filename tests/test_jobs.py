@@ -208,8 +208,14 @@ def test_a_migration_failing_half_way_changes_nothing_and_keeps_the_backup(
 
     assert job.status == "failed"
     assert job.exit_code not in (0, None)
-    assert "alembic exited with code" in job.error
-    assert "division by zero" in "\n".join(job.log_lines.values_list("text", flat=True))
+    # the cause leads, then where, the state now, and what to do next
+    assert job.error.startswith("division by zero")
+    assert "— in revision badbadbad001 (1 of 1)." in job.error
+    assert (
+        f"The database holds {inv.HEAD} now; nothing of badbadbad001 was committed "
+        "(PostgreSQL rolled it back)." in job.error
+    )
+    assert f"restore backup #{job.backup_id} taken before the run" in job.error
     assert heads_of(url) == [inv.HEAD]
     assert tables_and_rows(url) == before  # transactional DDL: no half_way table either
     assert Path(job.backup.path).exists()

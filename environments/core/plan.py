@@ -142,12 +142,12 @@ def plan_job(index: ScriptIndex, kind: str, target: str, from_heads: Sequence[st
     return Plan(kind, target, from_heads, tuple(sorted(heads.heads)), revisions)
 
 
-_RUNNING = re.compile(r"Running (upgrade|downgrade|stamp_revision) (.*?) -> ([^,\s]*)")
+RUNNING = re.compile(r"Running (upgrade|downgrade|stamp_revision) (.*?) -> ([^,\s]*)")
 
 
 def step_of(line: str) -> tuple[str, str] | None:
     """(kind, revision arrived at) for alembic's `Running upgrade A -> B, msg` log lines."""
-    match = _RUNNING.search(line)
+    match = RUNNING.search(line)
     if match is None:
         return None
     return match.group(1), match.group(3)
