@@ -247,7 +247,7 @@ def measure_drift(report: Report, databases: Databases) -> None:
 def measure_load(report: Report, databases: Databases, tmp: Path) -> None:
     from bench import load
 
-    figures = load.measure(databases.create(), tmp / "load", log=log)
+    figures = load.measure(databases.create("load"), tmp / "load", log=log)
     errors = sum(figures.errors.values())
     report.add(
         Figure(
