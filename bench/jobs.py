@@ -37,7 +37,7 @@ from django.test import override_settings
 
 from bench.postgres import Databases
 from bench.stats import Samples
-from environments import approvals, jobs, roles
+from environments import approvals, dispatch, jobs, roles
 from environments.core import backups, runner
 from environments.models import Environment, Job, JobLogLine, Project
 from examples.inventory import revisions
@@ -415,10 +415,10 @@ def run_job(environment: Environment, user, probes: Probes) -> JobRun:
     """Plan, preview, queue and run one upgrade to head, the worker's part in this process."""
     sent: list[str] = []
 
-    def record(task_name: str, *args) -> None:
+    def record(task_name: str, *args, then=None) -> None:
         sent.append(task_name)
 
-    with mock.patch.object(jobs, "send_on_commit", record):
+    with mock.patch.object(dispatch, "send_on_commit", record):
         gc.collect()
         started = time.perf_counter()
         job = jobs.job_request(

@@ -765,7 +765,7 @@ def jobs_note(f: JobFigures) -> str:
         "registered untimed; `job_request(kind='upgrade', target='head')`, then "
         "`job_preview_sql` (7g), `job_queue`, and `job_run(job_id=…)` called in this process: "
         "that call is the whole body of the Celery task `environments.tasks.job_run`, so the "
-        "figure holds no broker or queue latency. `jobs._send_on_commit` was replaced by a "
+        "figure holds no broker or queue latency. `dispatch.send_on_commit` was replaced by a "
         "recorder for the section: nothing reached a broker (a real worker on the default "
         "queue could otherwise have picked up the job ids), and each job's planning and "
         "queueing were checked to have sent exactly `job_preview_sql` and `job_run`. "

@@ -192,3 +192,26 @@ def test_a_failed_run_says_where_it_stopped(client_alice, demo_project):
 
     assert "stopped in revision 2 of 3" in html
     assert "table audit_notes already exists — in revision bbb (2 of 3)." in html
+
+
+def test_the_plan_sha_is_shown_once_the_sql_it_covers_is_rendered(
+    client_alice, demo_project, users
+):
+    from environments import jobs as job_services
+
+    job = job_services.job_request(
+        environment=demo_project.environments.get(slug="staging"),
+        kind="upgrade",
+        target="heads",
+        user=users["alice"],
+    )
+    rendering = client_alice.get(reverse("job_detail", args=[job.pk])).content.decode()
+
+    job_services.job_preview_sql(job_id=job.pk)
+    job.refresh_from_db()
+    rendered = client_alice.get(reverse("job_detail", args=[job.pk])).content.decode()
+
+    assert "Rendering the SQL for staging…" in rendering
+    assert 'id="plan-sha"' not in rendering
+    assert job.sql_status == "ready"
+    assert f'<code id="plan-sha">{job.plan_sha256}</code>' in rendered
