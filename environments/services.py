@@ -295,10 +295,43 @@ class RevisionRow:
 
 
 @dataclass
+class ReadRun:
+    """Consecutive reads that found the same thing, shown as one row: the newest of them, how
+    many there were and when the first was."""
+
+    latest: Snapshot
+    count: int = 1
+    since: object = None  # the oldest read's checked_at
+
+    def same_as(self, snapshot: Snapshot) -> bool:
+        latest = self.latest
+        return (
+            snapshot.status == latest.status
+            and list(snapshot.heads) == list(latest.heads)
+            and len(snapshot.pending) == len(latest.pending)
+            and snapshot.error == latest.error
+        )
+
+
+def read_runs(snapshots: Iterable[Snapshot], *, limit: int = 20) -> list[ReadRun]:
+    """Snapshots, newest first, with each run of identical reads folded into one row."""
+    runs: list[ReadRun] = []
+    for snapshot in snapshots:
+        if runs and runs[-1].same_as(snapshot):
+            runs[-1].count += 1
+            runs[-1].since = snapshot.checked_at
+            continue
+        if len(runs) == limit:
+            break
+        runs.append(ReadRun(snapshot, 1, snapshot.checked_at))
+    return runs
+
+
+@dataclass
 class EnvironmentDetail:
     pending: list[RevisionRow]
     applied: list[RevisionRow]
-    recent: list[Snapshot]
+    recent: list[ReadRun]
     index_error: str | None
     problems: list[ScriptProblem]
     index: ScriptIndex | None = None  # what the page read the scripts as, for its job form
@@ -333,7 +366,7 @@ def environment_detail_build(*, card: EnvironmentCard) -> EnvironmentDetail:
         known_heads = [head for head in snapshot.heads if index.knows(head)]
         if not snapshot.unknown and known_heads:
             applied = _rows(index, index.applied(known_heads))
-    recent = list(environment.snapshots.order_by("-checked_at", "-id")[:20])
+    recent = read_runs(environment.snapshots.order_by("-checked_at", "-id")[:2000])
     return EnvironmentDetail(
         pending=pending,
         applied=applied,

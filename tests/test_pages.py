@@ -192,3 +192,17 @@ def test_healthz_answers_without_login(client, db):
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_identical_reads_are_one_row_of_recent_reads(client_alice, demo_project):
+    from environments import services
+
+    dev = demo_project.environments.get(slug="dev")
+    for _ in range(6):
+        services.environment_read(environment=dev)
+
+    html = client_alice.get(reverse("environment_detail", args=["inventory", "dev"])).content
+    reads = html.decode().split('id="reads"')[1].split("</table>")[0]
+
+    assert reads.count("<tr>") == 2  # the header and one row for the six reads
+    assert re.search(r"and [5-9] reads like it since", reads), reads  # six, and any before
