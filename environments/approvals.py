@@ -22,6 +22,7 @@ from environments import jobs, notify, roles
 from environments.core.status import Status
 from environments.jobs import JobRefused, Refused, job_audit, plan_outdated, queue_now, refuse
 from environments.models import Approval, Environment, Job
+from environments.services import environment_read
 
 READ_FAILURES = [status.value for status in Status if status.is_read_failure]
 
@@ -71,8 +72,6 @@ def promotion_verdict(job: Job, *, read: bool = False, now: datetime | None = No
             False, True, f"The promotion rule covers upgrades and stamps; this is a {job.kind}."
         )
     if read:
-        from environments.services import environment_read  # services imports jobs
-
         environment_read(environment=source)
     index, error = environment.project.load_scripts()
     if index is None or index.revision_map is None:

@@ -19,10 +19,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from environments import expected as expected_schemas
 from environments import services
 from environments.audit import audit_record
 from environments.core import schema as core_schema
 from environments.core.scripts import ScriptIndex
+from environments.core.versions import sync_url
 from environments.models import DriftState, Environment, Project, Snapshot, UrlUnavailable
 
 
@@ -247,8 +249,6 @@ def _schema_findings(
 
 
 def _expected_findings(report: DriftReport, environment: Environment, live, *, build: bool):
-    from environments import expected as expected_schemas  # it imports jobs, which imports us
-
     heads = list(report.snapshots[environment.pk].heads)
     dialect = live.dialect
     if build:
@@ -278,8 +278,6 @@ def _expected_findings(report: DriftReport, environment: Environment, live, *, b
 
 def _dialect(environment: Environment) -> str:
     try:
-        from environments.core.versions import sync_url
-
         return sync_url(environment.get_url()).get_backend_name()
     except Exception:  # noqa: BLE001 - an unusable URL is reported by the read itself
         return ""

@@ -547,34 +547,19 @@ def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
 
 
 def _failure_sentence(job: Job, url: str, failure, exit_code: int) -> str:
-    """The failure as a person needs it: the cause first, where it happened, what state the
-    database is in now (its version table read again), and what to do next."""
-    cause = failure.cause or f"alembic exited with code {exit_code}"
-    where = ""
-    if failure.revision:
-        where = f" — in revision {failure.revision} ({failure.step} of {len(job.revisions)})"
+    """The failure with the state the database is in now (its version table read again)."""
     try:
-        heads = _read_heads(job.environment, url)
+        heads, unreadable = _read_heads(job.environment, url), None
     except _Failed as exc:
-        state = f" {exc}"
-    else:
-        state = f" The database holds {', '.join(heads) or 'nothing'} now"
-        if failure.revision and failure.revision not in heads:
-            if sync_url(url).get_backend_name() == "postgresql":
-                state += (
-                    f"; nothing of {failure.revision} was committed (PostgreSQL rolled it back)."
-                )
-            else:
-                state += (
-                    f"; {failure.revision} is not recorded as applied, but on this database some "
-                    "of its statements may have run: check before trying again."
-                )
-        else:
-            state += "."
-    undo = f", restore backup #{job.backup_id} taken before the run" if job.backup_id else ""
-    return (
-        f"{cause}{where}.{state} Next: fix the revision and plan the job again{undo}, or stamp "
-        "the version table if the change is already in the database."
+        heads, unreadable = (), str(exc)
+    return failures.describe(
+        failure,
+        exit_code=exit_code,
+        planned=len(job.revisions),
+        heads=heads,
+        unreadable=unreadable,
+        rolls_back=sync_url(url).get_backend_name() == "postgresql",
+        backup_id=job.backup_id,
     )
 
 

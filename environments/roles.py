@@ -64,52 +64,53 @@ def _roles_after_migrate(sender, app_config=None, using="default", **kwargs) -> 
 _RANK = {VIEWER: 0, DEVELOPER: 1, RELEASE_MANAGER: 2, ADMIN: 3}
 
 
+def _role(user, project) -> tuple[str | None, bool]:
+    """The user's role in `project`, and whether it comes from a grant there (else: their
+    global role, from their groups' permissions)."""
+    if not (user and getattr(user, "is_authenticated", False) and user.is_active):
+        return None, False
+    if user.is_superuser:
+        return ADMIN, False
+    if project is not None:
+        granted = (
+            ProjectRole.objects.filter(project=project, user=user)
+            .values_list("role", flat=True)
+            .first()
+        )
+        if granted:
+            return granted, True
+    for permission, role in (("approve_job", RELEASE_MANAGER), ("request_job", DEVELOPER)):
+        if user.has_perm(f"environments.{permission}"):
+            return role, False
+    return (VIEWER if user.has_perm("environments.view_project") else None), False
+
+
 def role_in(user, project) -> str | None:
     """The user's role in `project`: their grant there, else their global role."""
-    if not (user and getattr(user, "is_authenticated", False) and user.is_active):
-        return None
-    if user.is_superuser:
-        return ADMIN
-    grant = (
-        ProjectRole.objects.filter(project=project, user=user).values_list("role", flat=True)
-        if project is not None
-        else None
-    )
-    granted = grant.first() if grant is not None else None
-    if granted:
-        return granted
-    if user.has_perm("environments.approve_job"):
-        return ADMIN if user.groups.filter(name=ADMIN).exists() else RELEASE_MANAGER
-    if user.has_perm("environments.request_job"):
-        return DEVELOPER
-    return VIEWER if user.has_perm("environments.view_project") else None
+    return _role(user, project)[0]
 
 
-def _at_least(user, project, role: str) -> bool:
-    held = role_in(user, project)
-    return held is not None and _RANK[held] >= _RANK[role]
+def _ranks(role: str | None, least: str) -> bool:
+    return role is not None and _RANK[role] >= _RANK[least]
 
 
 def may_request(user, project) -> bool:
     """May plan jobs in `project` and ask for them to run."""
-    return _at_least(user, project, DEVELOPER)
+    return _ranks(role_in(user, project), DEVELOPER)
 
 
 def may_approve(user, environment) -> bool:
     """A release manager (or admin) in the environment's project, who also belongs to the
     environment's approver group if it names one — or, for the release manager group, is a
     release manager of this project by grant."""
-    project = environment.project
-    if not _at_least(user, project, RELEASE_MANAGER):
+    role, granted = _role(user, environment.project)
+    if not _ranks(role, RELEASE_MANAGER):
         return False
     group = environment.approver_group
     if group is None or user.groups.filter(pk=group.pk).exists():
         return True
     # a release manager of this project by grant counts as a member of the role's group
-    return (
-        group.name == RELEASE_MANAGER
-        and ProjectRole.objects.filter(project=project, user=user, role=RELEASE_MANAGER).exists()
-    )
+    return granted and role == group.name == RELEASE_MANAGER
 
 
 def approver_label(environment) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -301,7 +301,7 @@ class ReadRun:
 
     latest: Snapshot
     count: int = 1
-    since: object = None  # the oldest read's checked_at
+    since: datetime | None = None  # the oldest read's checked_at
 
     def same_as(self, snapshot: Snapshot) -> bool:
         latest = self.latest
@@ -366,7 +366,7 @@ def environment_detail_build(*, card: EnvironmentCard) -> EnvironmentDetail:
         known_heads = [head for head in snapshot.heads if index.knows(head)]
         if not snapshot.unknown and known_heads:
             applied = _rows(index, index.applied(known_heads))
-    recent = read_runs(environment.snapshots.order_by("-checked_at", "-id")[:2000])
+    recent = read_runs(environment.snapshots.order_by("-checked_at", "-id")[:500])
     return EnvironmentDetail(
         pending=pending,
         applied=applied,

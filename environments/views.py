@@ -181,8 +181,8 @@ def api_graph(request: HttpRequest, project_slug: str) -> JsonResponse:
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET or None)
-    if form.is_bound and not form.is_valid():
-        return refuse(request, f"These filters cannot be used: {form.errors_sentence()}")
+    if refused := _refused_filters(request, form):
+        return refused
     events = audit.events_filtered(**form.filters())
     page = Paginator(events, settings.RETORT_AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
@@ -197,6 +197,13 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+def _refused_filters(request: HttpRequest, form: AuditFilterForm) -> HttpResponse | None:
+    """A 400 naming what is wrong with the filters; an invalid filter never means "all"."""
+    if form.is_bound and not form.is_valid():
+        return refuse(request, f"These filters cannot be used: {form.errors_sentence()}")
+    return None
+
+
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -209,8 +216,8 @@ def audit_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
     if fmt not in ("csv", "jsonl"):
         raise Http404("Export as csv or jsonl.")
     form = AuditFilterForm(request.GET or None)
-    if form.is_bound and not form.is_valid():
-        return refuse(request, f"These filters cannot be used: {form.errors_sentence()}")
+    if refused := _refused_filters(request, form):
+        return refused
     filters = form.filters()
     audit.audit_record(
         action="audit_exported",

@@ -54,3 +54,45 @@ def read_failure(output: str, revisions: list[str]) -> RunFailure:
     if current is not None and current in revisions:
         step = revisions.index(current) + 1
     return RunFailure(cause or "", current, step)
+
+
+def describe(
+    failure: RunFailure,
+    *,
+    exit_code: int,
+    planned: int,
+    heads: tuple[str, ...],
+    unreadable: str | None,
+    rolls_back: bool,
+    backup_id: int | None,
+) -> str:
+    """The failure as a person needs it: the cause first, where it happened, what state the
+    database is in now, and what to do next. `rolls_back`: the database undid the failed
+    revision's statements with its transaction (PostgreSQL's transactional DDL)."""
+    cause = failure.cause or f"alembic exited with code {exit_code}"
+    where = (
+        f" — in revision {failure.revision} ({failure.step} of {planned})"
+        if (failure.revision)
+        else ""
+    )
+    if unreadable:
+        state = f" {unreadable}"
+    else:
+        state = f" The database holds {', '.join(heads) or 'nothing'} now"
+        if failure.revision and failure.revision not in heads:
+            if rolls_back:
+                state += (
+                    f"; nothing of {failure.revision} was committed (PostgreSQL rolled it back)."
+                )
+            else:
+                state += (
+                    f"; {failure.revision} is not recorded as applied, but on this database some "
+                    "of its statements may have run: check before trying again."
+                )
+        else:
+            state += "."
+    undo = f", restore backup #{backup_id} taken before the run" if backup_id else ""
+    return (
+        f"{cause}{where}.{state} Next: fix the revision and plan the job again{undo}, or stamp "
+        "the version table if the change is already in the database."
+    )

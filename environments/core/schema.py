@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.types import TypeEngine
+
+from environments.core import versions
 
 
 @dataclass(frozen=True)
@@ -234,10 +237,6 @@ def read_schema(
     statement_timeout: float = 120.0,
 ) -> Schema:
     """Connect (briefly: `timeout`) and reflect; raises SchemaReadError."""
-    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
-    from environments.core import versions
-
     try:
         target = versions.sync_url(url)
         engine = versions.open_engine(target, timeout, statement_timeout)
