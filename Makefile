@@ -7,7 +7,7 @@ DEMO_PORT ?= 8000
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/retort
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: demo test bench lint format services clean
+.PHONY: demo test bench lint format services clean screenshots
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ services:
 test: $(VENV)/.dev services
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 		$(PY) -m pytest $(PYTEST_ARGS)
+
+# the README's screenshots, taken again by the browser tests that walk those pages
+screenshots: $(VENV)/.dev services
+	RETORT_UPDATE_SCREENSHOTS=1 DATABASE_URL=$(TEST_DATABASE_URL) \
+		CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -m browser $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev services
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m bench

@@ -19,8 +19,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from environments import dispatch, services
 from environments import expected as expected_schemas
-from environments import services
 from environments.audit import audit_record
 from environments.core import schema as core_schema
 from environments.core.scripts import ScriptIndex
@@ -37,6 +37,11 @@ class Finding:
     environments: list[str]
     object: str
     detail: str
+    # schema and expected findings: what differs (table, column, index, type, …), and for
+    # expected ones whether the environment has the object its migrations lack (True) or
+    # lacks one they create (False); None when both have it and it differs
+    change: str = ""
+    present: bool | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +64,6 @@ class DriftReport:
     findings: list[Finding] = field(default_factory=list)
     schemas_compared: list[tuple[str, str]] = field(default_factory=list)
     expected_compared: list[str] = field(default_factory=list)
-    expected_pending: list[str] = field(default_factory=list)
     index_error: str | None = None
 
     @property
@@ -96,10 +100,11 @@ def drift_build(
     project: Project,
     cross_dialect: bool = False,
     schemas: bool = True,
-    expected: str = "cached",
+    expected: str = "build",
 ) -> DriftReport:
-    """`expected`: "build" builds missing expected schemas here (the CLI, a worker);
-    "cached" compares with those built and asks a worker for the rest; "off" skips them."""
+    """Read every environment now and compare. `expected`: "build" compares each live schema
+    with the one its migrations build (built here, or kept from an earlier build); "off"
+    skips that. The CLI and the workers' checks call this; pages show what a check stored."""
     environments = list(project.environments.select_related("project").order_by("position", "name"))
     snapshots = services.environments_read(environments=environments)
     report = DriftReport(project=project, environments=environments, snapshots=snapshots)
@@ -240,25 +245,23 @@ def _schema_findings(
             left, right, left_name=a.name, right_name=b.name, cross_dialect=cross_pair
         ):
             report.findings.append(
-                Finding("schema", [a.slug, b.slug], difference.object, difference.detail)
+                Finding(
+                    "schema",
+                    [a.slug, b.slug],
+                    difference.object,
+                    difference.detail,
+                    change=difference.kind,
+                )
             )
     for environment in with_expected:
         live = read[environment.pk]
         if not isinstance(live, Exception):
-            _expected_findings(report, environment, live, build=expected == "build")
+            _expected_findings(report, environment, live)
 
 
-def _expected_findings(report: DriftReport, environment: Environment, live, *, build: bool):
+def _expected_findings(report: DriftReport, environment: Environment, live) -> None:
     heads = list(report.snapshots[environment.pk].heads)
-    dialect = live.dialect
-    if build:
-        built = expected_schemas.build(environment=environment, heads=heads, dialect=dialect)
-    else:
-        built = expected_schemas.cached(environment, heads, dialect)
-        if built is None:
-            report.expected_pending.append(environment.slug)
-            expected_schemas.build_soon(environment, heads, dialect)
-            return
+    built = expected_schemas.build(environment=environment, heads=heads, dialect=live.dialect)
     if built.error:
         report.findings.append(
             Finding(
@@ -272,7 +275,14 @@ def _expected_findings(report: DriftReport, environment: Environment, live, *, b
     report.expected_compared.append(environment.slug)
     for difference in expected_schemas.compare_with_expected(environment, built, live):
         report.findings.append(
-            Finding("expected", [environment.slug], difference.object, difference.detail)
+            Finding(
+                "expected",
+                [environment.slug],
+                difference.object,
+                difference.detail,
+                change=difference.kind,
+                present=(difference.only_in == environment.name) if difference.only_in else None,
+            )
         )
 
 
@@ -299,6 +309,10 @@ def drift_record(*, project: Project) -> tuple[list[dict], list[dict]]:
     neither: their findings wait for a read that works. Returns (appeared, cleared)."""
     report = drift_build(project=project, expected="build")
     if report.index_error:
+        DriftState.objects.update_or_create(
+            project=project,
+            defaults={"checked_at": timezone.now(), "report": _stored_report(report)},
+        )
         return [], []
     unreadable = {
         slug for f in report.findings if f.kind == "unreadable" for slug in f.environments
@@ -314,7 +328,12 @@ def drift_record(*, project: Project) -> tuple[list[dict], list[dict]]:
     cleared = [f for f in before if _key(f) not in current_keys]
     with transaction.atomic():
         DriftState.objects.update_or_create(
-            project=project, defaults={"findings": current, "checked_at": timezone.now()}
+            project=project,
+            defaults={
+                "findings": current,
+                "checked_at": timezone.now(),
+                "report": _stored_report(report),
+            },
         )
         if appeared:
             audit_record(
@@ -331,3 +350,78 @@ def drift_record(*, project: Project) -> tuple[list[dict], list[dict]]:
                 details={"findings": [f["detail"] for f in cleared]},
             )
     return appeared, cleared
+
+
+def _stored_report(report: DriftReport) -> dict:
+    """What the drift page shows besides the findings, as the check found it."""
+    return {
+        "environments": [{"slug": e.slug, "name": e.name} for e in report.environments],
+        "rows": [asdict(row) for row in report.rows],
+        "schemas_compared": [list(pair) for pair in report.schemas_compared],
+        "expected_compared": list(report.expected_compared),
+        "unreadable": [f.as_dict() for f in report.findings if f.kind == "unreadable"],
+        "index_error": report.index_error or "",
+    }
+
+
+def drift_request(*, project: Project, user) -> DriftState:
+    """A person's "Check now": a worker checks the project (reading every environment and
+    building the schemas their migrations give); the page follows until it is done."""
+    with transaction.atomic():
+        state, _ = DriftState.objects.select_for_update().get_or_create(
+            project=project, defaults={"checked_at": None}
+        )
+        if not state.checking:
+            state.requested_at, state.requested_by = timezone.now(), user
+            state.save(update_fields=["requested_at", "requested_by"])
+            transaction.on_commit(lambda: dispatch.send("drift_check", project.pk))
+    return state
+
+
+@dataclass
+class DriftPage:
+    """The drift page: the last check as it was stored, and whether a new one is under way."""
+
+    project: Project
+    state: DriftState | None
+    groups: list[tuple[str, list[dict]]]
+    report: dict
+
+    @property
+    def checked(self) -> bool:
+        return self.state is not None and self.state.checked_at is not None
+
+    @property
+    def checking(self) -> bool:
+        return self.state is not None and self.state.checking
+
+    @property
+    def settled(self) -> bool:
+        return not self.checking
+
+    @property
+    def clean(self) -> bool:
+        """The last check found nothing and read everything: the page may say "No drift"."""
+        return (
+            self.checked
+            and not any(findings for _, findings in self.groups)
+            and not self.report.get("index_error")
+        )
+
+
+_GROUPS = [
+    ("revisions", "Revisions"),
+    ("unknown_revision", "Revisions unknown to the scripts"),
+    ("schema", "Schema differences between environments at one revision"),
+    ("expected", "Live schemas against what their migrations build"),
+    ("unreadable", "Could not be read"),
+]
+
+
+def drift_page(*, project: Project) -> DriftPage:
+    """What the last stored check found (the overview's drift badges show the same check)."""
+    state = DriftState.objects.filter(project=project).select_related("requested_by").first()
+    report = state.report if state is not None else {}
+    findings = (state.findings if state is not None else []) + report.get("unreadable", [])
+    groups = [(title, [f for f in findings if f["kind"] == kind]) for kind, title in _GROUPS]
+    return DriftPage(project=project, state=state, groups=groups, report=report)

@@ -23,7 +23,6 @@ from django.conf import settings
 from django.db import IntegrityError
 from sqlalchemy.pool import NullPool
 
-from environments import dispatch
 from environments.core import schema as core_schema
 from environments.core.runner import RunnerError
 from environments.core.versions import redact, sync_url
@@ -86,11 +85,6 @@ def cache_key(project: Project, heads, dialect: str) -> dict | None:
         "dialect": dialect,
         "scripts_sha256": scripts_digest(index, applied) or "0" * 64,
     }
-
-
-def cached(environment: Environment, heads, dialect: str) -> ExpectedSchema | None:
-    key = cache_key(environment.project, heads, dialect)
-    return ExpectedSchema.objects.filter(**key).first() if key else None
 
 
 @contextlib.contextmanager
@@ -191,8 +185,3 @@ def compare_with_expected(
             else f"{environment.name} lacks {thing} that its migrations create"
         ),
     )
-
-
-def build_soon(environment: Environment, heads, dialect: str) -> None:
-    """Ask a worker to build it (the drift page shows it once built)."""
-    dispatch.send("expected_schema_build", environment.pk, sorted(heads), dialect)

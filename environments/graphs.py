@@ -16,11 +16,23 @@ from environments.core.scripts import FileCache, RevisionFile, ScriptIndex, too_
 from environments.models import Environment, Project, Snapshot
 
 _findings_cache = FileCache()
+_touches_cache = FileCache()
 _SHOWN_CHARACTERS = 60_000  # of a function's source in the revision panel
 
 
 def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | str:
     """Static findings of one revision file, cached by size and mtime; a sentence on failure."""
+    return _static_read(revision, _findings_cache, core_findings.analyze)
+
+
+def revision_touches(revision: RevisionFile) -> list[core_findings.Touch] | str:
+    """The tables and columns a revision file creates, alters or drops; a sentence on failure."""
+    return _static_read(revision, _touches_cache, core_findings.touches)
+
+
+def _static_read(revision: RevisionFile, cache: FileCache, read):
+    """`read(source)` of a revision file (parsed, never run), kept while the file is unchanged;
+    a sentence when the file cannot be read, is too large, or cannot be parsed."""
     path = revision.path
     try:
         stat = path.stat()
@@ -30,13 +42,13 @@ def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | s
     if oversized:
         return f"{path.name} {oversized}."
 
-    def analyze() -> list[core_findings.Finding] | str:
+    def compute():
         try:
-            return core_findings.analyze(path.read_bytes())
+            return read(path.read_bytes())
         except (OSError, ValueError) as exc:
             return f"{path.name} could not be analysed: {exc}"
 
-    return _findings_cache.get_or_compute(path, stat.st_size, stat.st_mtime_ns, analyze)
+    return cache.get_or_compute(path, stat.st_size, stat.st_mtime_ns, compute)
 
 
 def finding_dict(finding: core_findings.Finding) -> dict[str, object]:

@@ -23,10 +23,9 @@ from django.utils import timezone
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from environments import dispatch, graphs, notify, roles
+from environments import dispatch, notify, risks, roles
 from environments.audit import audit_record
 from environments.core import backups, failures, plan
-from environments.core.findings import IRREVERSIBLE_DOWNGRADE
 from environments.core.runner import RunnerError
 from environments.core.versions import read_versions, redact, sync_url
 from environments.models import Backup, Environment, Job, JobLogLine, UrlUnavailable
@@ -71,28 +70,6 @@ def _current_heads(environment: Environment, snapshot=None) -> tuple[str, ...]:
             f"{environment.name} cannot be read, so no job can be planned: {snapshot.error}"
         )
     return tuple(sorted(snapshot.heads))
-
-
-def _findings(index, revisions: list[str], kind: str) -> list[dict]:
-    """The static findings of the steps this job runs: upgrade() for an upgrade (and whether
-    it can be undone), downgrade() for a downgrade, none for a stamp, which runs no code."""
-    if kind == Job.Kind.STAMP:
-        return []
-    found = []
-    for revision_id in revisions:
-        revision = index.revisions.get(revision_id)
-        if revision is None:
-            continue
-        result = graphs.revision_findings(revision)
-        if isinstance(result, str):
-            found.append({"revision": revision_id, "severity": "warning", "detail": result})
-            continue
-        for finding in result:
-            runs = finding.function == kind
-            undo = kind == Job.Kind.UPGRADE and finding.kind == IRREVERSIBLE_DOWNGRADE
-            if runs or undo:
-                found.append({"revision": revision_id, **graphs.finding_dict(finding)})
-    return found
 
 
 def scripts_digest(index, revisions: list[str]) -> str:
@@ -142,7 +119,7 @@ def _plan_fields(
                 f"{kind} to {target!r} would change nothing."
             )
         to_heads, revisions = list(planned.to_heads), list(planned.revisions)
-        found = _findings(index, revisions, kind)
+        found = risks.plan_risks(environment, index, revisions, kind)
         digest = scripts_digest(index, revisions)
     return {
         "target": target,

@@ -819,10 +819,25 @@ class DriftState(models.Model):
 
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="drift_state")
     findings = models.JSONField(default=list)  # Finding.as_dict() for each
-    checked_at = models.DateTimeField(default=timezone.now)
+    checked_at = models.DateTimeField(null=True, blank=True)  # None: asked for, never checked
+    # what the drift page shows besides the findings: the environments in promotion order, the
+    # revision matrix, the pairs compared, and what could not be read (drift.drift_record)
+    report = models.JSONField(default=dict, blank=True)
+    # a person's "Check now": a check is under way while requested_at is after checked_at
+    requested_at = models.DateTimeField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     def __str__(self) -> str:
         return f"drift of {self.project}: {len(self.findings)} finding(s)"
+
+    @property
+    def checking(self) -> bool:
+        """A check someone asked for has not finished yet."""
+        return self.requested_at is not None and (
+            self.checked_at is None or self.requested_at > self.checked_at
+        )
 
     def involving(self, slug: str, *, kinds=("schema", "expected", "unknown_revision")) -> list:
         return [f for f in self.findings if slug in f["environments"] and f["kind"] in kinds]

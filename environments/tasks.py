@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import approvals, audit, dispatch, drift, expected, jobs, notify, services
+from environments import approvals, audit, dispatch, drift, jobs, notify, services
 from environments.models import Environment, Project
 
 
@@ -70,13 +70,13 @@ def notifications_send(project_id: int | None = None) -> int:
 
 
 @shared_task
-def expected_schema_build(environment_id: int, heads: list[str], dialect: str) -> str | None:
-    """Run the migrations on a scratch database and keep the schema they build."""
-    environment = Environment.objects.select_related("project").filter(pk=environment_id).first()
-    if environment is None:
-        return None
-    built = expected.build(environment=environment, heads=heads, dialect=dialect)
-    return built.error or "built"
+def drift_check(project_id: int) -> bool:
+    """Check one project for drift now (a person asked, on the drift page)."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return False
+    drift.drift_record(project=project)
+    return True
 
 
 @shared_task

@@ -8,6 +8,8 @@ urlpatterns = [
     path("jobs/<int:job_id>/live", views.job_live, name="job_live"),
     path("jobs/<int:job_id>/<str:action>", views.job_action, name="job_action"),
     path("approvals/", views.approvals_queue, name="approvals"),
+    path("approvals/live", views.approvals_live, name="approvals_live"),
+    path("live/nav", views.nav_live, name="nav_live"),
     path("tokens/", views.api_tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke", views.api_token_revoke, name="token_revoke"),
     path("audit/", views.audit_log, name="audit_log"),
@@ -24,6 +26,11 @@ urlpatterns = [
     path("projects/<slug:project_slug>/", views.project_detail, name="project_detail"),
     path("projects/<slug:project_slug>/graph", views.project_graph, name="project_graph"),
     path("projects/<slug:project_slug>/drift", views.project_drift, name="project_drift"),
+    path(
+        "projects/<slug:project_slug>/drift/check",
+        views.project_drift_check,
+        name="project_drift_check",
+    ),
     path(
         "projects/<slug:project_slug>/revisions/<str:revision>",
         views.revision_panel,

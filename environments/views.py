@@ -10,18 +10,21 @@ import json
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count, Max
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.lib import live
 from dashboard.lib.apiauth import api_login_required
 from dashboard.lib.badinput import refuse, whole_number
 from environments import approvals, audit, drift, graphs, jobs, roles, services, tokens
+from environments.context_processors import navigation
 from environments.core.scripts import ScriptIndex
 from environments.forms import AuditFilterForm
-from environments.models import ApiToken, Approval, Environment, Job, Project
+from environments.models import ApiToken, Approval, Environment, Job, Project, Snapshot
 
 
 def _projects(slug: str | None = None):
@@ -136,20 +139,32 @@ def project_graph(request: HttpRequest, project_slug: str) -> HttpResponse:
 @require_GET
 @login_required
 def project_drift(request: HttpRequest, project_slug: str) -> HttpResponse:
-    """Revisions each environment lacks of its neighbour's, and schema differences."""
+    """What the last drift check found: revisions each environment lacks of its neighbour's,
+    and schema differences. The page reads nothing itself; "Check now" asks a worker."""
     project = get_object_or_404(Project, slug=project_slug)
-    cross = request.GET.get("cross") == "1"
-    report = drift.drift_build(project=project, cross_dialect=cross)
-    kinds = [
-        ("revisions", "Revisions"),
-        ("unknown_revision", "Revisions unknown to the scripts"),
-        ("schema", "Schema differences between environments at one revision"),
-        ("expected", "Live schemas against what their migrations build"),
-        ("unreadable", "Could not be read"),
-    ]
-    groups = [(title, [f for f in report.findings if f.kind == kind]) for kind, title in kinds]
-    context = {"project": project, "report": report, "groups": groups, "cross": cross}
+    page = drift.drift_page(project=project)
+    context = {"page": page, "project": project, "live_key": _drift_key(page)}
+    if request.htmx and request.GET.get("since") is not None:
+        return live.live_response(
+            request,
+            context["live_key"],
+            lambda: render(request, "environments/_drift_body.html", context),
+            final=not page.checking,
+        )
     return render(request, "environments/drift.html", context)
+
+
+def _drift_key(page) -> str:
+    state = page.state
+    return live.fingerprint(state.checked_at, state.requested_at) if state else "never"
+
+
+@require_POST
+@login_required
+def project_drift_check(request: HttpRequest, project_slug: str) -> HttpResponse:
+    project = get_object_or_404(Project, slug=project_slug)
+    drift.drift_request(project=project, user=request.user)
+    return redirect("project_drift", project_slug=project.slug)
 
 
 @require_GET
@@ -355,23 +370,56 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(request, "environments/job_detail.html", _job_page(job, request.user))
 
 
-def _job_page(job: Job, user, error: str | None = None, *, review: bool = True) -> dict:
+def _job_page(job: Job, user, error: str | None = None, *, stored: bool = False) -> dict:
+    """Everything the job page shows. `stored`: judge whether the plan is out of date from
+    the environment's last stored read (a poll), not from a read made now."""
     lines = list(job.log_lines.order_by("-seq")[:2000])[::-1]
     # buttons a person may not use are not shown (the services still refuse them)
     may_change = roles.may_request(user, job.environment.project) or roles.may_approve(
         user, job.environment
     )
-    context = {"job": job, "log_lines": lines, "job_error": error, "may_change": may_change}
-    if review:
-        context |= _review(job, user)
-    return context
-
-
-def _review(job: Job, user, snapshot=None) -> dict:
-    """What an approver reads: the policy's verdicts, the approvals, the other environments.
-    `snapshot`: the environment's read just made, if any (else it is read now)."""
+    snapshot = job.environment.latest_snapshot() if stored else None
+    review = _review(job, user, snapshot, check_plan=not stored or snapshot is not None)
+    # the fingerprint after the review: a review that reads the database stores a read
     return {
-        "approval": approvals.approval_state(job, user, snapshot=snapshot),
+        "job": job,
+        "log_lines": lines,
+        "job_error": error,
+        "may_change": may_change,
+        "live_key": _job_key(job),
+    } | review
+
+
+def _job_key(job: Job) -> str:
+    """What the job page's live region shows, as a fingerprint: the job's row, its newest log
+    line, its decisions and the environment's newest read (which may outdate the plan)."""
+    newest_line = job.log_lines.aggregate(seq=Max("seq"))["seq"]
+    decisions = job.approvals.aggregate(count=Count("id"), newest=Max("id"))
+    newest_read = job.environment.snapshots.aggregate(newest=Max("id"))["newest"]
+    return live.fingerprint(
+        job.status,
+        job.sql_status,
+        job.plan_sha256,
+        job.progress_done,
+        job.backup_id,
+        job.error,
+        job.started_at,
+        job.finished_at,
+        job.worker_host,
+        job.dispatched_at,
+        job.expires_at,
+        job.replanned_at,
+        newest_line,
+        decisions,
+        newest_read,
+    )
+
+
+def _review(job: Job, user, snapshot=None, *, check_plan: bool = True) -> dict:
+    """What an approver reads: the policy's verdicts, the approvals, the other environments.
+    `snapshot`: the environment's read to judge the plan by (None: it is read now)."""
+    return {
+        "approval": approvals.approval_state(job, user, snapshot=snapshot, check_plan=check_plan),
         "others": approvals.other_environments(job),
         "policy": policy_lines(job.environment),
         "may_request": roles.may_request(user, job.environment.project),
@@ -381,17 +429,31 @@ def _review(job: Job, user, snapshot=None) -> dict:
 @require_GET
 @login_required
 def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
-    """The part of the job page that changes; htmx polls it and stops (286) once settled."""
+    """The part of the job page that changes (status, approvals, SQL, log): htmx polls it with
+    the fingerprint it shows; 204 while nothing changed, 286 once the job is over."""
     job = _get_job(job_id)
-    response = render(
-        request, "environments/_job_live.html", _job_page(job, request.user, review=False)
+    return live.live_response(
+        request,
+        _job_key(job),
+        lambda: render(
+            request,
+            "environments/_job_live.html",
+            _job_page(job, request.user, stored=True) | {"oob_nav": True},
+        ),
+        final=job.is_finished,
     )
-    settled = job.is_finished or (
-        job.status == Job.Status.PLANNED and job.sql_status != Job.Preview.PENDING
+
+
+@require_GET
+@login_required
+def nav_live(request: HttpRequest) -> HttpResponse:
+    """The nav's approvals count, for the poll every page makes."""
+    context = navigation(request)
+    return live.live_response(
+        request,
+        context["nav_key"],
+        lambda: render(request, "_nav_approvals.html", context),
     )
-    if settled and request.htmx:
-        response.status_code = 286
-    return response
 
 
 @require_POST
@@ -451,30 +513,68 @@ def job_decide(
 def approvals_queue(request: HttpRequest) -> HttpResponse:
     """Requests awaiting approval, each with everything needed to decide on it."""
     approvals.jobs_expire()
-    waiting = (
-        Job.objects.select_related(
-            "environment__project",
-            "environment__promotion_from",
-            "environment__approver_group",
-            "requested_by",
-            "restore_from",
-        )
-        .filter(status=Job.Status.AWAITING_APPROVAL)
-        .order_by("submitted_at", "id")
+    return render(request, "environments/approvals.html", _approval_requests(request.user))
+
+
+@require_GET
+@login_required
+def approvals_live(request: HttpRequest) -> HttpResponse:
+    """The approvals list, for its poll: plans judged by the environments' stored reads."""
+    return live.live_response(
+        request,
+        _approvals_key(),
+        lambda: render(
+            request,
+            "environments/_approval_requests.html",
+            _approval_requests(request.user, stored=True),
+        ),
     )
-    # every environment with a request is read once, all in parallel: a hung database costs
-    # the page one connect timeout, however many requests wait
+
+
+def _waiting_jobs():
+    return Job.objects.filter(status=Job.Status.AWAITING_APPROVAL).order_by("submitted_at", "id")
+
+
+def _approvals_key() -> str:
+    waiting = list(
+        _waiting_jobs().values_list(
+            "id", "sql_sha256", "scripts_sha256", "replanned_at", "expires_at"
+        )
+    )
+    decisions = Approval.objects.aggregate(count=Count("id"), newest=Max("id"))
+    reads = Snapshot.objects.filter(environment__jobs__status=Job.Status.AWAITING_APPROVAL)
+    return live.fingerprint(waiting, decisions, reads.aggregate(newest=Max("id"))["newest"])
+
+
+def _approval_requests(user, *, stored: bool = False) -> dict:
+    waiting = _waiting_jobs().select_related(
+        "environment__project",
+        "environment__promotion_from",
+        "environment__approver_group",
+        "requested_by",
+        "restore_from",
+    )
     environments = list({job.environment_id: job.environment for job in waiting}.values())
-    reads = services.environments_read(environments=environments) if environments else {}
+    if stored:
+        reads = {e.pk: e.latest_snapshot() for e in environments}
+    else:
+        # every environment with a request is read once, all in parallel: a hung database
+        # costs the page one connect timeout, however many requests wait
+        reads = services.environments_read(environments=environments) if environments else {}
     requests = [
-        {"job": job} | _review(job, request.user, reads.get(job.environment_id)) for job in waiting
+        {"job": job}
+        | _review(
+            job,
+            user,
+            reads.get(job.environment_id),
+            check_plan=reads.get(job.environment_id) is not None,
+        )
+        for job in waiting
     ]
     decided = Approval.objects.select_related("job__environment__project").order_by(
         "-created_at", "-id"
     )[:20]
-    return render(
-        request, "environments/approvals.html", {"requests": requests, "decided": decided}
-    )
+    return {"requests": requests, "decided": decided, "live_key": _approvals_key()}
 
 
 # --- API tokens ----------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -62,3 +64,23 @@ def log_in(page: Page, base_url: str, username: str, password: str) -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
+
+
+def as_user(browser: Browser, base_url: str, name: str, *, width: int = 1280) -> Page:
+    """A browser of one's own (cookies and all), logged in as `name` (password "pw-<name>")."""
+    page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
+    log_in(page, base_url, name, "pw-" + name)
+    expect(page.get_by_role("heading", name="Migration state")).to_be_visible()
+    return page
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def docs_screenshot(page: Page | Locator, name: str, artifacts: Path, **options) -> None:
+    """A screenshot the README shows: kept with the test artifacts, and written over
+    docs/screenshot-<name>.png when RETORT_UPDATE_SCREENSHOTS=1 (`make screenshots`)."""
+    path = artifacts / f"screenshot-{name}.png"
+    page.screenshot(path=path, **options)
+    if os.environ.get("RETORT_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(path, DOCS / path.name)

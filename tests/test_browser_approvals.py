@@ -12,17 +12,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from environments.models import Job, Project
 from examples.inventory import revisions as inv
-from tests.browser import log_in
+from tests.browser import as_user, docs_screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-def as_user(browser: Browser, base_url: str, name: str) -> Page:
-    """A browser of one's own (cookies and all), logged in."""
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    log_in(page, base_url, name, "pw-" + name)
-    expect(page.get_by_role("heading", name="Migration state")).to_be_visible()
-    return page
 
 
 def approve_first_request(page: Page, comment: str) -> None:
@@ -79,7 +71,7 @@ def test_two_release_managers_approve_a_developers_prod_upgrade_and_the_trail_te
     expect(alice.get_by_test_id("approvals-count")).to_have_text("1")
     approve_first_request(alice, "SQL read, staging has it")
     expect(alice.locator(f"#approval-count-{job.pk}")).to_contain_text("1 of 2")
-    alice.screenshot(path=artifacts / "approval-one-of-two.png", full_page=True)
+    docs_screenshot(alice, "approvals", artifacts, full_page=True)
 
     # carol gives the second approval; the job is queued and a worker runs it.
     carol = as_user(browser, base, "carol")

@@ -18,7 +18,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from environments.models import Project
 from examples.inventory import revisions as inv
-from tests.browser import log_in
+from tests.browser import docs_screenshot, log_in
 from tests.conftest import alembic, three_heads_history
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -114,7 +114,7 @@ def test_a_release_manager_picks_prod_and_reads_the_drop_column_warning_in_place
     expect(panel.locator('dt:text-is("Applied in") + dd')).to_have_text("dev, staging")
     assert page.url == url_before, "loading the panel changed the URL"
     assert page.evaluate("() => window.__graphPageMarker") == 1, "loading the panel navigated"
-    page.screenshot(path=artifacts / "graph-prod.png", full_page=True)
+    docs_screenshot(page, "graph", artifacts, full_page=True)
 
 
 def test_three_heads_and_a_merge_of_merges_are_drawn_in_lanes_of_their_own(
@@ -144,7 +144,7 @@ def test_three_heads_and_a_merge_of_merges_are_drawn_in_lanes_of_their_own(
     expect(page.locator("g.branch-label")).to_have_text("middle")
     expect(page.locator('#rev-h10000000000 g.marker[data-environment="dev"]')).to_be_visible()
     expect(page.locator("g.node[data-state=pending]")).to_have_count(2)
-    page.locator(".graph-scroll").screenshot(path=artifacts / "graph-three-heads.png")
+    docs_screenshot(page.locator(".graph-scroll"), "three-heads", artifacts)
 
 
 def test_find_highlights_the_drop_column_revision_and_scrolls_it_into_view(

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from environments.models import Project
 from examples.inventory import revisions as inv
-from tests.browser import log_in
+from tests.browser import docs_screenshot, log_in
 from tests.conftest import alembic
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -41,7 +41,7 @@ def test_a_person_logs_in_sees_the_badges_and_a_refresh_updates_only_that_card(
     expect(badge["dev"]).to_have_text("current")
     expect(badge["staging"]).to_have_text("3 behind")
     expect(badge["prod"]).to_have_text("6 behind")
-    page.screenshot(path=artifacts / "overview.png", full_page=True)
+    docs_screenshot(page, "overview", artifacts)
 
     page.evaluate(
         "() => { window.__marker = 1;"

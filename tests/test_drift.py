@@ -44,7 +44,7 @@ def test_the_demo_drifts_by_revisions_said_in_words(demo_project):
         f"{inv.ADD_USERS_EMAIL}, {inv.DROP_PRODUCTS_LEGACY_FLAG}, {inv.CREATE_SHIPMENTS}"
     )
     assert by_pair[("staging", "dev")].startswith("staging lacks these 3 revisions that dev has")
-    assert set(findings[0]) == {"kind", "environments", "object", "detail"}
+    assert set(findings[0]) == {"kind", "environments", "object", "detail", "change", "present"}
 
 
 def test_environments_at_one_revision_with_one_schema_report_no_drift(
@@ -80,6 +80,8 @@ def test_a_hand_added_index_between_twins_is_drift(inventory, make_project, pg_d
             "environments": ["staging", "prod"],
             "object": "orders",
             "detail": "prod has index ix_by_hand on orders (user_id, status); staging does not",
+            "change": "index",
+            "present": None,
         },
         {
             "kind": "expected",
@@ -87,6 +89,8 @@ def test_a_hand_added_index_between_twins_is_drift(inventory, make_project, pg_d
             "object": "orders",
             "detail": "prod has index ix_by_hand on orders (user_id, status) that no migration "
             "creates",
+            "change": "index",
+            "present": True,
         },
     ]
 

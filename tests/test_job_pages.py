@@ -215,3 +215,70 @@ def test_the_plan_sha_is_shown_once_the_sql_it_covers_is_rendered(
     assert 'id="plan-sha"' not in rendering
     assert job.sql_status == "ready"
     assert f'<code id="plan-sha">{job.plan_sha256}</code>' in rendered
+
+
+# --- live regions: a poll costs nothing until something changes -----------------------------
+
+
+def _since(html: str, url: str) -> str:
+    """The fingerprint a rendered region polls with."""
+    import re
+
+    return re.search(re.escape(url) + r"\?since=([0-9a-f]+|never)", html).group(1)
+
+
+def test_a_job_pages_poll_answers_nothing_until_the_job_changes_then_stops_when_it_ends(
+    client_alice, demo_project, users
+):
+    from environments import jobs as job_services
+
+    job = job_services.job_request(
+        environment=demo_project.environments.get(slug="staging"),
+        kind="upgrade",
+        target="heads",
+        user=users["alice"],
+    )
+    url = reverse("job_live", args=[job.pk])
+    since = _since(client_alice.get(job.get_absolute_url()).content.decode(), url)
+
+    unchanged = client_alice.get(url, {"since": since}, HTTP_HX_REQUEST="true")
+    job_services.job_preview_sql(job_id=job.pk)  # the SQL arrives
+    changed = client_alice.get(url, {"since": since}, HTTP_HX_REQUEST="true")
+    client_alice.post(reverse("job_action", args=[job.pk, "cancel"]))
+    ended = client_alice.get(url, {"since": _since(changed.content.decode(), url)})
+
+    assert unchanged.status_code == 204 and unchanged.content == b""
+    assert changed.status_code == 200
+    body = changed.content.decode()
+    assert 'id="sql-preview"' in body and "Ask for approval" not in body  # staging: no approval
+    assert "Queue this job" in body and _since(body, url) != since
+    assert ended.status_code == 200 and "cancelled" in ended.content.decode()
+    assert "hx-trigger" not in ended.content.decode().split('id="job-live"')[1].split(">")[0]
+
+
+def test_the_nav_count_and_the_approvals_list_answer_a_poll_with_204_until_a_request_comes(
+    client_alice, demo_project, users
+):
+    from tests.conftest import env, planned
+
+    page = client_alice.get(reverse("approvals")).content.decode()
+    nav_url, list_url = reverse("nav_live"), reverse("approvals_live")
+    nav_since, list_since = _since(page, nav_url), _since(page, list_url)
+    quiet = [
+        client_alice.get(nav_url, {"since": nav_since}).status_code,
+        client_alice.get(list_url, {"since": list_since}).status_code,
+    ]
+    prod = env(demo_project, "prod")
+    prod.required_approvals = 1
+    prod.save()
+    from environments import approvals
+
+    approvals.job_submit(job=planned(prod, users["bob"]), user=users["bob"])
+
+    nav = client_alice.get(nav_url, {"since": nav_since})
+    waiting = client_alice.get(list_url, {"since": list_since})
+
+    assert quiet == [204, 204]
+    assert nav.status_code == 200 and 'data-testid="approvals-count">1<' in nav.content.decode()
+    assert waiting.status_code == 200
+    assert waiting.content.decode().count('data-testid="approval-request"') == 1

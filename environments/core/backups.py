@@ -261,7 +261,8 @@ def backup_database(
         with contextlib.suppress(OSError):
             partial.unlink()
         raise
-    emit(f"Backup written to {final} ({size} bytes, SHA-256 {digest}).")
+    # the file name only: a job's log is shown on its page, and the folder is the server's
+    emit(f"Backup written to {final.name} ({size} bytes, SHA-256 {digest}).")
     return BackupResult(
         path=final,
         size=size,

@@ -36,6 +36,14 @@ _CONSTRAINT_TYPES = {
     "check": "check constraint",
     "primary": "primary key constraint",
 }
+# op methods that add a constraint to a table (named in the second argument), by the kind of
+# schema difference they bear on
+_CREATES_CONSTRAINT = {
+    "create_unique_constraint": "unique",
+    "create_foreign_key": "fk",
+    "create_check_constraint": "check",
+    "create_primary_key": "primary_key",
+}
 # Keywords that name a trigger event, a referential action or a lock, not a statement that runs.
 _NOT_A_STATEMENT_AFTER = {"ON", "FOR", "BEFORE", "AFTER", "OF", "OR"}
 _SQL_KEYWORD = re.compile(r"\b(DELETE|UPDATE|DROP|TRUNCATE)\b", re.IGNORECASE)
@@ -92,6 +100,22 @@ class FunctionSource:
     last_line: int
 
 
+@dataclass(frozen=True)
+class Touch:
+    """A schema object a step of a revision creates, alters or drops, named as the source
+    names it: `obj` is a table (`orders`) or a column (`orders.qty`); `what` says which."""
+
+    function: str  # "upgrade" or "downgrade"
+    action: str  # "creates", "alters" or "drops"
+    what: str  # table, column, index, unique, fk, check, constraint
+    obj: str
+    line: int
+
+    @property
+    def table(self) -> str:
+        return self.obj.split(".")[0] if self.what == "column" else self.obj
+
+
 # --- public API ----------------------------------------------------------------------------
 
 
@@ -110,6 +134,22 @@ def analyze(source: str | bytes) -> list[Finding]:
     findings.extend(_irreversible_downgrade(context))
     order = {name: index for index, name in enumerate(_FUNCTIONS)}
     return sorted(findings, key=lambda finding: (order[finding.function], finding.line))
+
+
+def touches(source: str | bytes) -> list[Touch]:
+    """The tables and columns each function of a revision file creates, alters or drops, where
+    the source names them literally (a name computed at run time is left out). Raises
+    ValueError with a readable reason when the source cannot be parsed."""
+    _, module = _parse(source)
+    context = _ModuleContext(module)
+    found: list[Touch] = []
+    for name in _FUNCTIONS:
+        node = context.functions.get(name)
+        if node is not None:
+            scope = _Scope(context, name, node)
+            scope.run()
+            found.extend(scope.touches)
+    return found
 
 
 def function_sources(source: str | bytes) -> dict[str, FunctionSource]:
@@ -252,6 +292,7 @@ class _Scope(ast.NodeVisitor):
         self.batches: dict[str, _Table] = {}
         self.inline_get_binds: set[int] = set()  # `op.get_bind().execute(...)`: one finding
         self.findings: list[Finding] = []
+        self.touches: list[Touch] = []
 
     def run(self) -> list[Finding]:
         for statement in self.node.body:
@@ -260,6 +301,13 @@ class _Scope(ast.NodeVisitor):
 
     def add(self, kind: str, operation: str, node: ast.expr, detail: str) -> None:
         self.findings.append(Finding(kind, operation, self.function, node.lineno, detail))
+
+    def touch(self, action: str, what: str, table: _Table, node: ast.expr, column=None) -> None:
+        if table.name is None or (what == "column" and column is None):
+            return  # named at run time: nothing to match against
+        name = table.name.rsplit(".", 1)[-1]  # reflection names tables without their schema
+        obj = f"{name}.{column}" if what == "column" else name
+        self.touches.append(Touch(self.function, action, what, obj, node.lineno))
 
     # names and literals
 
@@ -341,10 +389,12 @@ class _Scope(ast.NodeVisitor):
         } | {item.arg for item in call.keywords if item.arg and self.is_bind(item.value)}
         scope = _Scope(self.context, self.function, helper, self.visited, binds)
         self.findings.extend(scope.run())
+        self.touches.extend(scope.touches)
 
     def op_call(self, node: ast.Call, method: str, batch: _Table | None) -> None:
         # A batch operation names its table in batch_alter_table(), not as its first argument.
         column_at = 0 if batch is not None else 1
+        self.schema_touch(node, method, batch, column_at)
         if method == "drop_table" and batch is None:
             table = self.table(node, 0)
             target = f"table {table.name}" if table.name is not None else f"a table {_RUN_TIME}"
@@ -377,6 +427,34 @@ class _Scope(ast.NodeVisitor):
                 f"uses the migration's database connection ({ast.unparse(node)}) "
                 "to work with data directly",
             )
+
+    def schema_touch(self, node: ast.Call, method: str, batch: _Table | None, at: int) -> None:
+        """Which table or column the op creates, alters or drops (for matching with drift)."""
+        if method in {"create_table", "drop_table"} and batch is None:
+            action = "creates" if method == "create_table" else "drops"
+            self.touch(action, "table", self.table(node, 0), node)
+        elif method == "rename_table" and batch is None:
+            self.touch("drops", "table", self.table(node, 0, "old_table_name"), node)
+            self.touch("creates", "table", self.table(node, 1, "new_table_name"), node)
+        elif method in {"drop_column", "alter_column"}:
+            column = self.literal(_argument(node, at, "column_name"))
+            action = "drops" if method == "drop_column" else "alters"
+            self.touch(action, "column", batch or self.table(node, 0), node, column)
+        elif method == "add_column":
+            column = _argument(node, at, "column")
+            name = None
+            if isinstance(column, ast.Call) and _called_name(column) == "Column":
+                name = self.literal(_argument(column, 0, "name"))
+            self.touch("creates", "column", batch or self.table(node, 0), node, name)
+        elif method == "create_index":
+            self.touch("creates", "index", batch or self.table(node, 1), node)
+        elif method == "drop_index":
+            self.touch("drops", "index", batch or self.table(node, 1), node)
+        elif method in _CREATES_CONSTRAINT:
+            what = _CREATES_CONSTRAINT[method]
+            self.touch("creates", what, batch or self.table(node, 1, "source_table"), node)
+        elif method == "drop_constraint":
+            self.touch("drops", "constraint", batch or self.table(node, 1), node)
 
     def alter_column(self, node: ast.Call, table: _Table, column_at: int) -> None:
         new_type = _argument(node, None, "type_")

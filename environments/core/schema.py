@@ -76,6 +76,7 @@ class Difference:
     kind: str  # table, column, type, nullable, default, primary_key, index, unique, fk, check
     object: str
     detail: str
+    only_in: str = ""  # the side's name that has the object when the other lacks it, else ""
 
 
 # --- normalisation -------------------------------------------------------------------------
@@ -295,7 +296,7 @@ def compare_schemas(
         a, b = left.tables.get(name), right.tables.get(name)
         if a is None or b is None:
             has = right_name if a is None else left_name
-            found.append(Difference("table", name, say(has, f"table {name}")))
+            found.append(Difference("table", name, say(has, f"table {name}"), has))
             continue
         found += _compare_tables(a, b, left_name, right_name, cross_dialect, say)
     return found
@@ -309,7 +310,7 @@ def _compare_tables(a: Table, b: Table, ln: str, rn: str, cross: bool, say) -> l
         where = f"{table}.{column}"
         if ca is None or cb is None:
             has = rn if ca is None else ln
-            found.append(Difference("column", where, say(has, f"column {where}")))
+            found.append(Difference("column", where, say(has, f"column {where}"), has))
             continue
         ta, tb = (ca.generic, cb.generic) if cross else (ca.type, cb.type)
         if ta != tb:
@@ -390,7 +391,7 @@ def _compare_tables(a: Table, b: Table, ln: str, rn: str, cross: bool, say) -> l
 def _compare_sets(table, kind, left: dict, right: dict, describe, ln, rn, say) -> list[Difference]:
     found = []
     for key in sorted(set(left) - set(right), key=str):
-        found.append(Difference(kind, table, say(ln, describe(left[key]))))
+        found.append(Difference(kind, table, say(ln, describe(left[key])), ln))
     for key in sorted(set(right) - set(left), key=str):
-        found.append(Difference(kind, table, say(rn, describe(right[key]))))
+        found.append(Difference(kind, table, say(rn, describe(right[key])), rn))
     return found

@@ -2,11 +2,28 @@ from datetime import datetime
 
 from django import template
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.timesince import timesince
 
 from environments.audit import action_label
 
 register = template.Library()
+
+
+@register.simple_tag
+def live_poll(url: str, key: str, seconds: float, final: bool = False) -> str:
+    """The htmx attributes of a live region (see dashboard/lib/live.py): poll `url` every
+    `seconds` with the fingerprint the page shows; nothing at all once the state is final."""
+    if final:
+        return ""
+    joiner = "&" if "?" in url else "?"
+    return format_html(
+        ' hx-get="{}" hx-trigger="every {}s" hx-swap="outerHTML"',
+        f"{url}{joiner}{urlencode({'since': key})}",
+        f"{seconds:g}",
+    )
+
 
 _LABELS = {
     "current": "current",

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from environments import configfile, services
+from environments import configfile, drift, services
 from environments.audit import acting_as
 from environments.core.runner import RunnerError
 from environments.models import Environment, Project
@@ -99,5 +99,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{environment.name}: {snapshot.status}, {len(snapshot.pending)} pending"
             )
+        appeared, _ = drift.drift_record(project=project)  # the drift page opens on a check
+        self.stdout.write(f"drift check: {len(appeared)} finding(s)")
         logins = ", ".join(f"{u} / {DEMO_PASSWORD}" for u, *_ in DEMO_USERS)
         self.stdout.write(self.style.SUCCESS(f"Demo ready. Logins: {logins}"))
