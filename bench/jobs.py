@@ -5,7 +5,7 @@ The target is the sample project (examples/inventory) at its PROD_TARGET, filled
 the upgrade's data migration has work to do. Every round copies that database twice (one copy
 per side) and runs both sides on their copies, the order flipping from round to round.
 
-The Retort side runs the worker's task body in this process: `jobs.job_run(job_id=...)` is all
+The Retort side runs the worker's task body in this process: `execution.job_run(job_id=...)` is all
 the Celery task `environments.tasks.job_run` does. Nothing is handed to a broker: the tasks that
 `job_request` and `job_queue` send on commit are recorded instead of sent (and checked).
 
@@ -37,7 +37,7 @@ from django.test import override_settings
 
 from bench.postgres import Databases
 from bench.stats import Samples
-from environments import approvals, dispatch, jobs, roles
+from environments import approvals, dispatch, execution, planning, roles
 from environments.core import backups, runner
 from environments.models import Environment, Job, JobLogLine, Project
 from examples.inventory import revisions
@@ -118,10 +118,10 @@ class DirectRun:
 @dataclass(frozen=True)
 class JobRun:
     job_id: int
-    plan: float  # jobs.job_request
-    preview: float  # jobs.job_preview_sql: a worker task run between planning and queueing
-    queue: float  # jobs.job_queue
-    run: float  # jobs.job_run: the worker's task body
+    plan: float  # planning.job_request
+    preview: float  # planning.job_preview_sql: a worker task run between planning and queueing
+    queue: float  # approvals.job_queue
+    run: float  # execution.job_run: the worker's task body
     parts: dict[str, float]  # what `run` was spent on, from the probes; sums to `run`
     log: dict[str, float]  # the same run read from its log lines' timestamps
     log_lines: int
@@ -191,18 +191,18 @@ class JobFigures:
 # Functions timed inside job_run (wrapped by a timer that calls the original, nothing else):
 # what the log lines cannot separate, such as the end of pg_dump and the start of verification.
 PROBES: tuple[tuple[object, str, str], ...] = (
-    (jobs, "_execute", "execute"),
-    (jobs, "_read_heads", "read_heads"),
-    (jobs, "_make_backup", "make_backup"),
+    (execution, "_execute", "execute"),
+    (execution, "_read_heads", "read_heads"),
+    (execution, "_make_backup", "make_backup"),
     (backups, "_pg_dump", "pg_dump"),
     (backups, "_verify", "verify"),
     (backups, "_pg_list_entries", "verify_list"),
     (backups, "_size_and_sha256", "sha256"),
     (backups, "_publish", "publish"),
     (runner, "run_alembic", "alembic"),  # Project.run_alembic calls it through the module
-    (jobs, "_finish", "finish"),
-    (jobs, "backups_prune", "prune"),
-    (jobs, "environment_read", "snapshot"),  # jobs imports it by name
+    (execution, "_finish", "finish"),
+    (execution, "backups_prune", "prune"),
+    (execution, "environment_read", "snapshot"),  # execution imports it by name
 )
 
 # What job_run's time is split into (seconds each, summing to the whole call).
@@ -220,7 +220,7 @@ PARTS = (
     "run_rest",  # log lines, lock release, heartbeat stop, the last log flush, in between
     "finish",  # status update, re-select, audit job_succeeded
     "prune",  # backups_prune
-    "snapshot",  # environment_read (imported by jobs): scripts index check, read, snapshot insert
+    "snapshot",  # environment_read (execution imports it): index check, read, snapshot insert
 )
 
 
@@ -421,13 +421,13 @@ def run_job(environment: Environment, user, probes: Probes) -> JobRun:
     with mock.patch.object(dispatch, "send_on_commit", record):
         gc.collect()
         started = time.perf_counter()
-        job = jobs.job_request(
+        job = planning.job_request(
             environment=environment, kind=Job.Kind.UPGRADE, target="head", user=user
         )
         plan = time.perf_counter() - started
 
         started = time.perf_counter()
-        previewed = jobs.job_preview_sql(job_id=job.pk)
+        previewed = planning.job_preview_sql(job_id=job.pk)
         preview = time.perf_counter() - started
         if previewed is None or previewed.sql_status != Job.Preview.READY:
             raise RuntimeError(f"the SQL preview of job #{job.pk} is not ready: {previewed}")
@@ -440,7 +440,7 @@ def run_job(environment: Environment, user, probes: Probes) -> JobRun:
     with probes.attached():
         cpu = cpu_seconds()
         started = time.perf_counter()
-        done = jobs.job_run(job_id=job.pk)
+        done = execution.job_run(job_id=job.pk)
         ended = time.perf_counter()
         cpu = cpu_seconds() - cpu
     run = ended - started

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from environments import approvals, jobs, notify, tokens
+from environments import approvals, notify, tokens, transitions
 from environments.core.versions import url_problem
 from environments.models import (
     ApiToken,
@@ -202,7 +202,7 @@ class JobAdmin(ReadOnlyAdmin):
         for job in queryset.select_related("environment__project"):
             try:
                 act(job)
-            except jobs.JobRefused as exc:
+            except transitions.Refused as exc:
                 self.message_user(request, f"Job #{job.pk}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"Job #{job.pk}: {verb}.")

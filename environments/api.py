@@ -16,10 +16,10 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.lib.apiauth import api_login_required
 from dashboard.lib.badinput import whole_number
-from environments import approvals, dispatch, jobs
+from environments import approvals, dispatch, planning, reviews, transitions
 from environments.models import Environment, Job
+from environments.tokens import api_login_required
 
 
 def _iso(moment) -> str | None:
@@ -27,7 +27,7 @@ def _iso(moment) -> str | None:
 
 
 def job_json(job: Job, user) -> dict:
-    state = approvals.approval_state(job, user, check_plan=False)
+    state = reviews.approval_state(job, user, check_plan=False)
     environment = job.environment
 
     def people(items) -> list[dict]:
@@ -76,9 +76,9 @@ def job_json(job: Job, user) -> dict:
     }
 
 
-def _refused(exc: jobs.JobRefused) -> JsonResponse:
+def _refused(exc: transitions.Refused) -> JsonResponse:
     code = getattr(exc, "code", "") or "refused"
-    return JsonResponse({"error": str(exc), "code": code}, status=jobs.refusal_status(exc))
+    return JsonResponse({"error": str(exc), "code": code}, status=transitions.refusal_status(exc))
 
 
 def _api_write(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -131,8 +131,8 @@ def job_create(request: HttpRequest, project_slug: str, env_slug: str, *, body: 
         if body.get("submit", True):
             job = approvals.job_request_and_submit(**plan)
         else:
-            job = jobs.job_request(**plan)
-    except jobs.JobRefused as exc:
+            job = planning.job_request(**plan)
+    except transitions.Refused as exc:
         return _refused(exc)
     job.refresh_from_db()
     return JsonResponse(job_json(job, request.user), status=201)
@@ -169,14 +169,14 @@ def job_action(request: HttpRequest, job_id: int, action: str, *, body: dict):
                 claimed=claimed,
             )
         elif action == "cancel":
-            job = jobs.job_cancel(job=job, user=request.user)
+            job = planning.job_cancel(job=job, user=request.user)
         elif action == "queue":
             job = approvals.job_queue(job=job, user=request.user)
         elif action == "replan":
-            job, _ = jobs.job_replan(job=job, user=request.user)
+            job, _ = planning.job_replan(job=job, user=request.user)
         else:
             return JsonResponse({"error": f"No action {action!r}."}, status=404)
-    except jobs.JobRefused as exc:
+    except transitions.Refused as exc:
         return _refused(exc)
     job.refresh_from_db()
     return JsonResponse(job_json(job, request.user))

@@ -26,8 +26,8 @@ from sqlalchemy.pool import NullPool
 from environments.core import schema as core_schema
 from environments.core.runner import RunnerError
 from environments.core.versions import redact, sync_url
-from environments.jobs import scripts_digest
 from environments.models import Environment, ExpectedSchema, Project, UrlUnavailable
+from environments.planning import scripts_digest
 
 
 class ExpectedSchemaError(Exception):

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import approvals, audit, dispatch, drift, jobs, notify, services
+from environments import approvals, audit, dispatch, drift, execution, notify, planning, services
 from environments.models import Environment, Project
 
 
@@ -36,13 +36,13 @@ def audit_verify() -> bool:
 @shared_task(acks_late=False, max_retries=0)
 def job_run(job_id: int) -> str | None:
     """At most once: acknowledged on receipt, never retried; a redelivery finds it taken."""
-    job = jobs.job_run(job_id=job_id)
+    job = execution.job_run(job_id=job_id)
     return job.status if job else None
 
 
 @shared_task
 def job_preview_sql(job_id: int) -> str | None:
-    job = jobs.job_preview_sql(job_id=job_id)
+    job = planning.job_preview_sql(job_id=job_id)
     return job.sql_status if job else None
 
 
@@ -54,7 +54,7 @@ def jobs_dispatch() -> list[int]:
 
 @shared_task
 def jobs_reap() -> list[int]:
-    return jobs.jobs_reap()
+    return execution.jobs_reap()
 
 
 @shared_task

@@ -1,9 +1,14 @@
 """API tokens: issued to a person, shown once, stored as a SHA-256, revocable; each issue and
-revocation is an audit event."""
+revocation is an audit event. `api_login_required` lets a token (or a session) into the JSON
+API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+
 from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 
 from environments.audit import audit_record
@@ -37,3 +42,35 @@ def token_revoke(*, token: ApiToken, user) -> bool:
             )
     token.refresh_from_db()
     return bool(won)
+
+
+def api_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Let in a logged-in session or `Authorization: Bearer <token>`; answer 401 JSON otherwise."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if request.user.is_authenticated and not header:
+            return view(request, *args, **kwargs)
+        if scheme.lower() == "bearer" and token:  # a token, when sent, decides who this is
+            found = (
+                ApiToken.objects.select_related("user")
+                .filter(
+                    token_hash=ApiToken.digest(token.strip()),
+                    user__is_active=True,
+                    revoked_at=None,
+                )
+                .first()
+            )
+            if found is not None:
+                ApiToken.objects.filter(pk=found.pk).update(last_used_at=timezone.now())
+                request.user = found.user
+                request.api_token = found
+                return view(request, *args, **kwargs)
+        return JsonResponse(
+            {"error": "Authentication required: log in, or send 'Authorization: Bearer <token>'."},
+            status=401,
+        )
+
+    return wrapper

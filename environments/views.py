@@ -18,9 +18,19 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib import live
-from dashboard.lib.apiauth import api_login_required
 from dashboard.lib.badinput import refuse, whole_number
-from environments import approvals, audit, drift, graphs, jobs, roles, services, tokens
+from environments import (
+    approvals,
+    audit,
+    drift,
+    graphs,
+    planning,
+    reviews,
+    roles,
+    services,
+    tokens,
+    transitions,
+)
 from environments.context_processors import navigation
 from environments.core.scripts import ScriptIndex
 from environments.forms import AuditFilterForm
@@ -79,7 +89,7 @@ def environment_refresh(request: HttpRequest, project_slug: str, env_slug: str) 
 
 
 @require_GET
-@api_login_required
+@tokens.api_login_required
 def api_status(request: HttpRequest) -> JsonResponse:
     """The same objects `manage.py migration_status --json` prints; an unknown project or
     environment is a 404 (the command exits 2), never an empty list a CI gate could pass on."""
@@ -179,7 +189,7 @@ def revision_panel(request: HttpRequest, project_slug: str, revision: str) -> Ht
 
 
 @require_GET
-@api_login_required
+@tokens.api_login_required
 def api_graph(request: HttpRequest, project_slug: str) -> JsonResponse:
     project = get_object_or_404(Project, slug=project_slug)
     expand = request.GET.getlist("expand")
@@ -318,7 +328,7 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
     if request.POST.get("backup_choice"):
         take_backup = request.POST.get("take_backup") == "on"
     try:
-        job = jobs.job_request(
+        job = planning.job_request(
             environment=environment,
             kind=kind,
             target=target,
@@ -327,7 +337,7 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
             restore_from=restore_from,
             take_backup=take_backup,
         )
-    except jobs.JobRefused as exc:
+    except transitions.Refused as exc:
         card = services.environment_card(environment=environment, refresh=False)
         detail = services.environment_detail_build(card=card)
         context = {"card": card, "detail": detail, "job_error": str(exc)}
@@ -344,7 +354,7 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
             request,
             "environments/environment_detail.html",
             context,
-            status=jobs.refusal_status(exc),
+            status=transitions.refusal_status(exc),
         )
     return redirect(job)
 
@@ -419,8 +429,8 @@ def _review(job: Job, user, snapshot=None, *, check_plan: bool = True) -> dict:
     """What an approver reads: the policy's verdicts, the approvals, the other environments.
     `snapshot`: the environment's read to judge the plan by (None: it is read now)."""
     return {
-        "approval": approvals.approval_state(job, user, snapshot=snapshot, check_plan=check_plan),
-        "others": approvals.other_environments(job),
+        "approval": reviews.approval_state(job, user, snapshot=snapshot, check_plan=check_plan),
+        "others": reviews.other_environments(job),
         "policy": policy_lines(job.environment),
         "may_request": roles.may_request(user, job.environment.project),
     }
@@ -464,16 +474,19 @@ def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
         if action == "queue":
             approvals.job_queue(job=job, user=request.user)
         elif action == "cancel":
-            jobs.job_cancel(job=job, user=request.user)
+            planning.job_cancel(job=job, user=request.user)
         elif action == "replan":
-            jobs.job_replan(job=job, user=request.user)
+            planning.job_replan(job=job, user=request.user)
         else:
             raise Http404("No such action.")
-    except jobs.JobRefused as exc:
+    except transitions.Refused as exc:
         job.refresh_from_db()
         context = _job_page(job, request.user, str(exc))
         return render(
-            request, "environments/job_detail.html", context, status=jobs.refusal_status(exc)
+            request,
+            "environments/job_detail.html",
+            context,
+            status=transitions.refusal_status(exc),
         )
     return redirect(job)
 
@@ -497,11 +510,14 @@ def job_decide(
             comment=request.POST.get("comment", ""),
             claimed=claimed,
         )
-    except jobs.JobRefused as exc:
+    except transitions.Refused as exc:
         job.refresh_from_db()
         context = _job_page(job, request.user, str(exc))
         return render(
-            request, "environments/job_detail.html", context, status=jobs.refusal_status(exc)
+            request,
+            "environments/job_detail.html",
+            context,
+            status=transitions.refusal_status(exc),
         )
     if request.POST.get("next") == "approvals":
         return redirect("approvals")

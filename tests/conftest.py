@@ -21,7 +21,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 
-from environments import approvals, jobs
+from environments import approvals, planning
 from environments.models import Environment, Job, Project
 from examples.inventory import revisions as inv
 
@@ -406,8 +406,8 @@ def planned(
     environment: Environment, user, target: str = inv.STAGING_TARGET, kind: str = "upgrade"
 ) -> Job:
     """Plan a job and render its SQL (real `alembic --sql`, in this process)."""
-    job = jobs.job_request(environment=environment, kind=kind, target=target, user=user)
-    jobs.job_preview_sql(job_id=job.pk)
+    job = planning.job_request(environment=environment, kind=kind, target=target, user=user)
+    planning.job_preview_sql(job_id=job.pk)
     job.refresh_from_db()
     assert job.sql_status == "ready", job.sql_note
     return job

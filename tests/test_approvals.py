@@ -21,7 +21,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from environments import approvals, jobs
+from environments import approvals, execution, planning, promotion, transitions
 from environments.models import (
     ApiToken,
     Approval,
@@ -85,7 +85,7 @@ def test_a_dev_job_needs_no_approval_and_is_queued_at_once(policed, people):
 def test_the_requester_cannot_approve_their_own_job(client, policed, people):
     job = requested(env(policed, "prod"), people["alice"])  # a release manager asks…
 
-    with pytest.raises(jobs.Refused, match="someone else must approve it") as refused:
+    with pytest.raises(transitions.Refused, match="someone else must approve it") as refused:
         approve(job, people["alice"])  # …and may not approve it herself
 
     assert refused.value.code == "self_approval"
@@ -117,7 +117,7 @@ def test_approving_twice_counts_once(policed, people):
     job = requested(env(policed, "prod"), people["bob"])
     approve(job, people["alice"])
 
-    with pytest.raises(jobs.Refused, match="You already approved this plan") as refused:
+    with pytest.raises(transitions.Refused, match="You already approved this plan") as refused:
         approve(job, people["alice"])
 
     assert refused.value.code == "already_decided"
@@ -130,7 +130,9 @@ def test_a_viewer_a_developer_and_an_outsider_approver_are_refused(client, polic
     job = requested(env(policed, "prod"), people["carol"])
 
     for name in ("vera", "bob", "dan"):
-        with pytest.raises(jobs.Refused, match="only members of release_manager may") as refused:
+        with pytest.raises(
+            transitions.Refused, match="only members of release_manager may"
+        ) as refused:
             approve(job, people[name])
         assert refused.value.code == "not_approver"
     client.force_login(people["vera"])
@@ -147,7 +149,7 @@ def test_a_viewer_a_developer_and_an_outsider_approver_are_refused(client, polic
 def test_an_approval_of_a_plan_other_than_the_jobs_is_refused(policed, people):
     job = requested(env(policed, "prod"), people["bob"])
 
-    with pytest.raises(jobs.Refused, match="You read plan 000000000000…") as refused:
+    with pytest.raises(transitions.Refused, match="You read plan 000000000000…") as refused:
         approve(job, people["alice"], plan="0" * 64)
 
     assert refused.value.code == "stale_plan"
@@ -162,7 +164,7 @@ def test_when_the_database_moves_the_plan_is_stale_and_replanning_voids_earlier_
     approve(job, people["alice"], comment="read it")
     alembic(inventory, prod.get_url(), "upgrade", "+1")  # someone moves prod by hand
 
-    with pytest.raises(jobs.Refused, match="prod now holds") as refused:
+    with pytest.raises(transitions.Refused, match="prod now holds") as refused:
         approve(job, people["carol"])
     assert refused.value.code == "stale_plan"
     client.force_login(people["carol"])
@@ -172,7 +174,7 @@ def test_when_the_database_moves_the_plan_is_stale_and_replanning_voids_earlier_
     old_plan = job.plan_sha256
     client.force_login(people["bob"])
     assert client.post(reverse("job_action", args=[job.pk, "replan"])).status_code == 302
-    jobs.job_preview_sql(job_id=job.pk)
+    planning.job_preview_sql(job_id=job.pk)
     job.refresh_from_db()
 
     assert job.plan_sha256 != old_plan and len(job.revisions) == 2
@@ -192,7 +194,7 @@ def test_an_edited_revision_file_makes_the_plan_stale(policed, people, inventory
     edited = index.revisions[job.revisions[-1]].path
     edited.write_text(edited.read_text() + "\n# changed after the plan was made\n")
 
-    with pytest.raises(jobs.Refused, match="The revision files changed") as refused:
+    with pytest.raises(transitions.Refused, match="The revision files changed") as refused:
         approve(job, people["alice"])
 
     assert refused.value.code == "stale_plan"
@@ -295,7 +297,7 @@ def test_a_rejection_ends_the_request(policed, people):
     )
 
     assert job.status == "rejected" and job.finished_at is not None
-    with pytest.raises(jobs.Refused, match="is rejected; only a job awaiting approval") as r:
+    with pytest.raises(transitions.Refused, match="is rejected; only a job awaiting approval") as r:
         approve(job, people["carol"])
     assert r.value.code == "not_awaiting"
 
@@ -304,7 +306,7 @@ def test_a_request_expires_unapproved(client, policed, people):
     job = requested(env(policed, "prod"), people["bob"])
     Job.objects.filter(pk=job.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
 
-    with pytest.raises(jobs.Refused, match="expired") as refused:
+    with pytest.raises(transitions.Refused, match="expired") as refused:
         approve(job, people["alice"])
 
     assert refused.value.code == "expired"
@@ -318,8 +320,8 @@ def test_a_request_expires_unapproved(client, policed, people):
 
 
 def test_a_mandatory_backup_cannot_be_skipped(policed, people):
-    with pytest.raises(jobs.Refused, match="backup mandatory") as refused:
-        jobs.job_request(
+    with pytest.raises(transitions.Refused, match="backup mandatory") as refused:
+        planning.job_request(
             environment=env(policed, "prod"),
             kind="upgrade",
             target=inv.STAGING_TARGET,
@@ -328,7 +330,7 @@ def test_a_mandatory_backup_cannot_be_skipped(policed, people):
         )
 
     assert refused.value.code == "backup_required"
-    dev = jobs.job_request(
+    dev = planning.job_request(
         environment=env(policed, "dev"),
         kind="downgrade",
         target="-1",
@@ -354,7 +356,7 @@ def test_a_viewer_cannot_plan_a_job(client, policed, people):
 
 
 def test_prod_may_only_move_to_what_staging_holds(policed, people):
-    with pytest.raises(jobs.Refused, match="staging does not hold") as refused:
+    with pytest.raises(transitions.Refused, match="staging does not hold") as refused:
         requested(env(policed, "prod"), people["bob"], target="heads")
 
     assert refused.value.code == "promotion_rule"
@@ -389,11 +391,11 @@ def test_the_promotion_rule_counts_the_hours_staging_held_the_target(policed, pe
     )
     now = timezone.now()
 
-    verdict = approvals.promotion_verdict(job, now=now)
+    verdict = promotion.promotion_verdict(job, now=now)
     assert verdict.ok, verdict.text
     assert "staging has held" in verdict.text and "for at least 30.0 h" in verdict.text
 
-    too_soon = approvals.promotion_verdict(job, now=now - timedelta(hours=10))
+    too_soon = promotion.promotion_verdict(job, now=now - timedelta(hours=10))
     assert not too_soon.ok and "for only 20.0 h; the policy asks for 24 h" in too_soon.text
     assert too_soon.eligible_at == verdict.held_since + timedelta(hours=24)
 
@@ -403,7 +405,9 @@ def test_a_failing_promotion_rule_refuses_the_request_with_the_date_it_would_pas
     prod.promotion_min_hours = 48
     prod.save()
 
-    with pytest.raises(jobs.Refused, match=r"for only \d+ min; the policy asks for 48 h") as r:
+    with pytest.raises(
+        transitions.Refused, match=r"for only \d+ min; the policy asks for 48 h"
+    ) as r:
         requested(prod, people["bob"])
 
     assert "Eligible from" in str(r.value)
@@ -422,7 +426,7 @@ def test_a_job_put_in_the_queue_behind_the_services_back_is_refused_by_the_worke
     approve(job, people["alice"])
     Job.objects.filter(pk=job.pk).update(status="queued")  # a direct database edit
 
-    job = jobs.job_run(job_id=job.pk)  # what the Celery task runs
+    job = execution.job_run(job_id=job.pk)  # what the Celery task runs
 
     assert job.status == "failed"
     assert "needs 2 approvals of this exact plan and 1 is missing" in job.error
@@ -444,7 +448,7 @@ def _at_once(job: Job, names: list[str], people) -> list[str]:
             barrier.wait()
             approve(job, people[name])
             outcomes.append("approved")
-        except jobs.Refused as exc:
+        except transitions.Refused as exc:
             outcomes.append(exc.code)
         finally:
             connection.close()
@@ -503,7 +507,7 @@ def test_ci_requests_a_prod_job_over_the_api_and_its_creator_cannot_approve_it(
     job = made.json()
     assert job["status"] == "awaiting_approval" and job["approvals"]["required"] == 2
     assert job["requested_by"] == "bob" and job["take_backup"] is True
-    jobs.job_preview_sql(job_id=job["id"])
+    planning.job_preview_sql(job_id=job["id"])
     plan = _api(client, "get", reverse("api_job", args=[job["id"]]), bob_token).json()
 
     self_approval = _api(

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from dashboard.lib import secretbox
-from environments import jobs, services
+from environments import planning, services
 from environments.admin import EnvironmentForm
 from environments.core.versions import AMBIGUOUS_URL
 from environments.models import ApiToken, AuditEvent, Environment, Job
@@ -83,7 +83,7 @@ def test_a_backup_that_is_not_a_number_is_a_400_on_the_page_and_the_api(
 def test_a_refused_api_submit_leaves_no_planned_job_behind(client, demo_project, users):
     _, token = ApiToken.issue(user=users["bob"], name="ci")
     dev = env(demo_project, "dev")
-    holder = jobs.job_request(environment=dev, kind="downgrade", target="-1", user=users["bob"])
+    holder = planning.job_request(environment=dev, kind="downgrade", target="-1", user=users["bob"])
     Job.objects.filter(pk=holder.pk).update(status=Job.Status.QUEUED)
 
     responses = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from environments import drift, jobs
+from environments import drift, planning
 from environments.models import Job, Project
 from examples.inventory import revisions as inv
 from tests.browser import as_user
@@ -42,7 +42,7 @@ def test_a_refused_plan_keeps_the_kind_target_and_reason_that_were_typed(
 def test_a_viewer_is_shown_no_button_the_role_does_not_allow(
     browser: Browser, live_server, demo_project: Project, users, artifacts: Path
 ) -> None:
-    job = jobs.job_request(
+    job = planning.job_request(
         environment=demo_project.environments.get(slug="dev"),
         kind="downgrade",
         target="-1",

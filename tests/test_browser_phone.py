@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from environments import jobs
+from environments import planning
 from environments.models import Project
 from tests.browser import as_user, docs_screenshot
 
@@ -41,14 +41,14 @@ def test_at_390_px_the_header_graph_job_and_audit_pages_fit_the_screen(
     browser: Browser, live_server, demo_project: Project, users, artifacts: Path
 ) -> None:
     # a planned prod upgrade with its SQL rendered (a real `alembic --sql`), for the job page
-    job = jobs.job_request(
+    job = planning.job_request(
         environment=demo_project.environments.get(slug="prod"),
         kind="upgrade",
         target="heads",
         user=users["alice"],
         reason="release 4.2",
     )
-    jobs.job_preview_sql(job_id=job.pk)
+    planning.job_preview_sql(job_id=job.pk)
     page = as_user(browser, live_server.url, "alice", width=PHONE)
 
     # The overview and its header: every link on the dark bar, Log out readable.

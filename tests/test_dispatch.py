@@ -14,7 +14,7 @@ import pytest
 from django.urls import reverse
 
 from dashboard.celery import app as celery_app
-from environments import approvals, dispatch, jobs
+from environments import approvals, dispatch, planning
 from environments.models import AuditEvent, Job
 from tests.conftest import env, wait_for
 
@@ -87,7 +87,7 @@ FAST_DISPATCH = {"RETORT_DISPATCH_SECONDS": "1", "RETORT_REDISPATCH_SECONDS": "2
 def _queued(demo_project, users) -> Job:
     """A developer's downgrade of dev (no approval needed), queued."""
     dev = env(demo_project, "dev")
-    job = jobs.job_request(environment=dev, kind="downgrade", target="-1", user=users["bob"])
+    job = planning.job_request(environment=dev, kind="downgrade", target="-1", user=users["bob"])
     return approvals.job_queue(job=job, user=users["bob"])
 
 

@@ -8,6 +8,7 @@ import pytest
 from django.urls import reverse
 
 from dashboard.celery import app as celery_app
+from environments import planning
 from environments.models import Job
 from examples.inventory import revisions as inv
 
@@ -130,9 +131,8 @@ def test_a_refused_job_form_keeps_what_was_typed(client_alice, demo_project):
 
 
 def test_a_viewer_sees_no_button_the_role_does_not_allow(client, demo_project, users):
-    from environments import jobs as job_services
 
-    job = job_services.job_request(
+    job = planning.job_request(
         environment=demo_project.environments.get(slug="dev"),
         kind="downgrade",
         target="-1",
@@ -197,9 +197,8 @@ def test_a_failed_run_says_where_it_stopped(client_alice, demo_project):
 def test_the_plan_sha_is_shown_once_the_sql_it_covers_is_rendered(
     client_alice, demo_project, users
 ):
-    from environments import jobs as job_services
 
-    job = job_services.job_request(
+    job = planning.job_request(
         environment=demo_project.environments.get(slug="staging"),
         kind="upgrade",
         target="heads",
@@ -207,7 +206,7 @@ def test_the_plan_sha_is_shown_once_the_sql_it_covers_is_rendered(
     )
     rendering = client_alice.get(reverse("job_detail", args=[job.pk])).content.decode()
 
-    job_services.job_preview_sql(job_id=job.pk)
+    planning.job_preview_sql(job_id=job.pk)
     job.refresh_from_db()
     rendered = client_alice.get(reverse("job_detail", args=[job.pk])).content.decode()
 
@@ -230,9 +229,8 @@ def _since(html: str, url: str) -> str:
 def test_a_job_pages_poll_answers_nothing_until_the_job_changes_then_stops_when_it_ends(
     client_alice, demo_project, users
 ):
-    from environments import jobs as job_services
 
-    job = job_services.job_request(
+    job = planning.job_request(
         environment=demo_project.environments.get(slug="staging"),
         kind="upgrade",
         target="heads",
@@ -242,7 +240,7 @@ def test_a_job_pages_poll_answers_nothing_until_the_job_changes_then_stops_when_
     since = _since(client_alice.get(job.get_absolute_url()).content.decode(), url)
 
     unchanged = client_alice.get(url, {"since": since}, HTTP_HX_REQUEST="true")
-    job_services.job_preview_sql(job_id=job.pk)  # the SQL arrives
+    planning.job_preview_sql(job_id=job.pk)  # the SQL arrives
     changed = client_alice.get(url, {"since": since}, HTTP_HX_REQUEST="true")
     client_alice.post(reverse("job_action", args=[job.pk, "cancel"]))
     ended = client_alice.get(url, {"since": _since(changed.content.decode(), url)})

@@ -17,7 +17,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 
-from environments import approvals, jobs
+from environments import approvals, execution, planning, transitions
 from environments.core.versions import read_versions
 from environments.models import AuditEvent, Backup, Environment, Job, Project
 from examples.inventory import revisions as inv
@@ -134,7 +134,7 @@ def sleeping(url: str) -> bool:
 
 
 def run(environment: Environment, users, kind: str, target: str = "", **kwargs) -> Job:
-    job = jobs.job_request(
+    job = planning.job_request(
         environment=environment, kind=kind, target=target, user=users["bob"], **kwargs
     )
     return finished(approvals.job_queue(job=job, user=users["bob"]))
@@ -243,8 +243,8 @@ def test_stamp_repairs_a_version_table_holding_an_unknown_revision(pg_project, w
     with psycopg2.connect(url) as db:
         db.cursor().execute("UPDATE alembic_version SET version_num = 'deadbeef0000'")
 
-    with pytest.raises(jobs.JobRefused, match="deadbeef0000, which the scripts do not have"):
-        jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    with pytest.raises(transitions.Refused, match="deadbeef0000, which the scripts do not have"):
+        planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
     job = run(prod, users, "stamp", inv.PROD_TARGET)
 
     assert job.status == "succeeded", job.error
@@ -260,12 +260,12 @@ def test_two_jobs_requested_at_once_for_one_environment_exactly_one_runs(pg_proj
 
     def request() -> None:
         try:
-            job = jobs.job_request(
+            job = planning.job_request(
                 environment=prod, kind="upgrade", target="heads", user=users["bob"]
             )
             barrier.wait()
             outcomes.append(approvals.job_queue(job=job, user=users["bob"]))
-        except jobs.JobRefused as exc:
+        except transitions.Refused as exc:
             outcomes.append(exc)
         finally:
             connection.close()
@@ -277,7 +277,7 @@ def test_two_jobs_requested_at_once_for_one_environment_exactly_one_runs(pg_proj
         thread.join(timeout=60)
 
     queued = [o for o in outcomes if isinstance(o, Job)]
-    refused = [o for o in outcomes if isinstance(o, jobs.JobRefused)]
+    refused = [o for o in outcomes if isinstance(o, transitions.Refused)]
     assert len(queued) == 1 and len(refused) == 1
     assert "already has a job queued or running" in str(refused[0])
     assert finished(queued[0]).status == "succeeded"
@@ -298,7 +298,7 @@ def test_a_target_changed_by_hand_between_plan_and_run_is_refused(
 ):
     worker()
     _, prod, url = pg_project()
-    job = jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
     alembic(inventory, url, "upgrade", "+1")
     moved = heads_of(url)
 
@@ -318,7 +318,7 @@ def test_a_wrong_password_fails_the_job_and_stays_out_of_its_log(
     alembic(inventory, good, "upgrade", inv.PROD_TARGET)
     project = make_project(inventory, {"prod": good})
     prod = project.environments.get()
-    job = jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
     wrong = "Wr0ng-Pa55word%!"
     prod.set_url(pg_url("postgres", user=PASSWORD_ROLE, password=wrong, port=password_postgres))
     prod.save()
@@ -352,7 +352,9 @@ def test_a_killed_worker_leaves_an_interrupted_job_and_the_environment_takes_a_n
         body="op.execute('SELECT pg_sleep(120)')",
     )
     job = approvals.job_queue(
-        job=jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"]),
+        job=planning.job_request(
+            environment=prod, kind="upgrade", target="heads", user=users["bob"]
+        ),
         user=users["bob"],
     )
     assert wait_for(lambda: job.log_lines.filter(text__contains="Running upgrade").exists())
@@ -377,7 +379,7 @@ def test_the_sql_preview_is_the_sql_for_this_database(pg_project, worker, users)
     worker()
     _, prod, _ = pg_project()
 
-    job = jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
 
     assert wait_for(lambda: Job.objects.get(pk=job.pk).sql_status != "pending")
     job.refresh_from_db()
@@ -405,7 +407,7 @@ def test_a_project_that_cannot_run_offline_gets_no_preview_but_can_run(
     )
     _, prod, url = pg_project()
 
-    job = jobs.job_request(environment=prod, kind="upgrade", target="+1", user=users["bob"])
+    job = planning.job_request(environment=prod, kind="upgrade", target="+1", user=users["bob"])
 
     assert wait_for(lambda: Job.objects.get(pk=job.pk).sql_status != "pending")
     job.refresh_from_db()
@@ -418,18 +420,20 @@ def test_a_queued_job_can_be_cancelled_and_then_never_runs(pg_project, worker, u
     _, prod, url = pg_project()
     settings.CELERY_TASK_DEFAULT_QUEUE = "nobody-listens-here"
     job = approvals.job_queue(
-        job=jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"]),
+        job=planning.job_request(
+            environment=prod, kind="upgrade", target="heads", user=users["bob"]
+        ),
         user=users["bob"],
     )
 
-    cancelled = jobs.job_cancel(job=job, user=users["alice"])
-    jobs.job_run(job_id=job.pk)  # a late delivery finds it cancelled
+    cancelled = planning.job_cancel(job=job, user=users["alice"])
+    execution.job_run(job_id=job.pk)  # a late delivery finds it cancelled
 
     assert cancelled.status == "cancelled"
     assert Job.objects.get(pk=job.pk).started_at is None
     assert heads_of(url) == [inv.PROD_TARGET]
-    with pytest.raises(jobs.JobRefused, match="only a waiting job"):
-        jobs.job_cancel(job=job, user=users["alice"])
+    with pytest.raises(transitions.Refused, match="only a waiting job"):
+        planning.job_cancel(job=job, user=users["alice"])
 
 
 def test_request_job_from_a_shell_waits_and_prints_the_job(pg_project, worker, users):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from environments import drift, jobs
+from environments import drift, planning
 from environments.models import Environment, Project
 from examples.inventory import revisions as inv
 from tests.conftest import EXAMPLE, alembic
@@ -32,7 +32,7 @@ def test_a_table_prod_already_has_makes_the_upgrade_that_creates_it_a_failure_fo
     by_hand(prod, "CREATE TABLE shipments (id INTEGER PRIMARY KEY)")
     drift.drift_record(project=demo_project)
 
-    job = jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
 
     [(severity, detail)] = [r for r in risks_of(job, inv.CREATE_SHIPMENTS) if "shipments" in r[1]]
     assert severity == "danger"
@@ -58,7 +58,7 @@ def test_a_column_dropped_by_hand_dooms_the_revision_that_drops_it(demo_project,
     by_hand(prod, "ALTER TABLE products DROP COLUMN legacy_flag")
     drift.drift_record(project=demo_project)
 
-    job = jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
 
     assert ("danger", True) in [
         (
@@ -80,7 +80,7 @@ def test_drift_in_a_table_a_revision_changes_is_a_warning_and_elsewhere_nothing(
     by_hand(prod, "CREATE INDEX ix_orders_by_hand ON orders (qty)")
     drift.drift_record(project=demo_project)
 
-    job = jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
 
     drift_risks = [r for r in job.findings if r.get("kind") == "drift"]
     assert [(r["revision"], r["severity"]) for r in drift_risks] == [
@@ -96,7 +96,7 @@ def test_without_a_drift_check_a_plan_has_only_its_files_risks(demo_project, use
     prod = prod_of(demo_project)
     by_hand(prod, "CREATE TABLE shipments (id INTEGER PRIMARY KEY)")
 
-    job = jobs.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
 
     assert [r for r in job.findings if r.get("kind") == "drift"] == []
     assert risks_of(job, inv.DROP_PRODUCTS_LEGACY_FLAG)  # the file's own: it drops a column

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from environments import approvals, jobs
+from environments import approvals, planning, transitions
 from environments.models import ApiToken, AuditEvent, Job, ProjectRole
 from examples.inventory import revisions as inv
 from tests.conftest import env, planned
@@ -43,11 +43,11 @@ def test_a_developer_of_one_project_may_request_jobs_there_and_nowhere_else(two_
     inventory, billing = two_projects
     ProjectRole.objects.create(project=billing, user=dave, role="developer")
 
-    job = jobs.job_request(
+    job = planning.job_request(
         environment=env(billing, "prod"), kind="upgrade", target="heads", user=dave
     )
-    with pytest.raises(jobs.JobRefused, match="developer or release manager role in inventory"):
-        jobs.job_request(
+    with pytest.raises(transitions.Refused, match="developer or release manager role in inventory"):
+        planning.job_request(
             environment=env(inventory, "dev"), kind="downgrade", target="-1", user=dave
         )
 
@@ -104,9 +104,11 @@ def test_a_grant_can_lower_a_global_role_in_one_project(two_projects, users):
     bob = users["bob"]  # a developer everywhere…
     ProjectRole.objects.create(project=billing, user=bob, role="viewer")  # …but here
 
-    with pytest.raises(jobs.JobRefused):
-        jobs.job_request(environment=env(billing, "prod"), kind="upgrade", target="heads", user=bob)
-    assert jobs.job_request(
+    with pytest.raises(transitions.Refused):
+        planning.job_request(
+            environment=env(billing, "prod"), kind="upgrade", target="heads", user=bob
+        )
+    assert planning.job_request(
         environment=env(inventory, "dev"), kind="downgrade", target="-1", user=bob
     )
 
@@ -127,7 +129,7 @@ def test_a_release_manager_of_one_project_approves_there_only(two_projects, user
     approved = approvals.job_decide(
         job=theirs, user=dave, decision="approve", plan_sha256=theirs.plan_sha256
     )
-    with pytest.raises(jobs.JobRefused, match="may not approve or reject jobs for prod"):
+    with pytest.raises(transitions.Refused, match="may not approve or reject jobs for prod"):
         approvals.job_decide(
             job=other, user=dave, decision="approve", plan_sha256=other.plan_sha256
         )

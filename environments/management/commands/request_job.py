@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
-from environments import approvals, jobs
+from environments import approvals, transitions
 from environments.models import Environment, Job
 
 
@@ -61,7 +61,7 @@ class Command(BaseCommand):
                 restore_from=restore_from,
                 take_backup=False if options["no_backup"] else None,
             )
-        except jobs.JobRefused as exc:
+        except transitions.Refused as exc:
             raise CommandError(str(exc), returncode=1) from None
         if not options["wait"]:
             self.stdout.write(json.dumps(_as_json(job)))

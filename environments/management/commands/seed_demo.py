@@ -11,6 +11,7 @@ from environments import configfile, drift, services
 from environments.audit import acting_as
 from environments.core.runner import RunnerError
 from environments.models import Environment, Project
+from examples.inventory import revisions
 
 DEMO_PASSWORD = "retort-demo"
 DEMO_USERS = [
@@ -27,8 +28,6 @@ class Command(BaseCommand):
     help = "Seed the demo: sample project, dev at head, staging 3 behind, prod 6 behind, users."
 
     def handle(self, *args, **options) -> None:
-        from examples.inventory import revisions
-
         example = Path(settings.BASE_DIR, "examples", "inventory")
         demo_dir = Path(settings.DATA_DIR, "demo")
         demo_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,361 @@
+"""Execution: a worker runs a queued job, at most once.
+
+It takes the job (queued → running), re-checks the approvals and the revision files, locks
+the target, re-reads its version table and refuses if the database moved since the plan,
+backs up, runs alembic (or restores a backup) in a subprocess that dies with the worker, reads
+the version table again, and records the result (running → succeeded or failed). The reaper
+marks jobs whose worker stopped beating as interrupted. Status changes go through
+`transitions.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from environments.core import backups, failures
+from environments.core.runner import RunnerError
+from environments.core.versions import read_versions, redact, sync_url
+from environments.joblog import JobLog, heartbeat
+from environments.models import Backup, Environment, Job, UrlUnavailable
+from environments.planning import scripts_digest
+from environments.services import environment_read
+from environments.transitions import Refused, move
+
+_LOCK_KEY = 0x7265746F72746A62  # pg_advisory_lock key on the target: "retortjb"
+
+
+class _Failed(Exception):
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def _target_lock(url: str, log: JobLog) -> Iterator[None]:
+    """A PostgreSQL advisory lock on the target for the whole run: another Retort (or anyone
+    taking the same lock) cannot migrate it at the same time. Held by a session of its own, so
+    it is released when the run ends or the worker dies. SQLite relies on the one-active-job
+    constraint."""
+    if backups.dialect_of(url) != "postgresql":
+        yield
+        return
+    engine = create_engine(
+        sync_url(url),
+        poolclass=NullPool,
+        connect_args={"connect_timeout": max(2, int(settings.RETORT_CONNECT_TIMEOUT))},
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        try:
+            conn = engine.connect()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}).scalar()
+        except Exception as exc:  # noqa: BLE001 - any driver error becomes a sentence
+            raise _Failed(f"Could not lock the target database: {redact(str(exc), url)}") from None
+        try:
+            if not got:
+                raise _Failed(
+                    "Another process holds Retort's migration lock on this database; "
+                    "nothing was changed."
+                )
+            log.add("Holding the migration lock on the target database.")
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+    finally:
+        engine.dispose()
+
+
+def _read_heads(environment: Environment, url: str) -> tuple[str, ...]:
+    project = environment.project
+    state = read_versions(
+        url,
+        version_table=project.version_table or "alembic_version",
+        version_table_schema=project.version_table_schema or None,
+        timeout=settings.RETORT_CONNECT_TIMEOUT,
+    )
+    if state.failure is not None:
+        raise _Failed(f"The database could not be read: {state.message}")
+    return tuple(sorted(state.heads or ()))
+
+
+def _make_backup(job: Job, url: str, log: JobLog, heads: tuple[str, ...]) -> Backup:
+    environment = job.environment
+    folder = Path(settings.RETORT_BACKUP_ROOT) / environment.project.slug / environment.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{timezone.now():%Y%m%dT%H%M%S}-job{job.pk}"
+    log.add(f"Backing up {environment.name} before the {job.kind}…")
+    try:
+        result = backups.backup_database(
+            url, folder, name=name, timeout=settings.RETORT_JOB_TIMEOUT, on_line=log.add
+        )
+    except backups.BackupError as exc:
+        raise _Failed(f"The backup failed, so the database was not touched: {exc}") from None
+    backup = Backup.objects.create(
+        environment=environment,
+        made_by_job=job,
+        kind=result.kind,
+        path=str(result.path),
+        size=result.size,
+        sha256=result.sha256,
+        verified=result.verified,
+        heads=list(heads),
+    )
+    Job.objects.filter(pk=job.pk).update(backup=backup)
+    job.backup = backup
+    log.add(
+        f"Backup #{backup.pk}: {result.path.name}, {result.size:,} bytes, "
+        f"sha256 {result.sha256[:12]}…; {result.verified}."
+    )
+    return backup
+
+
+def _notice_dead_clients() -> dict[str, str]:
+    """Ask PostgreSQL (libpq clients: psycopg2, psycopg) to check every 2 s that alembic is
+    still there. A backend otherwise runs a long statement to its end after its client (and
+    worker) died, holding its locks and transaction open that long."""
+    options = os.environ.get("PGOPTIONS", "")
+    return {"PGOPTIONS": f"{options} -c client_connection_check_interval=2000".strip()}
+
+
+def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
+    project = job.environment.project
+    log.add(f"$ {' '.join(project.command + args)}")
+    try:
+        result = project.run_alembic(
+            args,
+            url=url,
+            timeout=settings.RETORT_JOB_TIMEOUT,
+            on_line=log.add,
+            extra_env=_notice_dead_clients(),
+        )
+    except RunnerError as exc:
+        raise _Failed(str(exc)) from None
+    if not result.ok:
+        failure = failures.read_failure(result.output, list(job.revisions))
+        raise _Failed(
+            _failure_sentence(job, url, failure, result.exit_code), exit_code=result.exit_code
+        )
+
+
+def _failure_sentence(job: Job, url: str, failure, exit_code: int) -> str:
+    """The failure with the state the database is in now (its version table read again)."""
+    try:
+        heads, unreadable = _read_heads(job.environment, url), None
+    except _Failed as exc:
+        heads, unreadable = (), str(exc)
+    return failures.describe(
+        failure,
+        exit_code=exit_code,
+        planned=len(job.revisions),
+        heads=heads,
+        unreadable=unreadable,
+        rolls_back=sync_url(url).get_backend_name() == "postgresql",
+        backup_id=job.backup_id,
+    )
+
+
+def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
+    """The run itself; returns the heads the database holds afterwards, or raises _Failed."""
+    environment = job.environment
+    try:
+        url = environment.get_url()
+    except UrlUnavailable as exc:
+        raise _Failed(str(exc)) from None
+    log.add(
+        f"Job #{job.pk}: {job.kind} {environment.project.name}/{environment.name} to "
+        f"{job.target}; planned from {', '.join(job.from_heads) or 'an empty version table'}"
+        f" ({len(job.revisions)} revision{'s' if len(job.revisions) != 1 else ''})."
+    )
+    _check_still_approved(job, log)
+    with _target_lock(url, log):
+        heads = _read_heads(environment, url)
+        if list(heads) != sorted(job.from_heads):
+            raise _Failed(
+                "The database moved since this plan: it holds "
+                f"{', '.join(heads) or 'nothing'}, the plan was made when it held "
+                f"{', '.join(sorted(job.from_heads)) or 'nothing'}. Nothing was changed; "
+                "plan the job again."
+            )
+        log.add(f"The database holds {', '.join(heads) or 'nothing'}, as planned.")
+        if job.backs_up:
+            _make_backup(job, url, log, heads)
+        if job.kind == Job.Kind.RESTORE:
+            _restore(job, url, log)
+        else:
+            args = (
+                ["stamp", "--purge", job.target]
+                if job.kind == Job.Kind.STAMP
+                else [job.kind, job.target]
+            )
+            _run_alembic(job, url, log, args)
+        after = _read_heads(environment, url)
+    if list(after) != sorted(job.to_heads):
+        raise _Failed(
+            f"After the run the database holds {', '.join(after) or 'nothing'}, not "
+            f"{', '.join(sorted(job.to_heads)) or 'nothing'} as planned."
+        )
+    return after
+
+
+def _check_still_approved(job: Job, log: JobLog) -> None:
+    """The last gate, whatever put the job in the queue: the approvals the policy asks for,
+    given for this very plan, and revision files unchanged since it was made."""
+    missing = job.approvals_missing()
+    if missing:
+        required = job.environment.required_approvals
+        raise _Failed(
+            f"{job.environment.name} needs {required} approval{'s' if required != 1 else ''} "
+            f"of this exact plan and {missing} {'is' if missing == 1 else 'are'} missing; "
+            "nothing was changed."
+        )
+    if job.revisions:
+        index, error = job.environment.project.load_scripts()
+        if index is None:
+            raise _Failed(f"The scripts cannot be read: {error}")
+        if scripts_digest(index, job.revisions) != job.scripts_sha256:
+            raise _Failed(
+                "The revision files changed since this job was planned (and approved); "
+                "nothing was changed. Plan it again."
+            )
+    if job.environment.required_approvals:
+        count = job.approvals_counted().count()
+        log.add(f"Approved by {count} of the {job.environment.required_approvals} required.")
+
+
+def _restore(job: Job, url: str, log: JobLog) -> None:
+    backup = job.restore_from
+    assert backup is not None
+    path = Path(backup.path)
+    log.add(f"Restoring backup #{backup.pk} ({path.name})…")
+    try:
+        log.add(backups.verify_backup(path, backup.kind, expected_sha256=backup.sha256))
+        backups.restore_database(
+            url, path, backup.kind, timeout=settings.RETORT_JOB_TIMEOUT, on_line=log.add
+        )
+    except backups.BackupError as exc:
+        raise _Failed(f"The restore failed: {exc}") from None
+    log.add("Restored.")
+
+
+def job_run(*, job_id: int) -> Job | None:
+    """Run a queued job (the Celery task). At most once: a second delivery finds it taken."""
+    job = Job.objects.select_related("environment__project", "restore_from").filter(pk=job_id)
+    job = job.first()
+    if job is None:
+        return None
+    now = timezone.now()
+    host, pid = socket.gethostname()[:200], os.getpid()
+    try:
+        move(
+            job,
+            Job.Status.RUNNING,
+            event="job_started",
+            system_actor="worker",
+            details={"worker": f"{host}:{pid}"},
+            fields={"started_at": now, "heartbeat_at": now, "worker_host": host, "worker_pid": pid},
+        )
+    except Refused:
+        return None  # taken by another delivery, or cancelled meanwhile
+    log = JobLog(job)
+    status, error, exit_code, heads = Job.Status.SUCCEEDED, "", 0, None
+    with heartbeat(job, log):
+        try:
+            heads = _execute(job, log)
+            log.add(f"Done: the database holds {', '.join(heads) or 'nothing'}.")
+        except _Failed as exc:
+            status, error, exit_code = Job.Status.FAILED, str(exc), exc.exit_code
+            log.add(f"FAILED: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a job must never stay "running"
+            status, error, exit_code = Job.Status.FAILED, f"Retort error: {exc}", None
+            log.add(f"FAILED: Retort error: {exc}")
+    _snapshot_after(job, log)
+    return _finish(job, status=status, error=error, exit_code=exit_code, heads=heads)
+
+
+def _snapshot_after(job: Job, log: JobLog) -> None:
+    """Read the environment again before the job ends, so the overview shows the new state
+    and the change it finds is recorded as this job's (it is still `running`)."""
+    close_old_connections()
+    try:
+        # The worker reads once and keeps no connection to the database it has just changed.
+        environment_read(environment=job.environment, keep_alive=0)
+    except Exception as exc:  # noqa: BLE001 - a failed read must not keep the job running
+        log.add(f"The state could not be re-read afterwards: {exc}")
+        log.flush()
+
+
+def _finish(job: Job, *, status, error: str, exit_code, heads) -> Job:
+    try:
+        move(
+            job,
+            status,
+            event=f"job_{status}",
+            system_actor="worker",
+            details={"error": error},
+            notice="job_finished",
+            fields={
+                "error": error,
+                "exit_code": exit_code,
+                "finished_at": timezone.now(),
+                "result_heads": list(heads) if heads is not None else None,
+            },
+        )
+    except Refused:
+        return job  # the reaper declared it interrupted meanwhile; its word stands
+    if job.backup_id:
+        backups_prune(environment=job.environment)
+    return job
+
+
+def backups_prune(*, environment: Environment) -> int:
+    """Keep the newest `keep_backups` backups of an environment; remove the older files."""
+    keep = max(environment.keep_backups, 1)
+    stale = environment.backups.filter(removed_at=None).order_by("-created_at", "-id")[keep:]
+    removed = 0
+    for backup in stale:
+        if Job.objects.filter(restore_from=backup, status__in=Job.ACTIVE).exists():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            Path(backup.path).unlink()
+        Backup.objects.filter(pk=backup.pk).update(removed_at=timezone.now())
+        removed += 1
+    return removed
+
+
+def jobs_reap(*, now=None) -> list[int]:
+    """Running jobs whose worker stopped beating become `interrupted`, freeing the environment."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.RETORT_HEARTBEAT_TIMEOUT)
+    reaped = []
+    for job in Job.objects.select_related("environment__project").filter(
+        status=Job.Status.RUNNING, heartbeat_at__lt=cutoff
+    ):
+        message = (
+            f"The worker {job.worker_host}:{job.worker_pid} stopped (no heartbeat since "
+            f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC). Check the database's state and "
+            "its backup before the next job."
+        )
+        with contextlib.suppress(Refused):  # it finished meanwhile
+            move(
+                job,
+                Job.Status.INTERRUPTED,
+                event="job_interrupted",
+                system_actor="reaper",
+                details={"error": message},
+                notice="job_finished",
+                fields={"finished_at": now, "error": message},
+            )
+            reaped.append(job.pk)
+    return reaped

@@ -1,0 +1,282 @@
+"""Planning: what a job will do, worked out before anything runs.
+
+The web process plans statically, from the scripts (nothing is imported or run): where the
+database stands, the revisions in the order alembic will run them, the heads afterwards, the
+risks (`risks.py`) and a digest of the revision files. A worker renders the exact SQL
+(`job_preview_sql`). A waiting job can be planned again, or cancelled; its status changes go
+through `transitions.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from environments import dispatch, risks, roles
+from environments.core import plan
+from environments.core.runner import RunnerError
+from environments.models import Backup, Environment, Job, UrlUnavailable
+from environments.services import environment_read
+from environments.transitions import Refused, job_audit, move, name_of, refuse
+
+
+def _current_heads(environment: Environment, snapshot=None) -> tuple[str, ...]:
+    """What the environment holds: `snapshot` when the caller has just read it, else a read."""
+    snapshot = snapshot if snapshot is not None else environment_read(environment=environment)
+    if snapshot.is_read_failure:
+        raise Refused(
+            f"{environment.name} cannot be read, so no job can be planned: {snapshot.error}"
+        )
+    return tuple(sorted(snapshot.heads))
+
+
+def scripts_digest(index, revisions: list[str]) -> str:
+    """SHA-256 over the planned revision files' contents, in plan order: an edited file (the
+    same revision ids, other SQL) makes the plan, and the approvals bound to it, stale."""
+    digest = hashlib.sha256()
+    for revision_id in revisions:
+        revision = index.revisions.get(revision_id)
+        try:
+            if revision is None:
+                content = hashlib.sha256(b"(missing)").digest()
+            else:
+                with revision.path.open("rb") as file:  # streamed: a file may be large
+                    content = hashlib.file_digest(file, "sha256").digest()
+        except OSError:
+            content = hashlib.sha256(b"(unreadable)").digest()
+        digest.update(revision_id.encode() + b"\0" + content)
+    return digest.hexdigest() if revisions else ""
+
+
+def _plan_fields(
+    environment: Environment, kind: str, target: str, restore_from: Backup | None, snapshot=None
+) -> dict:
+    """Everything a plan holds, from where the database stands now and the scripts as they
+    are; raises Refused with the reason when there is nothing sensible to plan."""
+    from_heads = _current_heads(environment, snapshot)
+    index, error = environment.project.load_scripts()
+    if kind == Job.Kind.RESTORE:
+        if restore_from is None or restore_from.environment_id != environment.pk:
+            raise Refused("Choose one of this environment's backups to restore.")
+        if not restore_from.available:
+            raise Refused(f"Backup #{restore_from.pk} is no longer on disk.")
+        to_heads, revisions, found, digest = sorted(restore_from.heads), [], [], ""
+        target = f"backup #{restore_from.pk}"
+    else:
+        if kind not in Job.Kind.values:
+            raise Refused(f"{kind!r} is not a kind of job: upgrade, downgrade, stamp, restore.")
+        if index is None:
+            raise Refused(f"The scripts cannot be read: {error}")
+        try:
+            planned = plan.plan_job(index, kind, target, from_heads)
+        except plan.PlanError as exc:
+            raise Refused(str(exc)) from None
+        if planned.changes_nothing:
+            raise Refused(
+                f"{environment.name} already holds {', '.join(from_heads) or 'nothing'}; "
+                f"{kind} to {target!r} would change nothing."
+            )
+        to_heads, revisions = list(planned.to_heads), list(planned.revisions)
+        found = risks.plan_risks(environment, index, revisions, kind)
+        digest = scripts_digest(index, revisions)
+    return {
+        "target": target,
+        "from_heads": list(from_heads),
+        "to_heads": list(to_heads),
+        "revisions": revisions,
+        "findings": found,
+        "scripts_sha256": digest,
+    }
+
+
+def job_request(
+    *,
+    environment: Environment,
+    kind: str,
+    target: str = "",
+    user,
+    reason: str = "",
+    restore_from: Backup | None = None,
+    take_backup: bool | None = None,
+) -> Job:
+    """Plan a job from where the database stands now; the SQL preview follows on a worker.
+    `take_backup` defaults to the environment's `backup_before_jobs`; a policy that makes
+    backups mandatory refuses False."""
+    if take_backup is None:
+        take_backup = environment.backup_before_jobs
+    if not roles.may_request(user, environment.project):
+        refuse(
+            "not_requester",
+            f"{name_of(user)} may read {environment.name} but not change it: planning a job "
+            f"needs the developer or release manager role in {environment.project.name}.",
+            user=user,
+            environment=environment,
+        )
+    if not take_backup and environment.backup_required:
+        refuse(
+            "backup_required",
+            f"{environment.name}'s policy makes a backup mandatory before every upgrade and "
+            "downgrade; it cannot be skipped.",
+            user=user,
+            environment=environment,
+        )
+    fields = _plan_fields(environment, kind, target, restore_from)
+    with transaction.atomic():
+        job = Job.objects.create(
+            environment=environment,
+            kind=kind,
+            restore_from=restore_from,
+            requested_by=user,
+            reason=reason,
+            take_backup=take_backup or environment.backup_required,
+            sql_status=Job.Preview.NOT_NEEDED if kind == Job.Kind.RESTORE else Job.Preview.PENDING,
+            **fields,
+        )
+        job_audit(job, "job_planned", user=user, details={"revisions": len(job.revisions)})
+        if job.sql_status == Job.Preview.PENDING:
+            dispatch.job_preview_on_commit(job)
+    return job
+
+
+def job_replan(*, job: Job, user) -> tuple[Job, bool]:
+    """Plan a waiting job again from where the database and the scripts stand now.
+
+    Returns the job and whether its plan changed; when it did, the approvals given for the
+    earlier plan stop counting (they are bound to its SHA-256) and the SQL is rendered anew.
+    """
+    if not (
+        roles.may_request(user, job.environment.project) or roles.may_approve(user, job.environment)
+    ):
+        refuse(
+            "not_requester",
+            f"{name_of(user)} may not plan jobs for {job.environment.name}.",
+            user=user,
+            job=job,
+        )
+    if job.status not in (Job.Status.PLANNED, Job.Status.AWAITING_APPROVAL):
+        raise Refused(
+            f"Job #{job.pk} is {job.status}; only a waiting job can be re-planned.",
+            code="job_state",
+        )
+    target = job.target if job.kind != Job.Kind.RESTORE else ""
+    fields = _plan_fields(job.environment, job.kind, target, job.restore_from)
+    with transaction.atomic():
+        locked = Job.objects.select_for_update(of=("self",)).get(pk=job.pk)
+        if locked.status not in (Job.Status.PLANNED, Job.Status.AWAITING_APPROVAL):
+            raise Refused(
+                f"Job #{job.pk} is {locked.status}; it can no longer be re-planned.",
+                code="job_state",
+            )
+        before = locked.plan_sha256
+        same = all(getattr(locked, key) == value for key, value in fields.items())
+        if same and locked.sql_status != Job.Preview.PENDING:
+            return locked, False
+        for key, value in fields.items():
+            setattr(locked, key, value)
+        if locked.kind != Job.Kind.RESTORE:
+            locked.sql_status, locked.sql_preview, locked.sql_sha256 = Job.Preview.PENDING, "", ""
+            locked.sql_note = ""
+        locked.replanned_at = timezone.now()
+        locked.save()
+        stale = locked.approvals.filter(plan_sha256=before).count()
+        job_audit(
+            locked,
+            "job_replanned",
+            user=user,
+            details={"plan_before": before, "revisions": len(locked.revisions), "stale": stale},
+        )
+        if locked.sql_status == Job.Preview.PENDING:
+            dispatch.job_preview_on_commit(locked)
+    return locked, True
+
+
+def plan_outdated(job: Job, snapshot=None) -> list[str]:
+    """Why a waiting job's plan no longer matches the database or the scripts (reads the
+    database live, unless `snapshot` is a read just made); empty when it still does."""
+    environment = job.environment
+    try:
+        target = job.target if job.kind != Job.Kind.RESTORE else ""
+        fields = _plan_fields(environment, job.kind, target, job.restore_from, snapshot)
+    except Refused as exc:
+        return [str(exc)]
+    reasons = []
+    if sorted(fields["from_heads"]) != sorted(job.from_heads):
+        reasons.append(
+            f"{environment.name} now holds {', '.join(fields['from_heads']) or 'nothing'}; the "
+            f"plan was made when it held {', '.join(job.from_heads) or 'nothing'}."
+        )
+    elif fields["revisions"] != job.revisions or fields["to_heads"] != job.to_heads:
+        reasons.append("The scripts changed: the same target now means other revisions.")
+    elif fields["scripts_sha256"] != job.scripts_sha256:
+        reasons.append("The revision files changed since the plan was made.")
+    return reasons
+
+
+def job_cancel(*, job: Job, user) -> Job:
+    """Cancel a job that has not started: planned, awaiting approval, or queued."""
+    if not (
+        roles.may_request(user, job.environment.project) or roles.may_approve(user, job.environment)
+    ):
+        refuse(
+            "not_requester",
+            f"{name_of(user)} may not cancel jobs for {job.environment.name}.",
+            user=user,
+            job=job,
+        )
+    return move(
+        job,
+        Job.Status.CANCELLED,
+        event="job_cancelled",
+        user=user,
+        fields={"finished_at": timezone.now()},
+        refusal="only a waiting job can be cancelled.",
+    )
+
+
+# --- the SQL preview (a worker runs it: alembic --sql runs env.py) -------------------------
+
+
+def job_preview_sql(*, job_id: int) -> Job | None:
+    """Capture the exact SQL of the plan with `alembic ... --sql` (the worker runs env.py)."""
+    job = Job.objects.select_related("environment__project").filter(pk=job_id).first()
+    if job is None or job.sql_status != Job.Preview.PENDING:
+        return job
+    project = job.environment.project
+    args = _sql_args(job)
+    try:
+        url = job.environment.get_url()
+        result = project.run_alembic(
+            args, url=url, timeout=min(settings.RETORT_JOB_TIMEOUT, 300), separate_stdout=True
+        )
+    except (UrlUnavailable, RunnerError) as exc:
+        return _preview_done(job, Job.Preview.UNAVAILABLE, note=str(exc))
+    if not result.ok:
+        last = [line for line in result.output.splitlines() if line.strip()][-3:]
+        reason = " ".join(last) or f"alembic exited with code {result.exit_code}"
+        return _preview_done(job, Job.Preview.UNAVAILABLE, note=reason[-1000:])
+    return _preview_done(job, Job.Preview.READY, sql=result.stdout)
+
+
+def _sql_args(job: Job) -> list[str]:
+    start = ",".join(sorted(job.from_heads))
+    if job.kind == Job.Kind.STAMP:
+        # Offline, alembic refuses --purge: render the stamp from the planned heads, which
+        # ends in the same version table as the run's purge-then-stamp.
+        return ["stamp", f"{start}:{job.target}" if start else job.target, "--sql"]
+    end = job.to_heads[0] if len(job.to_heads) == 1 else job.target
+    if job.kind == Job.Kind.DOWNGRADE:
+        end = end if job.to_heads else "base"
+        return ["downgrade", f"{start}:{end}", "--sql"]
+    return ["upgrade", f"{start}:{end}" if start else end, "--sql"]
+
+
+def _preview_done(job: Job, status: str, *, sql: str = "", note: str = "") -> Job:
+    digest = hashlib.sha256(sql.encode()).hexdigest() if sql else ""
+    Job.objects.filter(pk=job.pk, sql_status=Job.Preview.PENDING).update(
+        sql_status=status, sql_preview=sql, sql_sha256=digest, sql_note=note
+    )
+    job.refresh_from_db()
+    return job
