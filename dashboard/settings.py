@@ -112,6 +112,9 @@ RETORT_MAX_REVISION_BYTES = int(env_float("RETORT_MAX_REVISION_BYTES", 1_000_000
 # Jobs
 RETORT_BACKUP_ROOT = Path(env_str("RETORT_BACKUP_ROOT", str(DATA_DIR / "backups")))
 RETORT_JOB_TIMEOUT = env_float("RETORT_JOB_TIMEOUT", 3600.0)  # seconds, per alembic/pg_dump run
+# Pages that follow a changing state re-render at most this often merely because time passed
+# ("3 minutes ago", a promotion rule's waiting time); a change re-renders them at once.
+RETORT_LIVE_REFRESH_SECONDS = env_float("RETORT_LIVE_REFRESH_SECONDS", 60.0)
 RETORT_HEARTBEAT_SECONDS = env_float("RETORT_HEARTBEAT_SECONDS", 5.0)
 # A running job whose worker has not beaten for this long is interrupted by the reaper.
 RETORT_HEARTBEAT_TIMEOUT = env_float("RETORT_HEARTBEAT_TIMEOUT", 60.0)

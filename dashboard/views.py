@@ -33,7 +33,9 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def forbidden(request: HttpRequest, exception: Exception) -> HttpResponse:
-    return _error(request, 403, "forbidden", "Your role does not allow this here.")
+    """The sentence the view refused with (PermissionDenied("…")), or a general one."""
+    message = str(exception) or "Your role does not allow this here."
+    return _error(request, 403, "forbidden", message)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

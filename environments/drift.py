@@ -306,35 +306,36 @@ def _key(finding: dict) -> tuple:
 def drift_record(*, project: Project) -> tuple[list[dict], list[dict]]:
     """Check a project, keep what was found, and write an audit event for drift that appeared
     and for drift that cleared since the last check. Databases that could not be read are
-    neither: their findings wait for a read that works. Returns (appeared, cleared)."""
+    neither: their findings wait for a read that works. Returns (appeared, cleared).
+
+    The check is stamped with the time it started: a "Check now" asked for after that is not
+    answered by it. Checks of one project are serialised on its row, and a check that started
+    before the one stored keeps nothing (the newer word stands)."""
+    started = timezone.now()
     report = drift_build(project=project, expected="build")
-    if report.index_error:
-        DriftState.objects.update_or_create(
-            project=project,
-            defaults={"checked_at": timezone.now(), "report": _stored_report(report)},
-        )
-        return [], []
     unreadable = {
         slug for f in report.findings if f.kind == "unreadable" for slug in f.environments
     }
     now = [f.as_dict() for f in report.findings if f.kind != "unreadable"]
-    state = DriftState.objects.filter(project=project).first()
-    before = state.findings if state else []
-    # A finding about a database that could not be read this time is carried over, not cleared.
-    kept = [f for f in before if set(f["environments"]) & unreadable]
-    current = now + [f for f in kept if _key(f) not in {_key(n) for n in now}]
-    before_keys, current_keys = {_key(f) for f in before}, {_key(f) for f in current}
-    appeared = [f for f in current if _key(f) not in before_keys]
-    cleared = [f for f in before if _key(f) not in current_keys]
     with transaction.atomic():
-        DriftState.objects.update_or_create(
-            project=project,
-            defaults={
-                "findings": current,
-                "checked_at": timezone.now(),
-                "report": _stored_report(report),
-            },
+        state, _ = DriftState.objects.select_for_update().get_or_create(
+            project=project, defaults={"checked_at": None}
         )
+        if state.checked_at is not None and state.checked_at > started:
+            return [], []
+        state.checked_at, state.report = started, _stored_report(report)
+        if report.index_error:
+            state.save(update_fields=["checked_at", "report"])
+            return [], []
+        before = state.findings
+        # A finding about a database that could not be read is carried over, not cleared.
+        kept = [f for f in before if set(f["environments"]) & unreadable]
+        current = now + [f for f in kept if _key(f) not in {_key(n) for n in now}]
+        before_keys, current_keys = {_key(f) for f in before}, {_key(f) for f in current}
+        appeared = [f for f in current if _key(f) not in before_keys]
+        cleared = [f for f in before if _key(f) not in current_keys]
+        state.findings = current
+        state.save(update_fields=["checked_at", "report", "findings"])
         if appeared:
             audit_record(
                 action="drift_found",
@@ -364,18 +365,24 @@ def _stored_report(report: DriftReport) -> dict:
     }
 
 
-def drift_request(*, project: Project, user) -> DriftState:
+def drift_request(*, project: Project, user) -> bool:
     """A person's "Check now": a worker checks the project (reading every environment and
-    building the schemas their migrations give); the page follows until it is done."""
+    building the schemas their migrations give); the page follows until it is done. False
+    when the broker could not take it (nothing is left waiting)."""
     with transaction.atomic():
         state, _ = DriftState.objects.select_for_update().get_or_create(
             project=project, defaults={"checked_at": None}
         )
-        if not state.checking:
-            state.requested_at, state.requested_by = timezone.now(), user
-            state.save(update_fields=["requested_at", "requested_by"])
-            transaction.on_commit(lambda: dispatch.send("drift_check", project.pk))
-    return state
+        if state.checking:
+            return True  # one under way already
+        previous = state.requested_at, state.requested_by
+        state.requested_at, state.requested_by = timezone.now(), user
+        state.save(update_fields=["requested_at", "requested_by"])
+    if dispatch.send("drift_check", project.pk):
+        return True
+    state.requested_at, state.requested_by = previous
+    state.save(update_fields=["requested_at", "requested_by"])
+    return False
 
 
 @dataclass

@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -832,11 +833,25 @@ class DriftState(models.Model):
     def __str__(self) -> str:
         return f"drift of {self.project}: {len(self.findings)} finding(s)"
 
+    # a check asked for and not done after this long has failed on its worker: ask again
+    CHECK_GIVES_UP = timedelta(minutes=15)
+
     @property
     def checking(self) -> bool:
-        """A check someone asked for has not finished yet."""
-        return self.requested_at is not None and (
-            self.checked_at is None or self.requested_at > self.checked_at
+        """A check someone asked for has not finished yet (nor given up)."""
+        return (
+            self.requested_at is not None
+            and (self.checked_at is None or self.requested_at > self.checked_at)
+            and timezone.now() - self.requested_at < self.CHECK_GIVES_UP
+        )
+
+    @property
+    def gave_up(self) -> bool:
+        """The last check asked for never reported back."""
+        return (
+            self.requested_at is not None
+            and (self.checked_at is None or self.requested_at > self.checked_at)
+            and not self.checking
         )
 
     def involving(self, slug: str, *, kinds=("schema", "expected", "unknown_revision")) -> list:

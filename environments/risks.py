@@ -104,12 +104,15 @@ def _conflict(name: str, kind: str, touch: Touch, drift: dict) -> tuple[str, str
     ("warning", …) when it works on a table that has drifted, None when unrelated."""
     obj, change, present = drift["object"], drift.get("change", ""), drift.get("present")
     thing = _THING.get(touch.what, "{}").format(touch.obj)
-    if obj == touch.obj and change == touch.what:
+    # Only a table or a column is named by the drift finding itself; an index or a constraint
+    # is known by its table, so a different one on the same table is no certain failure.
+    named = touch.what in {"table", "column"}
+    if named and obj == touch.obj and change == touch.what:
         if present is True and touch.action == "creates":
             return (
                 "danger",
-                f"{thing.capitalize()} already exists on {name}, though no migration creates "
-                f"it: the {kind} will fail at this revision, which creates it",
+                f"{thing[0].upper()}{thing[1:]} already exists on {name}, though no migration "
+                f"creates it: the {kind} will fail at this revision, which creates it",
             )
         if present is False and touch.action in {"alters", "drops"}:
             return (

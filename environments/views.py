@@ -9,8 +9,9 @@ import json
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Max
+from django.db.models import Max, OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -147,13 +148,19 @@ def project_graph(request: HttpRequest, project_slug: str) -> HttpResponse:
 
 
 @require_GET
-@login_required
+@live.login_required_live
 def project_drift(request: HttpRequest, project_slug: str) -> HttpResponse:
     """What the last drift check found: revisions each environment lacks of its neighbour's,
     and schema differences. The page reads nothing itself; "Check now" asks a worker."""
     project = get_object_or_404(Project, slug=project_slug)
     page = drift.drift_page(project=project)
-    context = {"page": page, "project": project, "live_key": _drift_key(page)}
+    may_check = roles.may_request(request.user, project)
+    context = {
+        "page": page,
+        "project": project,
+        "live_key": _drift_key(page),
+        "may_check": may_check,
+    }
     if request.htmx and request.GET.get("since") is not None:
         return live.live_response(
             request,
@@ -172,9 +179,26 @@ def _drift_key(page) -> str:
 @require_POST
 @login_required
 def project_drift_check(request: HttpRequest, project_slug: str) -> HttpResponse:
+    """Ask a worker to check the project now (it reads every environment and builds schemas
+    on scratch databases: the developer and release manager roles may ask)."""
     project = get_object_or_404(Project, slug=project_slug)
-    drift.drift_request(project=project, user=request.user)
-    return redirect("project_drift", project_slug=project.slug)
+    if not roles.may_request(request.user, project):
+        raise PermissionDenied(
+            f"{request.user.username} may read {project.name}'s drift; asking for a check "
+            "takes the developer or release manager role."
+        )
+    if drift.drift_request(project=project, user=request.user):
+        return redirect("project_drift", project_slug=project.slug)
+    page = drift.drift_page(project=project)
+    context = {
+        "page": page,
+        "project": project,
+        "live_key": _drift_key(page),
+        "may_check": True,
+        "check_error": "The broker is unreachable, so no worker got the check; nothing is "
+        "under way. Try again once it is back.",
+    }
+    return render(request, "environments/drift.html", context, status=503)
 
 
 @require_GET
@@ -380,9 +404,14 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(request, "environments/job_detail.html", _job_page(job, request.user))
 
 
-def _job_page(job: Job, user, error: str | None = None, *, stored: bool = False) -> dict:
+def _job_page(
+    job: Job, user, error: str | None = None, *, stored: bool = False, key: str | None = None
+) -> dict:
     """Everything the job page shows. `stored`: judge whether the plan is out of date from
-    the environment's last stored read (a poll), not from a read made now."""
+    the environment's last stored read (a poll), not from a read made now. The live region's
+    fingerprint (`key`, else worked out here) is taken before anything is read, so a change
+    that lands while the page renders makes the next poll render again rather than be lost."""
+    key = key or _job_key(job)
     lines = list(job.log_lines.order_by("-seq")[:2000])[::-1]
     # buttons a person may not use are not shown (the services still refuse them)
     may_change = roles.may_request(user, job.environment.project) or roles.may_approve(
@@ -390,22 +419,41 @@ def _job_page(job: Job, user, error: str | None = None, *, stored: bool = False)
     )
     snapshot = job.environment.latest_snapshot() if stored else None
     review = _review(job, user, snapshot, check_plan=not stored or snapshot is not None)
-    # the fingerprint after the review: a review that reads the database stores a read
     return {
         "job": job,
         "log_lines": lines,
         "job_error": error,
         "may_change": may_change,
-        "live_key": _job_key(job),
+        "live_key": key,
     } | review
+
+
+def _newest_reads(environments) -> list[tuple[int, int | None]]:
+    """Each environment's newest read (its id), in one query along the snapshot index."""
+    newest = (
+        Snapshot.objects.filter(environment=OuterRef("pk"))
+        .order_by("-checked_at", "-id")
+        .values("id")[:1]
+    )
+    return list(
+        environments.annotate(newest=Subquery(newest)).order_by("pk").values_list("pk", "newest")
+    )
+
+
+def _time_bucket() -> int:
+    """Part of every fingerprint: what a page says of time ("3 minutes ago", "eligible from
+    …", a revision file edited on disk) is brought up to date every
+    RETORT_LIVE_REFRESH_SECONDS (default 60) at most."""
+    return int(timezone.now().timestamp() // settings.RETORT_LIVE_REFRESH_SECONDS)
 
 
 def _job_key(job: Job) -> str:
     """What the job page's live region shows, as a fingerprint: the job's row, its newest log
-    line, its decisions and the environment's newest read (which may outdate the plan)."""
+    line, its decisions, and the newest read of each of the project's environments (which may
+    outdate the plan, or move the promotion rule's verdict)."""
     newest_line = job.log_lines.aggregate(seq=Max("seq"))["seq"]
-    decisions = job.approvals.aggregate(count=Count("id"), newest=Max("id"))
-    newest_read = job.environment.snapshots.aggregate(newest=Max("id"))["newest"]
+    decisions = job.approvals.aggregate(newest=Max("id"))["newest"]
+    reads = _newest_reads(Environment.objects.filter(project=job.environment.project_id))
     return live.fingerprint(
         job.status,
         job.sql_status,
@@ -421,7 +469,8 @@ def _job_key(job: Job) -> str:
         job.replanned_at,
         newest_line,
         decisions,
-        newest_read,
+        reads,
+        _time_bucket(),
     )
 
 
@@ -437,25 +486,26 @@ def _review(job: Job, user, snapshot=None, *, check_plan: bool = True) -> dict:
 
 
 @require_GET
-@login_required
+@live.login_required_live
 def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
     """The part of the job page that changes (status, approvals, SQL, log): htmx polls it with
     the fingerprint it shows; 204 while nothing changed, 286 once the job is over."""
     job = _get_job(job_id)
+    key = _job_key(job)
     return live.live_response(
         request,
-        _job_key(job),
+        key,
         lambda: render(
             request,
             "environments/_job_live.html",
-            _job_page(job, request.user, stored=True) | {"oob_nav": True},
+            _job_page(job, request.user, stored=True, key=key) | {"oob_nav": True},
         ),
         final=job.is_finished,
     )
 
 
 @require_GET
-@login_required
+@live.login_required_live
 def nav_live(request: HttpRequest) -> HttpResponse:
     """The nav's approvals count, for the poll every page makes."""
     context = navigation(request)
@@ -533,16 +583,17 @@ def approvals_queue(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@login_required
+@live.login_required_live
 def approvals_live(request: HttpRequest) -> HttpResponse:
     """The approvals list, for its poll: plans judged by the environments' stored reads."""
+    key = _approvals_key()
     return live.live_response(
         request,
-        _approvals_key(),
+        key,
         lambda: render(
             request,
             "environments/_approval_requests.html",
-            _approval_requests(request.user, stored=True),
+            _approval_requests(request.user, stored=True, key=key),
         ),
     )
 
@@ -552,17 +603,21 @@ def _waiting_jobs():
 
 
 def _approvals_key() -> str:
+    """The approvals list as a fingerprint: the waiting jobs and their plans, the newest
+    decision, and the newest read of each environment of their projects."""
     waiting = list(
         _waiting_jobs().values_list(
             "id", "sql_sha256", "scripts_sha256", "replanned_at", "expires_at"
         )
     )
-    decisions = Approval.objects.aggregate(count=Count("id"), newest=Max("id"))
-    reads = Snapshot.objects.filter(environment__jobs__status=Job.Status.AWAITING_APPROVAL)
-    return live.fingerprint(waiting, decisions, reads.aggregate(newest=Max("id"))["newest"])
+    decisions = Approval.objects.aggregate(newest=Max("id"))["newest"]
+    projects = _waiting_jobs().values("environment__project")
+    reads = _newest_reads(Environment.objects.filter(project__in=projects))
+    return live.fingerprint(waiting, decisions, reads, _time_bucket())
 
 
-def _approval_requests(user, *, stored: bool = False) -> dict:
+def _approval_requests(user, *, stored: bool = False, key: str | None = None) -> dict:
+    key = key or _approvals_key()  # before reading: see _job_page
     waiting = _waiting_jobs().select_related(
         "environment__project",
         "environment__promotion_from",
@@ -590,7 +645,7 @@ def _approval_requests(user, *, stored: bool = False) -> dict:
     decided = Approval.objects.select_related("job__environment__project").order_by(
         "-created_at", "-id"
     )[:20]
-    return {"requests": requests, "decided": decided, "live_key": _approvals_key()}
+    return {"requests": requests, "decided": decided, "live_key": key}
 
 
 # --- API tokens ----------------------------------------------------------------------------

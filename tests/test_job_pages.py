@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 from django.urls import reverse
@@ -221,14 +222,13 @@ def test_the_plan_sha_is_shown_once_the_sql_it_covers_is_rendered(
 
 def _since(html: str, url: str) -> str:
     """The fingerprint a rendered region polls with."""
-    import re
-
     return re.search(re.escape(url) + r"\?since=([0-9a-f]+|never)", html).group(1)
 
 
 def test_a_job_pages_poll_answers_nothing_until_the_job_changes_then_stops_when_it_ends(
-    client_alice, demo_project, users
+    client_alice, demo_project, users, settings
 ):
+    settings.RETORT_LIVE_REFRESH_SECONDS = 10**9  # no re-render merely because time passed
 
     job = planning.job_request(
         environment=demo_project.environments.get(slug="staging"),
@@ -237,7 +237,10 @@ def test_a_job_pages_poll_answers_nothing_until_the_job_changes_then_stops_when_
         user=users["alice"],
     )
     url = reverse("job_live", args=[job.pk])
-    since = _since(client_alice.get(job.get_absolute_url()).content.decode(), url)
+    # the page (still) reads the database as it renders: its first poll may render once more
+    shown = client_alice.get(job.get_absolute_url()).content.decode()
+    first = client_alice.get(url, {"since": _since(shown, url)}, HTTP_HX_REQUEST="true")
+    since = _since(first.content.decode(), url) if first.status_code == 200 else _since(shown, url)
 
     unchanged = client_alice.get(url, {"since": since}, HTTP_HX_REQUEST="true")
     planning.job_preview_sql(job_id=job.pk)  # the SQL arrives
@@ -255,8 +258,9 @@ def test_a_job_pages_poll_answers_nothing_until_the_job_changes_then_stops_when_
 
 
 def test_the_nav_count_and_the_approvals_list_answer_a_poll_with_204_until_a_request_comes(
-    client_alice, demo_project, users
+    client_alice, demo_project, users, settings
 ):
+    settings.RETORT_LIVE_REFRESH_SECONDS = 10**9
     from tests.conftest import env, planned
 
     page = client_alice.get(reverse("approvals")).content.decode()
@@ -280,3 +284,39 @@ def test_the_nav_count_and_the_approvals_list_answer_a_poll_with_204_until_a_req
     assert nav.status_code == 200 and 'data-testid="approvals-count">1<' in nav.content.decode()
     assert waiting.status_code == 200
     assert waiting.content.decode().count('data-testid="approval-request"') == 1
+
+
+def test_a_poll_of_a_finished_job_gets_the_region_with_286_even_when_nothing_changed(
+    client_alice, demo_project, users
+):
+    job = planning.job_request(
+        environment=demo_project.environments.get(slug="dev"),
+        kind="downgrade",
+        target="-1",
+        user=users["alice"],
+    )
+    url = reverse("job_live", args=[job.pk])
+    planning.job_cancel(job=job, user=users["alice"])
+    first = client_alice.get(url, HTTP_HX_REQUEST="true")
+    shown = re.search(r'data-live-key="([0-9a-f]+)"', first.content.decode())
+
+    again = client_alice.get(url, {"since": shown.group(1)}, HTTP_HX_REQUEST="true")
+
+    assert first.status_code == again.status_code == 286
+    assert 'id="job-live"' in again.content.decode()  # htmx 2 swaps it: never an empty body
+
+
+def test_a_poll_after_the_session_ended_sends_the_browser_to_log_in(client, demo_project):
+    url = reverse("nav_live")
+
+    poll = client.get(
+        url,
+        {"since": "x"},
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL="http://testserver/approvals/",
+    )
+    plain = client.get(url)
+
+    assert poll.status_code == 200 and poll["HX-Redirect"] == "/login/?next=/approvals/"
+    assert poll.content == b""
+    assert plain.status_code == 302 and plain["Location"].startswith("/login/?next=/live/nav")

@@ -100,3 +100,20 @@ def test_without_a_drift_check_a_plan_has_only_its_files_risks(demo_project, use
 
     assert [r for r in job.findings if r.get("kind") == "drift"] == []
     assert risks_of(job, inv.DROP_PRODUCTS_LEGACY_FLAG)  # the file's own: it drops a column
+
+
+def test_another_index_on_a_table_a_revision_indexes_is_a_warning_not_a_failure_foretold(
+    demo_project, users
+):
+    """An index finding names its table, not the index: a revision creating a different index
+    on the same table is warned about, never said to fail."""
+    prod = prod_of(demo_project)
+    alembic(EXAMPLE / "alembic.ini", prod.get_url(), "downgrade", "-1")  # ix_users_name pending
+    by_hand(prod, "CREATE INDEX ix_users_by_hand ON users (id, name)")
+    drift.drift_record(project=demo_project)
+
+    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+
+    risks = [(s, d) for s, d in risks_of(job, inv.INDEX_USERS_NAME) if "ix_users_by_hand" in d]
+    assert [s for s, _ in risks] == ["warning"]
+    assert risks[0][1].startswith("This revision creates an index on users, where prod has")

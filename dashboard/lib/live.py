@@ -10,6 +10,9 @@ state (never a target database) and answers
 - 286 once the state is final, which tells htmx to stop polling (the final region is rendered
   without a poll, so a page opened later does not poll at all).
 
+A poll whose session has ended is sent to the login page as a whole page (`HX-Redirect`),
+never with the login form swapped into the region (`login_required_live`).
+
 Templates start a poll with `{% live_poll url fingerprint seconds %}` (see the retort tags).
 """
 
@@ -17,8 +20,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import wraps
 
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
+from django_htmx.http import HttpResponseClientRedirect
 
 STOP_POLLING = 286  # htmx: swap this answer, then poll no more
 
@@ -35,10 +41,27 @@ def live_response(
     *,
     final: bool = False,
 ) -> HttpResponse:
-    """Answer a poll: nothing when `key` is what the page already shows, else the region."""
-    if request.GET.get("since") == key:
-        return HttpResponse(status=STOP_POLLING if final else 204)
+    """Answer a poll: nothing when `key` is what the page already shows, else the region.
+    A final answer always carries the region: htmx 2 swaps a 286's body, even an empty one."""
+    if request.GET.get("since") == key and not final:
+        return HttpResponse(status=204)
     response = render()
     if final and request.htmx:
         response.status_code = STOP_POLLING
     return response
+
+
+def login_required_live(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """`login_required` for views htmx polls: a poll from a session that has ended sends the
+    browser to the login page, and back to the page it polled from afterwards."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        if request.htmx:
+            page = request.htmx.current_url_abs_path or "/"
+            return HttpResponseClientRedirect(redirect_to_login(page).url)
+        return redirect_to_login(request.get_full_path())
+
+    return wrapper

@@ -452,7 +452,8 @@ class _Scope(ast.NodeVisitor):
             self.touch("drops", "index", batch or self.table(node, 1), node)
         elif method in _CREATES_CONSTRAINT:
             what = _CREATES_CONSTRAINT[method]
-            self.touch("creates", what, batch or self.table(node, 1, "source_table"), node)
+            keyword = "source_table" if method == "create_foreign_key" else "table_name"
+            self.touch("creates", what, batch or self.table(node, 1, keyword), node)
         elif method == "drop_constraint":
             self.touch("drops", "constraint", batch or self.table(node, 1), node)
 
