@@ -90,9 +90,13 @@ def _read_heads(environment: Environment, url: str) -> tuple[str, ...]:
     return tuple(sorted(state.heads or ()))
 
 
+def _backup_folder(environment: Environment) -> Path:
+    return Path(settings.RETORT_BACKUP_ROOT) / environment.project.slug / environment.slug
+
+
 def _make_backup(job: Job, url: str, log: JobLog, heads: tuple[str, ...]) -> Backup:
     environment = job.environment
-    folder = Path(settings.RETORT_BACKUP_ROOT) / environment.project.slug / environment.slug
+    folder = _backup_folder(environment)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{timezone.now():%Y%m%dT%H%M%S}-job{job.pk}"
     log.add(f"Backing up {environment.name} before the {job.kind}…")
@@ -335,7 +339,8 @@ def backups_prune(*, environment: Environment) -> int:
 
 
 def jobs_reap(*, now=None) -> list[int]:
-    """Running jobs whose worker stopped beating become `interrupted`, freeing the environment."""
+    """Running jobs whose worker stopped beating become `interrupted`, freeing the environment;
+    a backup their worker left half-written is removed (its tools died with the worker)."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.RETORT_HEARTBEAT_TIMEOUT)
     reaped = []
@@ -358,4 +363,5 @@ def jobs_reap(*, now=None) -> list[int]:
                 fields={"finished_at": now, "error": message},
             )
             reaped.append(job.pk)
+            backups.remove_partials(_backup_folder(job.environment), f"*-job{job.pk}.*")
     return reaped

@@ -40,7 +40,11 @@ def imported(node: ast.Import | ast.ImportFrom, module: str) -> set[str]:
         if node.level:
             package = module.split(".")[: -node.level] if node.level else []
             base = ".".join([*package, base] if base else package)
-        bases = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        # `from package import submodule` loads the submodule; any other name, the package
+        bases = [
+            f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+            for alias in node.names
+        ]
     for name in bases:
         while name and name not in MODULES:
             name = name.rpartition(".")[0]

@@ -19,7 +19,6 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import URL, make_url
 
-from environments.core import backups
 from environments.core.backups import (
     BackupError,
     backup_database,
@@ -27,6 +26,7 @@ from environments.core.backups import (
     restore_database,
     verify_backup,
 )
+from environments.core.backups import sqlite as sqlite_backups
 from examples.inventory import revisions as inv
 from tests.conftest import PASSWORD, PASSWORD_ROLE, alembic, pg_url
 
@@ -513,7 +513,9 @@ def test_the_password_is_in_no_command_line_log_line_or_error(secured, tmp_path,
         errors.append(str(caught.value))
 
     assert pg_state(secured)["rows"]["notes"] == [(1, "one"), (2, "two")]
-    tools = [(argv, env) for argv, env in started if Path(argv[0]).name in {"pg_dump", "psql"}]
+    # each tool is started through `setpriv --pdeathsig KILL -- <tool> …` where setpriv exists
+    run = [(a[a.index("--") + 1 :] if Path(a[0]).name == "setpriv" else a, e) for a, e in started]
+    tools = [(argv, env) for argv, env in run if Path(argv[0]).name in {"pg_dump", "psql"}]
     assert {Path(argv[0]).name for argv, _ in tools} == {"pg_dump", "psql"}
     for argv, env in tools:
         assert not any(PASSWORD in part or "Wr0ng-Pa55word" in part for part in argv)
@@ -673,7 +675,7 @@ def test_a_write_ahead_log_left_by_a_crash_is_not_replayed_into_the_restored_fil
 def test_a_sqlite_file_another_connection_is_writing_is_not_replaced(
     shop_file, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(backups, "SQLITE_BUSY_TIMEOUT", 0.3)
+    monkeypatch.setattr(sqlite_backups, "SQLITE_BUSY_TIMEOUT", 0.3)
     url, path = shop_file
     result = backup_database(url, tmp_path / "backups", name="b")
     writer = sqlite3.connect(path, isolation_level=None)
