@@ -22,7 +22,7 @@ from django.test import Client
 from django.urls import reverse
 
 from bench.stats import Samples, timed
-from environments import audit
+from environments import audit, audit_chain
 from environments.models import AuditEvent, Environment, Project
 
 # What the reader records for one change it sees (environments.services), in this order.
@@ -49,7 +49,7 @@ class AppendRun:
 @dataclass(frozen=True)
 class VerifyRun:
     seconds: float
-    report: audit.ChainReport
+    report: audit_chain.ChainReport
 
     @property
     def per_second(self) -> float:
@@ -167,8 +167,8 @@ def append(project: Project, revisions: Sequence[str], *, count: int, writers: i
 
 def verify(events: int) -> VerifyRun:
     """`audit_verify_full()` from the first event; it must find the chain whole."""
-    result: list[audit.ChainReport] = []
-    seconds = timed(lambda: result.append(audit.audit_verify_full()))
+    result: list[audit_chain.ChainReport] = []
+    seconds = timed(lambda: result.append(audit_chain.audit_verify_full()))
     report = result[0]
     if not report.ok or report.checked != events or report.verified_through != events:
         raise RuntimeError(f"audit_verify_full() over {events} events: {report.message}")

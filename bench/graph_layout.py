@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 
 from bench.stats import Samples, repeat
-from environments.core import findings, graph, scripts, svg
+from environments.core import findings, graph, script_config, scripts, svg
 from examples.synthetic import SyntheticHistory
 
 
@@ -40,7 +40,7 @@ def _flagged(index: scripts.ScriptIndex) -> frozenset[str]:
 
 
 def measure(history: SyntheticHistory) -> GraphFigures:
-    index = scripts.load_index(scripts.config_from_ini(history.alembic_ini))
+    index = scripts.load_index(script_config.config_from_ini(history.alembic_ini))
     revisions = history.revisions
     markers = {"dev": (revisions[-1],), "staging": (revisions[-31],), "prod": (revisions[-201],)}
     pending = index.pending(markers["prod"])
@@ -55,7 +55,7 @@ def measure(history: SyntheticHistory) -> GraphFigures:
             pending=frozenset(pending),
             selected_environment="prod",
             flagged=flagged,
-            node_url=lambda rev: f"/projects/bench/revisions/{rev}",
+            node_attrs=lambda rev: f' hx-get="/projects/bench/revisions/{rev}" role="button"',
             expand_url=lambda fold_id: f"/projects/bench/graph?expand={fold_id}",
         )
         return svg.render(layout, index, deco)

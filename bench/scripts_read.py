@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import Revision, RevisionMap
 
 from bench.stats import Samples, repeat, timed
-from environments.core import scripts
+from environments.core import script_config, scripts
 from environments.core.revision_map import LinearRevisionMap
 
 
@@ -45,11 +45,11 @@ def clear_caches() -> tuple[str, ...]:
 def retort_cold(ini: Path) -> set[str]:
     """Retort's read with its module caches emptied, as in a fresh process."""
     clear_caches()
-    return set(scripts.load_index(scripts.config_from_ini(ini)).revisions)
+    return set(scripts.load_index(script_config.config_from_ini(ini)).revisions)
 
 
 def retort_warm(ini: Path) -> scripts.ScriptIndex:
-    return scripts.load_index(scripts.config_from_ini(ini))
+    return scripts.load_index(script_config.config_from_ini(ini))
 
 
 def alembic_cold(ini: Path) -> set[str]:

@@ -1,5 +1,6 @@
-"""The JSON API for jobs (`/api/v1/`): CI requests a job and reads its status; people approve,
-reject, cancel, queue. The same services as the pages, so the same rules and refusals.
+"""The JSON API (`/api/v1/`): every environment's status (the CI gate), a project's revision
+graph, and jobs: CI requests a job and reads its status; people approve, reject, cancel, queue.
+The same services as the pages, so the same rules and refusals.
 
 Reads take a session or a bearer token; writes take a bearer token only (so they need no CSRF
 token and a browser's cookies can never make one).
@@ -17,8 +18,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.badinput import whole_number
-from environments import approvals, dispatch, planning, reviews, transitions
-from environments.models import Environment, Job
+from environments import approvals, dispatch, graphs, planning, reviews, services, transitions
+from environments.models import Environment, Job, Project
+from environments.pages import lookup
 from environments.tokens import api_login_required
 
 
@@ -180,3 +182,46 @@ def job_action(request: HttpRequest, job_id: int, action: str, *, body: dict):
         return _refused(exc)
     job.refresh_from_db()
     return JsonResponse(job_json(job, request.user))
+
+
+@require_GET
+@api_login_required
+def api_status(request: HttpRequest) -> JsonResponse:
+    """The same objects `manage.py migration_status --json` prints; an unknown project or
+    environment is a 404 (the command exits 2), never an empty list a CI gate could pass on."""
+    wanted = request.GET.get("project")
+    projects = lookup.projects_named(wanted)
+    if wanted and not projects.exists():
+        return JsonResponse({"error": f"No project {wanted!r}.", "code": "not_found"}, status=404)
+    overviews = services.overview_build(projects=projects)
+    env_filter = request.GET.get("env")
+    cards = [
+        (overview, card)
+        for overview in overviews
+        for card in overview.cards
+        if not env_filter or env_filter in (card.environment.slug, card.environment.name)
+    ]
+    if env_filter and not cards:
+        return JsonResponse(
+            {"error": f"No environment {env_filter!r}.", "code": "not_found"}, status=404
+        )
+    rows = [
+        card.snapshot.as_status_dict() | overview.heads_dict()
+        for overview, card in cards
+        if card.snapshot is not None
+    ]
+    return JsonResponse(rows, safe=False)
+
+
+@require_GET
+@api_login_required
+def api_graph(request: HttpRequest, project_slug: str) -> JsonResponse:
+    project = get_object_or_404(Project, slug=project_slug)
+    expand = request.GET.getlist("expand")
+    view = graphs.graph_build(
+        project=project,
+        environment_slug=request.GET.get("env") or None,
+        expand=expand,
+        read=request.GET.get("read", "1") != "0",
+    )
+    return JsonResponse(graphs.graph_json(view))

@@ -63,7 +63,7 @@ class AuditFilterForm(forms.Form):
         return data
 
     def filters(self) -> dict:
-        """The cleaned filters for `audit.events_filtered` (none when the form is invalid)."""
+        """The cleaned filters for `audit_export.events_filtered` (none if the form is invalid)."""
         if not self.is_bound or not self.is_valid():
             return {}
         data = self.cleaned_data

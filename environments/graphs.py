@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 from django.utils.html import format_html
 
-from environments import services
+from environments import services, source_html
 from environments.core import findings as core_findings
 from environments.core import graph as core_graph
 from environments.core import svg
 from environments.core.heads import HeadsVerdict
-from environments.core.scripts import FileCache, RevisionFile, ScriptIndex, too_large
+from environments.core.revision_files import FileCache, too_large
+from environments.core.revision_headers import RevisionFile
+from environments.core.scripts import ScriptIndex
 from environments.models import Environment, Project, Snapshot
 
 _findings_cache = FileCache()
@@ -106,13 +109,26 @@ class GraphView:
         return self.snapshots.get(self.selected.pk) if self.selected else None
 
 
+def _panel_opener(node_url: Callable[[str], str]) -> Callable[[str], str]:
+    """A node's attributes on the page: htmx loads its panel on a click, Enter or Space."""
+
+    def attrs(revision: str) -> str:
+        return format_html(
+            ' hx-get="{}" hx-target="#panel" hx-swap="innerHTML" tabindex="0" role="button"'
+            " hx-trigger=\"click, keydown[key=='Enter'||key==' ']\"",
+            node_url(revision),
+        )
+
+    return attrs
+
+
 def graph_build(
     *,
     project: Project,
     environment_slug: str | None = None,
     query: str = "",
     expand: list[str] | None = None,
-    node_url=None,
+    node_url: Callable[[str], str] | None = None,
     expand_url=None,
     read: bool = True,
 ) -> GraphView:
@@ -162,7 +178,7 @@ def graph_build(
             selected_environment=view.selected.name if view.selected else None,
             flagged=view.flagged,
             highlighted=view.matches[0] if view.matches else None,
-            node_url=node_url,
+            node_attrs=_panel_opener(node_url) if node_url else None,
             expand_url=expand_url,
         ),
     )
@@ -293,11 +309,11 @@ def revision_panel_build(*, project: Project, revision_id: str) -> RevisionPanel
             return ""
         code = function.source
         if len(code) <= _SHOWN_CHARACTERS:
-            return core_findings.highlight(code)
+            return source_html.highlight(code)
         # highlighting costs about 3 s per MB: show the start, say what is left out
         shown = code[: code.rfind("\n", 0, _SHOWN_CHARACTERS) + 1]
         left = code.count("\n") - shown.count("\n")
-        return core_findings.highlight(shown) + format_html(
+        return source_html.highlight(shown) + format_html(
             '<p class="muted">… {} more lines, not shown here: open {} to read them.</p>',
             left,
             revision.path.name,

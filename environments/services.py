@@ -14,7 +14,8 @@ from django.utils import timezone
 from environments.audit import audit_record
 from environments.core import status as core_status
 from environments.core.heads import HeadsVerdict
-from environments.core.scripts import ScriptIndex, ScriptProblem
+from environments.core.revision_files import ScriptProblem
+from environments.core.scripts import ScriptIndex
 from environments.models import DriftState, Environment, Job, Project, Snapshot
 
 

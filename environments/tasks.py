@@ -3,7 +3,16 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import approvals, audit, dispatch, drift, execution, notify, planning, services
+from environments import (
+    approvals,
+    audit_chain,
+    dispatch,
+    drift,
+    execution,
+    notify,
+    planning,
+    services,
+)
 from environments.models import Environment, Project
 
 
@@ -30,7 +39,7 @@ def environments_refresh_all() -> int:
 @shared_task
 def audit_verify() -> bool:
     """Walk the whole audit chain; the audit page shows the result."""
-    return audit.audit_verify_full().ok
+    return audit_chain.audit_verify_full().ok
 
 
 @shared_task(acks_late=False, max_retries=0)

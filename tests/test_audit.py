@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from environments import audit, services
+from environments import audit, audit_chain, services
 from environments.models import (
     AuditCheckpoint,
     AuditEvent,
@@ -178,11 +178,11 @@ def test_an_event_rewritten_with_a_fresh_hash_breaks_the_next_link():
 
 def test_events_removed_from_the_end_after_verification_are_noticed():
     _write(4)
-    assert audit.audit_verify_incremental().verified_through == 4
+    assert audit_chain.audit_verify_incremental().verified_through == 4
 
     _bypass_trigger("DELETE FROM environments_auditevent WHERE seq >= 3", [])
 
-    assert "Chain broken at event" in audit.audit_verify_incremental().message
+    assert "Chain broken at event" in audit_chain.audit_verify_incremental().message
     code, _, err = _verify_audit()
     assert code == 1 and "events were deleted" in err
 
@@ -194,7 +194,7 @@ def test_the_page_verifies_only_the_events_added_since_it_last_looked(client_ali
     assert f"Chain verified through event {seen}." in html
 
     _write(2)
-    report = audit.audit_verify_incremental()
+    report = audit_chain.audit_verify_incremental()
 
     assert report.ok and report.verified_through == seen + 2
     assert report.checked == 2  # the two new ones, not the whole chain again
@@ -242,7 +242,7 @@ def test_concurrent_writers_still_make_one_unbroken_chain():
     assert written.count() == threads_count * per_thread
     seqs = sorted(AuditEvent.objects.values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))
-    report = audit.audit_verify_full()
+    report = audit_chain.audit_verify_full()
     assert report.ok and report.verified_through == len(seqs)
 
 
@@ -700,7 +700,7 @@ def test_a_break_once_found_stays_until_someone_acknowledges_it(capsys):
     original = AuditEvent.objects.get(seq=2).ip
     _bypass_trigger("UPDATE environments_auditevent SET ip = '10.6.6.6' WHERE seq = 2", [])
     assert _verify_audit()[0] == 1  # found, and recorded
-    assert not audit.audit_verify_incremental().ok  # the page says so too
+    assert not audit_chain.audit_verify_incremental().ok  # the page says so too
 
     _bypass_trigger("UPDATE environments_auditevent SET ip = %s WHERE seq = 2", [original])
     code, _, err = _verify_audit()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from environments.core import findings
+from environments import source_html
 from environments.core.findings import Finding, analyze, function_sources
 
 VERSIONS = (
@@ -688,8 +688,8 @@ def test_function_sources_leave_out_what_the_file_does_not_define() -> None:
 
 
 def test_highlighted_code_is_escaped_html() -> None:
-    html = findings.highlight('def upgrade():\n    op.execute("<script>alert(1)</script>")\n')
+    html = source_html.highlight('def upgrade():\n    op.execute("<script>alert(1)</script>")\n')
     assert html.startswith('<div class="source"><pre>')
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
-    assert ".source" in findings.highlight_css()
+    assert ".source" in source_html.highlight_css()

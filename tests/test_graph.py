@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from environments.core import graph, scripts
+from environments.core import graph, script_config, scripts
 from environments.core.graph import Layout
 from examples.inventory import revisions as inv
 from examples.synthetic import write_history
@@ -18,7 +18,7 @@ from tests.conftest import alembic, three_heads_history, write_revision
 
 
 def _index(ini: Path) -> scripts.ScriptIndex:
-    return scripts.load_index(scripts.config_from_ini(ini))
+    return scripts.load_index(script_config.config_from_ini(ini))
 
 
 def _distance(point: tuple[int, int], a: tuple[int, int], b: tuple[int, int]) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from environments.core import scripts
+from environments.core import script_config, scripts
 from environments.core.plan import PlanError, plan_job, step_of
 from environments.core.versions import read_versions
 from examples.inventory import revisions as inv
@@ -21,7 +21,7 @@ _RUN_LINE = re.compile(r"Running (upgrade|downgrade) .*? -> ([^,\s]*)")
 
 
 def _index(ini: Path) -> scripts.ScriptIndex:
-    return scripts.load_index(scripts.config_from_ini(ini))
+    return scripts.load_index(script_config.config_from_ini(ini))
 
 
 def _heads(url: str) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from environments.core import scripts
+from environments.core import script_config, scripts
 from examples.inventory import revisions as inv
 from tests.conftest import write_revision
 
@@ -46,7 +46,7 @@ def _huge(versions: Path, size: int) -> Path:
 
 
 def _index(ini: Path) -> scripts.ScriptIndex:
-    return scripts.load_index(scripts.config_from_ini(ini))
+    return scripts.load_index(script_config.config_from_ini(ini))
 
 
 def test_a_pipe_in_the_version_directory_is_named_never_opened(inventory):

@@ -10,7 +10,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from environments.core import scripts
+from environments.core import revision_files, revision_headers, script_config, scripts
 from examples.inventory import revisions as inv
 from examples.synthetic import write_history
 from tests.conftest import alembic, write_revision
@@ -22,7 +22,7 @@ def _alembic_view(ini: Path) -> dict[str, tuple]:
         script.revision: (
             tuple(sorted(script._versioned_down_revisions)),
             tuple(sorted(script._orig_branch_labels)),
-            tuple(sorted(scripts._as_tuple(script.dependencies))),
+            tuple(sorted(revision_headers.as_tuple(script.dependencies))),
             script.doc,
         )
         for script in directory.walk_revisions()
@@ -42,7 +42,7 @@ def _our_view(index: scripts.ScriptIndex) -> dict[str, tuple]:
 
 
 def test_it_reads_the_sample_project_exactly_as_alembic_does(inventory):
-    index = scripts.load_index(scripts.config_from_ini(inventory))
+    index = scripts.load_index(script_config.config_from_ini(inventory))
 
     assert _our_view(index) == _alembic_view(inventory)
     assert index.heads == (inv.HEAD,)
@@ -57,7 +57,7 @@ def test_it_reads_the_sample_project_exactly_as_alembic_does(inventory):
 
 def test_it_reads_generated_histories_with_branches_merges_and_depends_on(tmp_path):
     history = write_history(tmp_path / "gen", 300, seed=7, heads=3, depends_on_every=25)
-    index = scripts.load_index(scripts.config_from_ini(history.alembic_ini))
+    index = scripts.load_index(script_config.config_from_ini(history.alembic_ini))
 
     assert _our_view(index) == _alembic_view(history.alembic_ini)
     assert sorted(index.heads) == sorted(history.heads)
@@ -69,7 +69,7 @@ def test_it_reads_the_message_and_create_date_from_the_docstring(tmp_path):
     versions = tmp_path / "versions"
     versions.mkdir()
     write_revision(versions, "aaa111", None, message="add the widgets table")
-    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+    config = script_config.build_config(str(tmp_path), [str(versions)], base=tmp_path)
 
     revision = scripts.load_index(config).revisions["aaa111"]
 
@@ -88,7 +88,9 @@ def test_it_reads_annotated_and_plain_assignments_and_tuples(tmp_path):
         "branch_labels: Union[str, Sequence[str], None] = 'release'\n"
         "depends_on: Union[str, Sequence[str], None] = ['aaa111']\n"
     )
-    revision = scripts.parse_revision_source((versions / "m.py").read_bytes(), versions / "m.py")
+    revision = revision_headers.parse_revision_source(
+        (versions / "m.py").read_bytes(), versions / "m.py"
+    )
 
     assert revision.revision == "ccc333"
     assert revision.down_revisions == ("aaa111", "bbb222")
@@ -100,7 +102,7 @@ def test_a_file_with_a_syntax_error_is_named_and_the_rest_still_loads(inventory)
     versions = inventory.parent / "migrations" / "versions"
     (versions / "9999_broken.py").write_text('revision = "zzz"\ndef upgrade(:\n    pass\n')
 
-    index = scripts.load_index(scripts.config_from_ini(inventory))
+    index = scripts.load_index(script_config.config_from_ini(inventory))
 
     assert len(index.revisions) == len(inv.ALL_REVISIONS)
     assert [p.path for p in index.problems] == ["9999_broken.py"]
@@ -111,7 +113,7 @@ def test_a_file_without_a_revision_id_is_named(inventory):
     versions = inventory.parent / "migrations" / "versions"
     (versions / "notes_helper.py").write_text('"""helpers, not a revision"""\nX = 1\n')
 
-    index = scripts.load_index(scripts.config_from_ini(inventory))
+    index = scripts.load_index(script_config.config_from_ini(inventory))
 
     assert [str(p) for p in index.problems] == [
         "notes_helper.py: declares no revision id (no module-level `revision = ...`)"
@@ -126,7 +128,7 @@ def test_a_revision_id_computed_at_import_time_is_reported_not_executed(tmp_path
     (versions / "x.py").write_text(
         f"open({str(marker)!r}, 'w').write('ran')\nrevision = 'abc' + 'def'\ndown_revision = None\n"
     )
-    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+    config = script_config.build_config(str(tmp_path), [str(versions)], base=tmp_path)
 
     index = scripts.load_index(config)
 
@@ -144,7 +146,7 @@ def test_revision_files_are_never_imported(inventory):
     path = next(versions.glob(f"{inv.CREATE_USERS}_*.py"))
     path.write_text(f"open({str(marker)!r}, 'w').write('ran')\n" + path.read_text())
 
-    index = scripts.load_index(scripts.config_from_ini(inventory))
+    index = scripts.load_index(script_config.config_from_ini(inventory))
 
     assert inv.CREATE_USERS in index.revisions
     assert not marker.exists()
@@ -166,7 +168,7 @@ def test_version_locations_are_split_on_the_configured_path_separator(tmp_path, 
         f"version_locations = %(here)s/one{joiner}%(here)s/two\n{sep_line}"
     )
 
-    index = scripts.load_index(scripts.config_from_ini(tmp_path / "alembic.ini"))
+    index = scripts.load_index(script_config.config_from_ini(tmp_path / "alembic.ini"))
 
     assert set(index.revisions) == {"aaa111", "bbb222"}
     assert index.heads == ("bbb222",)
@@ -180,12 +182,14 @@ def test_recursive_version_locations_reads_subfolders_only_when_asked(tmp_path):
     ini = tmp_path / "alembic.ini"
     ini.write_text("[alembic]\nscript_location = %(here)s/scripts\n")
 
-    flat = scripts.load_index(scripts.config_from_ini(ini))
+    flat = scripts.load_index(script_config.config_from_ini(ini))
     ini.write_text(
         "[alembic]\nscript_location = %(here)s/scripts\nrecursive_version_locations = true\n"
     )
-    deep = scripts.load_index(scripts.config_from_ini(ini))
-    overridden = scripts.load_index(scripts.config_from_ini(ini, recursive_version_locations=False))
+    deep = scripts.load_index(script_config.config_from_ini(ini))
+    overridden = scripts.load_index(
+        script_config.config_from_ini(ini, recursive_version_locations=False)
+    )
 
     assert set(flat.revisions) == {"aaa111"}
     assert set(deep.revisions) == {"aaa111", "bbb222"}
@@ -200,7 +204,7 @@ def test_relative_script_location_resolves_against_the_working_directory(tmp_pat
     ini = project / "config" / "alembic.ini"
     ini.write_text("[alembic]\nscript_location = db\n")
 
-    config = scripts.config_from_ini(ini, working_dir=project)
+    config = script_config.config_from_ini(ini, working_dir=project)
 
     assert config.script_location == project / "db"
     assert set(scripts.load_index(config).revisions) == {"aaa111"}
@@ -210,14 +214,14 @@ def test_a_missing_script_location_says_how_to_fix_it(tmp_path):
     ini = tmp_path / "alembic.ini"
     ini.write_text("[alembic]\nsqlalchemy.url = sqlite://\n")
 
-    with pytest.raises(scripts.ScriptConfigError, match="no script_location"):
-        scripts.config_from_ini(ini)
-    with pytest.raises(scripts.ScriptConfigError, match="does not exist"):
-        scripts.config_from_ini(tmp_path / "nope.ini")
+    with pytest.raises(script_config.ScriptConfigError, match="no script_location"):
+        script_config.config_from_ini(ini)
+    with pytest.raises(script_config.ScriptConfigError, match="does not exist"):
+        script_config.config_from_ini(tmp_path / "nope.ini")
 
 
 def test_a_missing_version_directory_is_reported_as_such(tmp_path):
-    config = scripts.build_config(str(tmp_path / "gone"), base=tmp_path)
+    config = script_config.build_config(str(tmp_path / "gone"), base=tmp_path)
 
     index = scripts.load_index(config)
 
@@ -226,7 +230,7 @@ def test_a_missing_version_directory_is_reported_as_such(tmp_path):
 
 
 def test_an_unchanged_directory_is_not_read_again_and_a_change_rereads_one_file(inventory):
-    config = scripts.config_from_ini(inventory)
+    config = script_config.config_from_ini(inventory)
     first = scripts.load_index(config)
     assert scripts.load_index(config) is first
 
@@ -238,20 +242,20 @@ def test_an_unchanged_directory_is_not_read_again_and_a_change_rereads_one_file(
         (inventory.parent / "migrations" / "versions").glob(f"{inv.CREATE_USERS}_*.py")
     ).resolve()
     untouched = str(untouched)
-    before = scripts._file_cache[untouched][2]
+    before = revision_files._file_cache[untouched][2]
 
     second = scripts.load_index(config)
 
     assert second is not first
     assert second.revisions[inv.HEAD].message.startswith("Renamed: ")
-    assert scripts._file_cache[untouched][2] is before
+    assert revision_files._file_cache[untouched][2] is before
 
 
 def test_pending_revisions_come_in_the_order_alembic_upgrade_heads_applies_them(
     tmp_path, sqlite_url
 ):
     history = write_history(tmp_path / "gen", 60, seed=3, branch_every=10, branch_length=3, heads=2)
-    index = scripts.load_index(scripts.config_from_ini(history.alembic_ini))
+    index = scripts.load_index(script_config.config_from_ini(history.alembic_ini))
     url = sqlite_url("order")
     start = history.revisions[5]
     alembic(history.alembic_ini, url, "upgrade", start)
@@ -269,7 +273,7 @@ def test_a_cycle_or_broken_graph_is_a_readable_error(tmp_path):
     versions.mkdir()
     write_revision(versions, "aaa111", "bbb222")
     write_revision(versions, "bbb222", "aaa111")
-    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+    config = script_config.build_config(str(tmp_path), [str(versions)], base=tmp_path)
 
     index = scripts.load_index(config)
 
@@ -282,7 +286,7 @@ def test_a_parent_revision_no_file_declares_is_a_readable_error(tmp_path):
     versions.mkdir()
     write_revision(versions, "aaa111", None)
     write_revision(versions, "ccc333", "bbb222")
-    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+    config = script_config.build_config(str(tmp_path), [str(versions)], base=tmp_path)
 
     index = scripts.load_index(config)
 
@@ -298,7 +302,7 @@ def test_a_syntax_error_below_a_readable_header_is_reported_and_the_graph_still_
     versions = inventory.parent / "migrations" / "versions"
     write_revision(versions, "bodybad00001", inv.HEAD, body="op.execute(  # never closed")
 
-    index = scripts.load_index(scripts.config_from_ini(inventory))
+    index = scripts.load_index(script_config.config_from_ini(inventory))
 
     assert index.heads == ("bodybad00001",)
     [problem] = index.problems
@@ -323,8 +327,8 @@ def test_the_fast_scan_and_the_parser_agree_on_every_header_style(tmp_path, head
     ).encode()
     path = tmp_path / "abc123_merge.py"
 
-    fast = scripts.read_revision_source(source, path)
-    slow = scripts.parse_revision_source(source, path)
+    fast = revision_headers.read_revision_source(source, path)
+    slow = revision_headers.parse_revision_source(source, path)
 
     assert fast == slow
     assert fast.down_revisions == ("aaa111", "bbb222")
@@ -340,7 +344,7 @@ def test_a_long_file_and_a_long_docstring_are_read_whole_when_needed(tmp_path):
         f'"""{long_doc}"""\nrevision = "big001"\ndown_revision = None\n'
         "branch_labels = None\ndepends_on = None\n" + "# padding\n" * 3000
     )
-    config = scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+    config = script_config.build_config(str(tmp_path), [str(versions)], base=tmp_path)
 
     revision = scripts.load_index(config).revisions["big001"]
 
@@ -354,7 +358,9 @@ def test_a_revision_reached_through_a_link_is_read_once(tmp_path):
     original = write_revision(versions, "aaa111", None)
     (versions / "zz_link.py").symlink_to(original)
 
-    index = scripts.load_index(scripts.build_config(str(tmp_path), [str(versions)], base=tmp_path))
+    index = scripts.load_index(
+        script_config.build_config(str(tmp_path), [str(versions)], base=tmp_path)
+    )
 
     assert set(index.revisions) == {"aaa111"}
     assert index.problems == []

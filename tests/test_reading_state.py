@@ -11,7 +11,8 @@ from sqlalchemy.engine import make_url
 
 from environments import services
 from environments.core import status as core_status
-from environments.core.scripts import config_from_ini, load_index
+from environments.core.script_config import config_from_ini
+from environments.core.scripts import load_index
 from environments.core.versions import read_versions
 from environments.models import Environment
 from examples.inventory import revisions as inv

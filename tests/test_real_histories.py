@@ -20,7 +20,7 @@ import pytest
 from alembic.script.revision import RevisionError
 from django.core.management import call_command
 
-from environments.core import graph, scripts
+from environments.core import graph, script_config, scripts
 from environments.core.heads import assess
 from environments.core.status import Status, Target, read_one
 from tests.conftest import EXAMPLE, REPO, alembic
@@ -99,7 +99,7 @@ def alembic_answer(ini: Path, *starts: str) -> dict:
 
 
 def retort_answer(ini: Path, *starts: str) -> dict:
-    index = scripts.load_index(scripts.config_from_ini(ini))
+    index = scripts.load_index(script_config.config_from_ini(ini))
     if index.revision_map is None:
         return {"error": index.fatal}
     edges = []
@@ -130,7 +130,7 @@ def _same(ours: dict, theirs: dict) -> None:
 
 
 def _status(ini: Path, url: str):
-    index = scripts.load_index(scripts.config_from_ini(ini))
+    index = scripts.load_index(script_config.config_from_ini(ini))
     return read_one(Target(key=1, url=lambda: url, index=index), timeout=5)
 
 
@@ -140,7 +140,7 @@ def _applied_by_alembic(ini: Path, url: str) -> list[str]:
 
 
 def _problems(ini: Path) -> list[str]:
-    return [str(p) for p in scripts.load_index(scripts.config_from_ini(ini)).problems]
+    return [str(p) for p in scripts.load_index(script_config.config_from_ini(ini)).problems]
 
 
 # --- names instead of literals -------------------------------------------------------------
@@ -279,7 +279,7 @@ def test_a_module_that_cannot_be_found_is_named_and_nothing_else_breaks(tmp_path
         contract=("", "'contract'"),
     )
 
-    index = scripts.load_index(scripts.config_from_ini(ini))
+    index = scripts.load_index(script_config.config_from_ini(ini))
 
     assert sorted(index.heads) == ["cont0002", "expa0002"]
     [problem] = index.problems
@@ -304,7 +304,7 @@ def test_a_parent_written_as_a_name_it_cannot_resolve_falls_back_to_the_docstrin
     )
     _plain(versions, "next0002", "next0001")
 
-    index = scripts.load_index(scripts.config_from_ini(ini))
+    index = scripts.load_index(script_config.config_from_ini(ini))
 
     assert index.heads == ("next0002",)
     assert index.revisions["next0001"].down_revisions == ("base0001",)
@@ -323,7 +323,7 @@ def test_a_constants_module_is_read_never_imported_and_a_change_to_it_is_seen(tm
     _expand_contract(
         ini, expand=("import cli", "(cli.EXPAND_BRANCH,)"), contract=("", "'contract'")
     )
-    config = scripts.config_from_ini(ini)
+    config = script_config.config_from_ini(ini)
 
     first = scripts.load_index(config)
     (ini.parent / "cli.py").write_text("EXPAND_BRANCH = 'widen'\n")
@@ -368,7 +368,7 @@ def test_a_revision_id_in_two_files_is_named_and_read_as_alembic_reads_it(tmp_pa
 
     ours = retort_answer(ini, "aaaa0002")
     theirs = alembic_answer(ini, "aaaa0002")
-    index = scripts.load_index(scripts.config_from_ini(ini))
+    index = scripts.load_index(script_config.config_from_ini(ini))
 
     assert ours["heads"] == theirs["heads"]
     assert ours["bases"] == theirs["bases"]
@@ -423,7 +423,7 @@ def test_depends_on_a_branch_label_is_an_edge_like_any_other(tmp_path, sqlite_ur
     alembic(ini, url, "upgrade", "main0001")
 
     ours, theirs = retort_answer(ini, "main0001"), alembic_answer(ini, "main0001")
-    index = scripts.load_index(scripts.config_from_ini(ini))
+    index = scripts.load_index(script_config.config_from_ini(ini))
     layout = graph.layout(index)
     state = _status(ini, url)
 
@@ -487,7 +487,7 @@ def test_three_heads_on_labelled_branches_are_expected_and_read_as_alembic_reads
     _three_labelled_heads(ini)
 
     ours = retort_answer(ini, "", "core0001")
-    verdict = assess(scripts.load_index(scripts.config_from_ini(ini)))
+    verdict = assess(scripts.load_index(script_config.config_from_ini(ini)))
 
     _same(ours, alembic_answer(ini, "", "core0001"))
     assert ours["heads"] == ["cont0001", "expa0001", "plug0002"]
@@ -500,7 +500,7 @@ def test_two_unlabelled_heads_that_diverged_are_a_missing_merge(tmp_path):
     _diverged(ini)
 
     ours = retort_answer(ini, "root0001")
-    verdict = assess(scripts.load_index(scripts.config_from_ini(ini)))
+    verdict = assess(scripts.load_index(script_config.config_from_ini(ini)))
 
     _same(ours, alembic_answer(ini, "root0001"))
     assert not verdict.expected
@@ -600,7 +600,7 @@ def test_version_locations_without_a_path_separator_carry_alembics_warning(tmp_p
     _plain(_versions(ini), "aaaa0001", None)
     _plain(ini.parent / "more", "bbbb0001", "aaaa0001")
 
-    index = scripts.load_index(scripts.config_from_ini(ini))
+    index = scripts.load_index(script_config.config_from_ini(ini))
     theirs = alembic_answer(ini)
 
     assert index.heads == ("bbbb0001",)
@@ -624,7 +624,7 @@ def test_pyproject_tool_alembic_is_read_as_alembic_reads_it(tmp_path):
     _plain(root / "db" / "versions", "aaaa0001", None)
     _plain(root / "extra", "bbbb0001", "aaaa0001")
 
-    config = scripts.config_from_ini(root / "alembic.ini")
+    config = script_config.config_from_ini(root / "alembic.ini")
 
     assert config.script_location == root / "db"
     assert config.version_locations == (root / "db" / "versions", root / "extra")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic.script.revision import Revision, RevisionMap
 
-from environments.core import scripts
+from environments.core import script_config, scripts
 from environments.core.revision_map import LinearRevisionMap
 from tests.conftest import three_heads_history
 
@@ -147,7 +147,7 @@ def test_a_broken_history_fails_as_alembic_fails(rows):
 @pytest.mark.parametrize("history", ["inventory", "three heads"])
 def test_real_script_directories_read_the_same_either_way(history, inventory, tmp_path: Path):
     ini = inventory if history == "inventory" else three_heads_history(tmp_path)
-    index = scripts.load_index(scripts.config_from_ini(ini))
+    index = scripts.load_index(script_config.config_from_ini(ini))
     nodes = [
         Revision(r.revision, r.down_revision, r.depends_on, r.branch_labels or None)
         for r in index.revisions.values()

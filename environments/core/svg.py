@@ -26,7 +26,9 @@ class Decorations:
     selected_environment: str | None = None
     flagged: frozenset[str] = frozenset()  # revisions with destructive findings
     highlighted: str | None = None
-    node_url: Callable[[str], str] | None = None  # revision id -> panel URL
+    # revision id -> the attributes (already escaped) that make a node open its panel: the web
+    # side decides how (htmx, a link); the drawing only places them
+    node_attrs: Callable[[str], str] | None = None
     expand_url: Callable[[str], str] | None = None  # fold node id -> page URL that expands it
 
 
@@ -93,13 +95,7 @@ def _node(
         classes.append("flagged")
     if node.id == deco.highlighted:
         classes.append("highlighted")
-    url = escape(deco.node_url(node.id)) if deco.node_url else ""
-    attrs = (
-        f' hx-get="{url}" hx-target="#panel" hx-swap="innerHTML" tabindex="0" role="button"'
-        " hx-trigger=\"click, keydown[key=='Enter'||key==' ']\""
-        if url
-        else ""
-    )
+    attrs = deco.node_attrs(node.id) if deco.node_attrs else ""
     out = [
         f'<g class="{" ".join(classes)}" id="rev-{escape(node.id)}" '
         f'data-revision="{escape(node.id)}"'

@@ -3,7 +3,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from environments import audit
+from environments import audit_chain
 from environments.audit import acting_as
 
 
@@ -25,9 +25,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         if options["acknowledge"]:
             with acting_as("verify_audit"):
-                report = audit.audit_acknowledge(reason=options["acknowledge"])
+                report = audit_chain.audit_acknowledge(reason=options["acknowledge"])
         else:
-            report = audit.audit_verify_full()
+            report = audit_chain.audit_verify_full()
         if options["json"]:
             self.stdout.write(
                 json.dumps(

@@ -1,0 +1,42 @@
+"""Retort's models, one module per concept; every model is importable from here, as Django
+and the migrations expect."""
+
+from environments.models.audit import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditEventQuerySet,
+    AuditImmutable,
+)
+from environments.models.jobs import Approval, Backup, Job, JobLogLine, Notification
+from environments.models.reads import DriftState, ExpectedSchema, Snapshot
+from environments.models.registry import (
+    ApiToken,
+    AuditedModel,
+    Environment,
+    Project,
+    ProjectRole,
+    UrlUnavailable,
+    default_command,
+)
+
+__all__ = [
+    "ApiToken",
+    "Approval",
+    "AuditCheckpoint",
+    "AuditEvent",
+    "AuditEventQuerySet",
+    "AuditImmutable",
+    "AuditedModel",
+    "Backup",
+    "DriftState",
+    "Environment",
+    "ExpectedSchema",
+    "Job",
+    "JobLogLine",
+    "Notification",
+    "Project",
+    "ProjectRole",
+    "Snapshot",
+    "UrlUnavailable",
+    "default_command",
+]

@@ -1,0 +1,356 @@
+"""The registry: projects (an Alembic script directory and how alembic runs), their
+environments (a database URL, encrypted at rest, and its policy), roles per project, and API
+tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.urls import reverse
+
+from dashboard.lib import secretbox
+from environments.core import heads as core_heads
+from environments.core import runner, script_config, scripts
+from environments.core.versions import display_url, url_problem
+
+if TYPE_CHECKING:
+    from environments.models.reads import Snapshot
+
+
+class AuditedModel(models.Model):
+    """Saved and deleted inside a transaction, so the audit event (written by the signal
+    receivers in `environments.signals`) commits or rolls back with the change."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs) -> None:
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+
+
+def default_command() -> list[str]:
+    return ["python", "-m", "alembic", "-c", "alembic.ini"]
+
+
+class Project(AuditedModel):
+    """An Alembic script directory and how to run alembic for it."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    alembic_ini = models.CharField(
+        max_length=500, blank=True, help_text="Path to alembic.ini, read as configuration only."
+    )
+    script_location = models.CharField(
+        max_length=500, blank=True, help_text="Overrides the ini's script_location."
+    )
+    version_locations = models.JSONField(
+        default=list, blank=True, help_text="Overrides the ini's version_locations (a list)."
+    )
+    recursive_version_locations = models.BooleanField(
+        null=True, blank=True, help_text="Overrides the ini's setting; empty means 'as the ini'."
+    )
+    version_table = models.CharField(max_length=200, default="alembic_version")
+    version_table_schema = models.CharField(max_length=200, blank=True)
+    multiple_heads = models.CharField(
+        max_length=10,
+        choices=[
+            (core_heads.HeadsPolicy.AUTO, "judged from the history"),
+            (core_heads.HeadsPolicy.EXPECTED, "expected: this project upgrades to heads"),
+            (core_heads.HeadsPolicy.SINGLE, "a mistake: this project keeps one head"),
+        ],
+        default=core_heads.HeadsPolicy.AUTO,
+        help_text="Whether several heads are intended. Judged from the history, heads on "
+        "separately labelled branches or separate bases are expected; heads that diverged "
+        "from one branch without a merge are not.",
+    )
+    command = models.JSONField(
+        default=default_command, help_text="How alembic is run for this project, as a list."
+    )
+    working_dir = models.CharField(
+        max_length=500, blank=True, help_text="Where the command runs; default: the ini's folder."
+    )
+    url_env_var = models.CharField(
+        max_length=100,
+        default="DATABASE_URL",
+        help_text="The environment variable through which env.py reads the database URL.",
+    )
+    webhook_url_encrypted = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("project_detail", args=[self.slug])
+
+    def clean(self) -> None:
+        if not self.alembic_ini and not self.script_location:
+            raise ValidationError("Give the path to alembic.ini, or a script_location.")
+        if not isinstance(self.command, list) or not all(isinstance(p, str) for p in self.command):
+            raise ValidationError({"command": "The command must be a list of strings."})
+        if not isinstance(self.version_locations, list):
+            raise ValidationError({"version_locations": "version_locations must be a list."})
+
+    @property
+    def run_dir(self) -> Path:
+        """Where alembic runs for this project, and what relative paths are relative to."""
+        if self.working_dir:
+            return Path(self.working_dir)
+        if self.alembic_ini:
+            return Path(self.alembic_ini).parent
+        return Path(settings.BASE_DIR)
+
+    def script_config(self) -> script_config.ScriptConfig:
+        """Where the revision files are. Raises ScriptConfigError with a readable reason."""
+        config = self._script_config()
+        return dataclasses.replace(config, max_bytes=settings.RETORT_MAX_REVISION_BYTES)
+
+    def _script_config(self) -> script_config.ScriptConfig:
+        overrides = {
+            "script_location": self.script_location or None,
+            "version_locations": self.version_locations or None,
+        }
+        if self.alembic_ini:
+            return script_config.config_from_ini(
+                self.alembic_ini,
+                working_dir=self.run_dir,
+                recursive_version_locations=self.recursive_version_locations,
+                **overrides,
+            )
+        return script_config.build_config(
+            self.script_location,
+            self.version_locations or None,
+            recursive=bool(self.recursive_version_locations),
+            base=self.run_dir,
+        )
+
+    def run_alembic(self, args: list[str], *, url: str, **options) -> runner.RunResult:
+        """alembic for this project: its command and working directory, the URL in its
+        variable, `python` meaning Retort's own interpreter. Raises runner.RunnerError."""
+        return runner.run_alembic(
+            self.command,
+            args,
+            url=url,
+            url_env_var=self.url_env_var,
+            working_dir=self.run_dir,
+            python=sys.executable,
+            **options,
+        )
+
+    def set_webhook_url(self, url: str) -> None:
+        """Where job notifications go (a secret: Slack's URLs carry their key in the path)."""
+        self.webhook_url_encrypted = secretbox.encrypt(url) if url else ""
+
+    def webhook_url(self) -> str:
+        """This project's webhook, else RETORT_WEBHOOK_URL; "" when neither is set."""
+        if self.webhook_url_encrypted:
+            try:
+                return secretbox.decrypt(self.webhook_url_encrypted)
+            except secretbox.DecryptionError:
+                return ""
+        return settings.RETORT_WEBHOOK_URL
+
+    def heads_verdict(self, index: scripts.ScriptIndex) -> core_heads.HeadsVerdict:
+        """Whether the scripts' heads are as this project intends (the CI gate fails if not)."""
+        return core_heads.assess(index, self.multiple_heads)
+
+    def load_scripts(self) -> tuple[scripts.ScriptIndex | None, str | None]:
+        """The script index, or None and the reason it could not be read."""
+        try:
+            return scripts.load_index(self.script_config()), None
+        except script_config.ScriptConfigError as exc:
+            return None, str(exc)
+
+
+class ProjectRole(models.Model):
+    """A person's role in one project, which replaces their global role there: a developer of
+    `billing` who is a viewer everywhere else, or a release manager of one team's project."""
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer"
+        DEVELOPER = "developer"
+        RELEASE_MANAGER = "release_manager"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="roles")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_roles"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="one_role_per_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.project}"
+
+
+class UrlUnavailable(LookupError):
+    """An environment's URL cannot be had (missing variable, undecryptable value)."""
+
+
+class Environment(AuditedModel):
+    """One database the project's migrations run against."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="environments")
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=100)
+    position = models.PositiveIntegerField(
+        default=0, help_text="Order in the promotion chain: dev before staging before prod."
+    )
+    url_encrypted = models.TextField(blank=True, editable=False)
+    url_from_env = models.CharField(
+        max_length=100, blank=True, help_text="Name of an environment variable holding the URL."
+    )
+    backup_before_jobs = models.BooleanField(
+        default=True, help_text="Back the database up before every upgrade and downgrade."
+    )
+    keep_backups = models.PositiveIntegerField(
+        default=5, help_text="How many of this environment's backups to keep (older are removed)."
+    )
+    # The approval policy: who must agree before a job may run here.
+    required_approvals = models.PositiveSmallIntegerField(
+        default=0, help_text="Approvals a job needs before it is queued (0: none)."
+    )
+    approver_group = models.ForeignKey(
+        Group,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Only members of this group may approve; empty: anyone who may approve jobs.",
+    )
+    requester_may_approve = models.BooleanField(
+        default=False, help_text="Let the requester approve their own job (off: four eyes)."
+    )
+    backup_required = models.BooleanField(
+        default=False, help_text="Every upgrade and downgrade must back the database up first."
+    )
+    promotion_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Upgrades here may only go to revisions this environment already holds…",
+    )
+    promotion_min_hours = models.PositiveIntegerField(
+        default=0, help_text="…and has held for at least this many hours."
+    )
+    approval_expiry_hours = models.PositiveIntegerField(
+        default=24, help_text="A request not approved within this many hours expires."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project__name", "position", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "slug"], name="environment_slug_per_project"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "name"], name="environment_name_per_project"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.name} / {self.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("environment_detail", args=[self.project.slug, self.slug])
+
+    def set_url(self, url: str) -> None:
+        """Store the URL encrypted. Raises ValueError (a sentence) for a URL that does not
+        parse one way only."""
+        problem = url_problem(url) if url else None
+        if problem:
+            raise ValueError(problem)
+        self.url_encrypted = secretbox.encrypt(url) if url else ""
+
+    def get_url(self) -> str:
+        """The database URL, decrypted or read from the named variable."""
+        if self.url_from_env:
+            value = os.environ.get(self.url_from_env)
+            if not value:
+                raise UrlUnavailable(
+                    f"The environment variable {self.url_from_env} that should hold this "
+                    "database's URL is not set for the Retort process."
+                )
+            return value
+        if not self.url_encrypted:
+            raise UrlUnavailable("No database URL is configured for this environment.")
+        try:
+            return secretbox.decrypt(self.url_encrypted)
+        except secretbox.DecryptionError:
+            raise UrlUnavailable(
+                "The stored database URL cannot be decrypted: RETORT_ENCRYPTION_KEY changed "
+                "since it was saved. Enter the URL again."
+            ) from None
+
+    @property
+    def url_for_display(self) -> str:
+        if self.url_from_env:
+            return f"from ${self.url_from_env}"
+        try:
+            return display_url(self.get_url())
+        except UrlUnavailable as exc:
+            return str(exc)
+
+    def latest_snapshot(self) -> Snapshot | None:
+        return self.snapshots.order_by("-checked_at", "-id").first()
+
+    def clean(self) -> None:
+        if self.promotion_from_id and self.promotion_from_id == self.pk:
+            raise ValidationError({"promotion_from": "An environment cannot promote from itself."})
+        if self.promotion_from_id and self.promotion_from.project_id != self.project_id:
+            raise ValidationError(
+                {"promotion_from": "Promote from an environment of the same project."}
+            )
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, *, user, name: str) -> tuple[ApiToken, str]:
+        """Create a token; the plain value is returned once and never stored."""
+        token = "rt_" + secrets.token_urlsafe(32)
+        return cls.objects.create(user=user, name=name, token_hash=cls.digest(token)), token

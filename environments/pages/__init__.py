@@ -1,0 +1,1 @@
+"""The pages, one module per page (and what it posts to); the JSON API is api.py."""

@@ -1,0 +1,88 @@
+"""The approvals list: every job waiting for approval with what its approvers need, live."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Max
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from dashboard.lib import live
+from environments import approvals, services
+from environments.models import Approval, Environment, Job
+from environments.pages import jobs_page, live_parts
+
+
+@require_GET
+@login_required
+def approvals_queue(request: HttpRequest) -> HttpResponse:
+    """Requests awaiting approval, each with everything needed to decide on it."""
+    approvals.jobs_expire()
+    return render(request, "environments/approvals.html", _approval_requests(request.user))
+
+
+@require_GET
+@live.login_required_live
+def approvals_live(request: HttpRequest) -> HttpResponse:
+    """The approvals list, for its poll: plans judged by the environments' stored reads."""
+    key = _approvals_key()
+    return live.live_response(
+        request,
+        key,
+        lambda: render(
+            request,
+            "environments/_approval_requests.html",
+            _approval_requests(request.user, stored=True, key=key),
+        ),
+    )
+
+
+def _waiting_jobs():
+    return Job.objects.filter(status=Job.Status.AWAITING_APPROVAL).order_by("submitted_at", "id")
+
+
+def _approvals_key() -> str:
+    """The approvals list as a fingerprint: the waiting jobs and their plans, the newest
+    decision, and the newest read of each environment of their projects."""
+    waiting = list(
+        _waiting_jobs().values_list(
+            "id", "sql_sha256", "scripts_sha256", "replanned_at", "expires_at"
+        )
+    )
+    decisions = Approval.objects.aggregate(newest=Max("id"))["newest"]
+    projects = _waiting_jobs().values("environment__project")
+    reads = live_parts.newest_reads(Environment.objects.filter(project__in=projects))
+    return live.fingerprint(waiting, decisions, reads, live_parts.time_bucket())
+
+
+def _approval_requests(user, *, stored: bool = False, key: str | None = None) -> dict:
+    key = key or _approvals_key()  # before reading: see _job_page
+    waiting = _waiting_jobs().select_related(
+        "environment__project",
+        "environment__promotion_from",
+        "environment__approver_group",
+        "requested_by",
+        "restore_from",
+    )
+    environments = list({job.environment_id: job.environment for job in waiting}.values())
+    if stored:
+        reads = {e.pk: e.latest_snapshot() for e in environments}
+    else:
+        # every environment with a request is read once, all in parallel: a hung database
+        # costs the page one connect timeout, however many requests wait
+        reads = services.environments_read(environments=environments) if environments else {}
+    requests = [
+        {"job": job}
+        | jobs_page.review(
+            job,
+            user,
+            reads.get(job.environment_id),
+            check_plan=reads.get(job.environment_id) is not None,
+        )
+        for job in waiting
+    ]
+    decided = Approval.objects.select_related("job__environment__project").order_by(
+        "-created_at", "-id"
+    )[:20]
+    return {"requests": requests, "decided": decided, "live_key": key}

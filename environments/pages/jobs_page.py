@@ -1,0 +1,207 @@
+"""A job's page (its plan, approvals, SQL and log, live) and what a person can do there:
+plan a job from an environment's page, queue, cancel, re-plan, approve or reject."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Max
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.lib import live
+from dashboard.lib.badinput import whole_number
+from environments import approvals, planning, reviews, roles, services, transitions
+from environments.models import Approval, Environment, Job
+from environments.pages import environments_page, live_parts, lookup
+
+
+@require_POST
+@login_required
+def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpResponse:
+    environment = lookup.get_environment(project_slug, env_slug)
+    kind = request.POST.get("kind", "")
+    target = (request.POST.get("target_text") or request.POST.get("target") or "").strip()
+    restore_from = None
+    if kind == Job.Kind.RESTORE:
+        backup_id = whole_number(request.POST.get("backup"), "The backup")
+        restore_from = environment.backups.filter(pk=backup_id).first() if backup_id else None
+    take_backup = None
+    if request.POST.get("backup_choice"):
+        take_backup = request.POST.get("take_backup") == "on"
+    try:
+        job = planning.job_request(
+            environment=environment,
+            kind=kind,
+            target=target,
+            user=request.user,
+            reason=request.POST.get("reason", "").strip(),
+            restore_from=restore_from,
+            take_backup=take_backup,
+        )
+    except transitions.Refused as exc:
+        card = services.environment_card(environment=environment, refresh=False)
+        detail = services.environment_detail_build(card=card)
+        context = {"card": card, "detail": detail, "job_error": str(exc)}
+        context |= environments_page.job_offer(environment, detail.index, request.user)
+        # the form as it was sent, so nothing typed is lost
+        context["job_form"] = {
+            "kind": kind,
+            "target": request.POST.get("target", ""),
+            "target_text": request.POST.get("target_text", ""),
+            "reason": request.POST.get("reason", ""),
+            "take_backup": take_backup,
+        }
+        return render(
+            request,
+            "environments/environment_detail.html",
+            context,
+            status=transitions.refusal_status(exc),
+        )
+    return redirect(job)
+
+
+@require_GET
+@login_required
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = lookup.get_job(job_id)
+    return render(request, "environments/job_detail.html", _job_page(job, request.user))
+
+
+def _job_page(
+    job: Job, user, error: str | None = None, *, stored: bool = False, key: str | None = None
+) -> dict:
+    """Everything the job page shows. `stored`: judge whether the plan is out of date from
+    the environment's last stored read (a poll), not from a read made now. The live region's
+    fingerprint (`key`, else worked out here) is taken before anything is read, so a change
+    that lands while the page renders makes the next poll render again rather than be lost."""
+    key = key or _job_key(job)
+    lines = list(job.log_lines.order_by("-seq")[:2000])[::-1]
+    # buttons a person may not use are not shown (the services still refuse them)
+    may_change = roles.may_request(user, job.environment.project) or roles.may_approve(
+        user, job.environment
+    )
+    snapshot = job.environment.latest_snapshot() if stored else None
+    reviewed = review(job, user, snapshot, check_plan=not stored or snapshot is not None)
+    return {
+        "job": job,
+        "log_lines": lines,
+        "job_error": error,
+        "may_change": may_change,
+        "live_key": key,
+    } | reviewed
+
+
+def _job_key(job: Job) -> str:
+    """What the job page's live region shows, as a fingerprint: the job's row, its newest log
+    line, its decisions, and the newest read of each of the project's environments (which may
+    outdate the plan, or move the promotion rule's verdict)."""
+    newest_line = job.log_lines.aggregate(seq=Max("seq"))["seq"]
+    decisions = job.approvals.aggregate(newest=Max("id"))["newest"]
+    reads = live_parts.newest_reads(Environment.objects.filter(project=job.environment.project_id))
+    return live.fingerprint(
+        job.status,
+        job.sql_status,
+        job.plan_sha256,
+        job.progress_done,
+        job.backup_id,
+        job.error,
+        job.started_at,
+        job.finished_at,
+        job.worker_host,
+        job.dispatched_at,
+        job.expires_at,
+        job.replanned_at,
+        newest_line,
+        decisions,
+        reads,
+        live_parts.time_bucket(),
+    )
+
+
+def review(job: Job, user, snapshot=None, *, check_plan: bool = True) -> dict:
+    """What an approver reads: the policy's verdicts, the approvals, the other environments.
+    `snapshot`: the environment's read to judge the plan by (None: it is read now)."""
+    return {
+        "approval": reviews.approval_state(job, user, snapshot=snapshot, check_plan=check_plan),
+        "others": reviews.other_environments(job),
+        "policy": environments_page.policy_lines(job.environment),
+        "may_request": roles.may_request(user, job.environment.project),
+    }
+
+
+@require_GET
+@live.login_required_live
+def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The part of the job page that changes (status, approvals, SQL, log): htmx polls it with
+    the fingerprint it shows; 204 while nothing changed, 286 once the job is over."""
+    job = lookup.get_job(job_id)
+    key = _job_key(job)
+    return live.live_response(
+        request,
+        key,
+        lambda: render(
+            request,
+            "environments/_job_live.html",
+            _job_page(job, request.user, stored=True, key=key) | {"oob_nav": True},
+        ),
+        final=job.is_finished,
+    )
+
+
+@require_POST
+@login_required
+def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
+    job = lookup.get_job(job_id)
+    try:
+        if action == "queue":
+            approvals.job_queue(job=job, user=request.user)
+        elif action == "cancel":
+            planning.job_cancel(job=job, user=request.user)
+        elif action == "replan":
+            planning.job_replan(job=job, user=request.user)
+        else:
+            raise Http404("No such action.")
+    except transitions.Refused as exc:
+        job.refresh_from_db()
+        context = _job_page(job, request.user, str(exc))
+        return render(
+            request,
+            "environments/job_detail.html",
+            context,
+            status=transitions.refusal_status(exc),
+        )
+    return redirect(job)
+
+
+@require_POST
+@login_required
+def job_decide(
+    request: HttpRequest, project_slug: str, env_slug: str, job_id: int, decision: str
+) -> HttpResponse:
+    """Approve or reject, for the plan the form showed (its SHA-256 travels with the form)."""
+    claimed = lookup.get_environment(project_slug, env_slug)
+    job = lookup.get_job(job_id)
+    if decision not in Approval.Decision.values:
+        raise Http404("Approve or reject.")
+    try:
+        job = approvals.job_decide(
+            job=job,
+            user=request.user,
+            decision=decision,
+            plan_sha256=request.POST.get("plan_sha256", ""),
+            comment=request.POST.get("comment", ""),
+            claimed=claimed,
+        )
+    except transitions.Refused as exc:
+        job.refresh_from_db()
+        context = _job_page(job, request.user, str(exc))
+        return render(
+            request,
+            "environments/job_detail.html",
+            context,
+            status=transitions.refusal_status(exc),
+        )
+    if request.POST.get("next") == "approvals":
+        return redirect("approvals")
+    return redirect(job)

@@ -1,0 +1,46 @@
+"""What the live regions of the pages share (see dashboard/lib/live.py): the newest read of
+each environment, the time bucket, and the nav's approvals count."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import OuterRef, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from dashboard.lib import live
+from environments.context_processors import navigation
+from environments.models import Snapshot
+
+
+def newest_reads(environments) -> list[tuple[int, int | None]]:
+    """Each environment's newest read (its id), in one query along the snapshot index."""
+    newest = (
+        Snapshot.objects.filter(environment=OuterRef("pk"))
+        .order_by("-checked_at", "-id")
+        .values("id")[:1]
+    )
+    return list(
+        environments.annotate(newest=Subquery(newest)).order_by("pk").values_list("pk", "newest")
+    )
+
+
+def time_bucket() -> int:
+    """Part of every fingerprint: what a page says of time ("3 minutes ago", "eligible from
+    …", a revision file edited on disk) is brought up to date every
+    RETORT_LIVE_REFRESH_SECONDS (default 60) at most."""
+    return int(timezone.now().timestamp() // settings.RETORT_LIVE_REFRESH_SECONDS)
+
+
+@require_GET
+@live.login_required_live
+def nav_live(request: HttpRequest) -> HttpResponse:
+    """The nav's approvals count, for the poll every page makes."""
+    context = navigation(request)
+    return live.live_response(
+        request,
+        context["nav_key"],
+        lambda: render(request, "_nav_approvals.html", context),
+    )

@@ -1,0 +1,32 @@
+"""What a URL names, found or 404."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+
+from environments.models import Environment, Job, Project
+
+
+def projects_named(slug: str | None = None):
+    projects = Project.objects.prefetch_related("environments__project")
+    return projects.filter(slug=slug) if slug else projects.all()
+
+
+def get_environment(project_slug: str, env_slug: str) -> Environment:
+    return get_object_or_404(
+        Environment.objects.select_related("project"), project__slug=project_slug, slug=env_slug
+    )
+
+
+def get_job(job_id: int) -> Job:
+    return get_object_or_404(
+        Job.objects.select_related(
+            "environment__project",
+            "environment__promotion_from",
+            "environment__approver_group",
+            "requested_by",
+            "backup",
+            "restore_from",
+        ),
+        pk=job_id,
+    )
