@@ -96,7 +96,7 @@ def job_queue(*, job: Job, user) -> Job:
     if job.status != Job.Status.AWAITING_APPROVAL:
         raise Refused(f"Job #{job.pk} is {job.status}; it cannot be queued.", code="job_state")
     environment = job.environment
-    if not (roles.may_request(user, environment.project) or roles.may_approve(user, environment)):
+    if not roles.may_act_on_jobs(user, environment):
         refuse("not_requester", f"{user.username} may not queue jobs.", user=user, job=job)
     missing = job.approvals_missing()
     if missing:

@@ -147,9 +147,7 @@ def job_replan(*, job: Job, user) -> tuple[Job, bool]:
     Returns the job and whether its plan changed; when it did, the approvals given for the
     earlier plan stop counting (they are bound to its SHA-256) and the SQL is rendered anew.
     """
-    if not (
-        roles.may_request(user, job.environment.project) or roles.may_approve(user, job.environment)
-    ):
+    if not roles.may_act_on_jobs(user, job.environment):
         refuse(
             "not_requester",
             f"{name_of(user)} may not plan jobs for {job.environment.name}.",
@@ -217,9 +215,7 @@ def plan_outdated(job: Job, snapshot=None) -> list[str]:
 
 def job_cancel(*, job: Job, user) -> Job:
     """Cancel a job that has not started: planned, awaiting approval, or queued."""
-    if not (
-        roles.may_request(user, job.environment.project) or roles.may_approve(user, job.environment)
-    ):
+    if not roles.may_act_on_jobs(user, job.environment):
         refuse(
             "not_requester",
             f"{name_of(user)} may not cancel jobs for {job.environment.name}.",

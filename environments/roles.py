@@ -116,3 +116,9 @@ def may_approve(user, environment) -> bool:
 def approver_label(environment) -> str:
     group = environment.approver_group
     return f"members of {group.name}" if group else "release managers"
+
+
+def may_act_on_jobs(user, environment) -> bool:
+    """Whether `user` may queue, cancel or re-plan a job of `environment`: whoever may plan
+    jobs in its project, or approve them for it."""
+    return may_request(user, environment.project) or may_approve(user, environment)

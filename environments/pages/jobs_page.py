@@ -78,9 +78,7 @@ def _job_page(
     key = key or _job_key(job)
     lines = list(job.log_lines.order_by("-seq")[:2000])[::-1]
     # buttons a person may not use are not shown (the services still refuse them)
-    may_change = roles.may_request(user, job.environment.project) or roles.may_approve(
-        user, job.environment
-    )
+    may_change = roles.may_act_on_jobs(user, job.environment)
     snapshot = job.environment.latest_snapshot() if stored else None
     reviewed = review(job, user, snapshot, check_plan=not stored or snapshot is not None)
     return {
@@ -163,15 +161,17 @@ def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
         else:
             raise Http404("No such action.")
     except transitions.Refused as exc:
-        job.refresh_from_db()
-        context = _job_page(job, request.user, str(exc))
-        return render(
-            request,
-            "environments/job_detail.html",
-            context,
-            status=transitions.refusal_status(exc),
-        )
+        return _refused(request, job, exc)
     return redirect(job)
+
+
+def _refused(request: HttpRequest, job: Job, exc: transitions.Refused) -> HttpResponse:
+    """The job's page again, with the refusal in words and its HTTP status."""
+    job.refresh_from_db()
+    context = _job_page(job, request.user, str(exc))
+    return render(
+        request, "environments/job_detail.html", context, status=transitions.refusal_status(exc)
+    )
 
 
 @require_POST
@@ -194,14 +194,7 @@ def job_decide(
             claimed=claimed,
         )
     except transitions.Refused as exc:
-        job.refresh_from_db()
-        context = _job_page(job, request.user, str(exc))
-        return render(
-            request,
-            "environments/job_detail.html",
-            context,
-            status=transitions.refusal_status(exc),
-        )
+        return _refused(request, job, exc)
     if request.POST.get("next") == "approvals":
         return redirect("approvals")
     return redirect(job)
