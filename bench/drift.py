@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from bench.postgres import Databases
 from bench.stats import Samples
+from environments.core.database_urls import sync_url
 from environments.core.schema import compare_schemas, read_schema
-from environments.core.versions import sync_url
 from examples.synthetic_schema import random_metadata
 
 TABLES = 500

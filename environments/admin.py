@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from environments import approvals, notify, tokens, transitions
-from environments.core.versions import url_problem
+from environments.core.database_urls import url_problem
 from environments.models import (
     ApiToken,
     Approval,

@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from environments.core.versions import redact_urls
+from environments.core.database_urls import redact_urls
 from environments.models import AuditEvent
 
 logger = logging.getLogger(__name__)

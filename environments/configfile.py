@@ -19,8 +19,8 @@ from django.db import models, transaction
 from django.utils.text import slugify
 from sqlalchemy.engine import make_url
 
+from environments.core.database_urls import url_problem
 from environments.core.heads import HeadsPolicy
-from environments.core.versions import url_problem
 from environments.models import Environment, Project, UrlUnavailable
 from environments.notify import webhook_host_problem
 

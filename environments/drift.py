@@ -23,8 +23,8 @@ from environments import dispatch, services
 from environments import expected as expected_schemas
 from environments.audit import audit_record
 from environments.core import schema as core_schema
+from environments.core.database_urls import sync_url
 from environments.core.scripts import ScriptIndex
-from environments.core.versions import sync_url
 from environments.models import DriftState, Environment, Project, Snapshot, UrlUnavailable
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import text
 
 from environments.core import backups, failures
+from environments.core.database_urls import redact, server_engine, sync_url
 from environments.core.runner import RunnerError
-from environments.core.versions import read_versions, redact, sync_url
+from environments.core.versions import read_versions
 from environments.joblog import JobLog, heartbeat
 from environments.models import Backup, Environment, Job, UrlUnavailable
 from environments.planning import scripts_digest
@@ -50,12 +50,7 @@ def _target_lock(url: str, log: JobLog) -> Iterator[None]:
     if backups.dialect_of(url) != "postgresql":
         yield
         return
-    engine = create_engine(
-        sync_url(url),
-        poolclass=NullPool,
-        connect_args={"connect_timeout": max(2, int(settings.RETORT_CONNECT_TIMEOUT))},
-        isolation_level="AUTOCOMMIT",
-    )
+    engine = server_engine(url, timeout=settings.RETORT_CONNECT_TIMEOUT, autocommit=True)
     try:
         try:
             conn = engine.connect()

@@ -21,11 +21,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from django.conf import settings
 from django.db import IntegrityError
-from sqlalchemy.pool import NullPool
 
 from environments.core import schema as core_schema
+from environments.core.database_urls import redact, server_engine, sync_url
 from environments.core.runner import RunnerError
-from environments.core.versions import redact, sync_url
 from environments.models import Environment, ExpectedSchema, Project, UrlUnavailable
 from environments.planning import scripts_digest
 
@@ -105,11 +104,8 @@ def scratch_database(dialect: str, like_url: str) -> Iterator[str]:
             f"Expected schemas are built for SQLite and PostgreSQL, not {dialect}."
         )
     server = sync_url(settings.RETORT_SCRATCH_POSTGRES_URL or like_url)
-    admin = sa.create_engine(
-        server.set(database="postgres"),
-        poolclass=NullPool,
-        isolation_level="AUTOCOMMIT",
-        connect_args={"connect_timeout": max(2, int(settings.RETORT_CONNECT_TIMEOUT))},
+    admin = server_engine(
+        server, timeout=settings.RETORT_CONNECT_TIMEOUT, autocommit=True, database="postgres"
     )
     try:
         try:

@@ -138,7 +138,7 @@ def graph_build(
     if read:
         snapshots = services.environments_read(environments=environments)
     else:
-        snapshots = {env.pk: env.latest_snapshot() for env in environments}
+        snapshots = Snapshot.objects.latest_of(environments)
         snapshots = {pk: snap for pk, snap in snapshots.items() if snap is not None}
     view = GraphView(project, index, error, environments, snapshots, query=query)
     if index is None or index.revision_map is None:
@@ -283,8 +283,10 @@ def revision_panel_build(*, project: Project, revision_id: str) -> RevisionPanel
         rev.revision for rev in index.revisions.values() if revision_id in rev.down_revisions
     )
     at_revision, applied_in, pending_in = [], [], []
-    for environment in project.environments.all():
-        snapshot = environment.latest_snapshot()
+    environments = list(project.environments.all())
+    snapshots = Snapshot.objects.latest_of(environments)
+    for environment in environments:
+        snapshot = snapshots.get(environment.pk)
         if snapshot is None or snapshot.unknown:
             continue
         if revision_id in snapshot.heads:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from environments.approvals import decision_refusal
-from environments.models import Approval, Environment, Job
+from environments.models import Approval, Environment, Job, Snapshot
 from environments.planning import plan_outdated
 from environments.promotion import Verdict, promotion_verdict
 
@@ -69,9 +69,14 @@ def other_environments(job: Job) -> list[OtherEnvironment]:
     index, _ = job.environment.project.load_scripts()
     wanted = sorted(job.to_heads)
     found = []
-    siblings = job.environment.project.environments.exclude(pk=job.environment_id)
-    for environment in siblings.order_by("position", "name"):
-        snapshot = environment.latest_snapshot()
+    siblings = list(
+        job.environment.project.environments.exclude(pk=job.environment_id).order_by(
+            "position", "name"
+        )
+    )
+    snapshots = Snapshot.objects.latest_of(siblings)
+    for environment in siblings:
+        snapshot = snapshots.get(environment.pk)
         holds = None
         if snapshot is not None and index is not None and index.revision_map is not None:
             heads = list(snapshot.heads)

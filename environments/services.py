@@ -246,7 +246,7 @@ def overview_build(*, projects: Iterable[Project], refresh: bool = True) -> list
     if refresh:
         snapshots = environments_read(environments=environments, indexes=indexes)
     else:
-        snapshots = {env.pk: env.latest_snapshot() for env in environments}
+        snapshots = Snapshot.objects.latest_of(environments)
     drift = {d.project_id: d for d in DriftState.objects.filter(project__in=projects)}
     overviews = []
     for project in projects:

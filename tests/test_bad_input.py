@@ -14,7 +14,7 @@ from django.urls import reverse
 from dashboard.lib import secretbox
 from environments import planning, services
 from environments.admin import EnvironmentForm
-from environments.core.versions import AMBIGUOUS_URL
+from environments.core.database_urls import AMBIGUOUS_URL
 from environments.models import ApiToken, AuditEvent, Environment, Job
 from tests.conftest import env
 

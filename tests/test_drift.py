@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from django.core.management import call_command
 
-from environments.core.versions import sync_url
+from environments.core.database_urls import sync_url
 from examples.inventory import revisions as inv
 from tests.conftest import alembic
 

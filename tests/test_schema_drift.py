@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from environments.core.database_urls import sync_url
 from environments.core.schema import (
     SchemaReadError,
     compare_schemas,
     normalize_default,
     read_schema,
 )
-from environments.core.versions import sync_url
 from examples.synthetic_schema import random_metadata
 from tests.conftest import alembic
 

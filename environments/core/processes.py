@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
-from environments.core.versions import redact, redact_urls
+from environments.core.database_urls import redact, redact_urls
 
 
 class StartError(Exception):

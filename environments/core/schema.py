@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.types import TypeEngine
 
-from environments.core import versions
+from environments.core import database_urls, versions
 
 
 @dataclass(frozen=True)
@@ -239,13 +239,13 @@ def read_schema(
 ) -> Schema:
     """Connect (briefly: `timeout`) and reflect; raises SchemaReadError."""
     try:
-        target = versions.sync_url(url)
+        target = database_urls.sync_url(url)
         engine = versions.open_engine(target, timeout, statement_timeout)
     except versions.ReadFailure as exc:
         raise SchemaReadError(exc.message, unreachable=True) from None
     except Exception as exc:  # noqa: BLE001 - a bad URL or a missing driver, in words
         raise SchemaReadError(
-            versions.redact(f"The URL is not usable: {exc}", url), unreachable=False
+            database_urls.redact(f"The URL is not usable: {exc}", url), unreachable=False
         ) from None
     try:
         with engine.connect() as connection:
@@ -254,11 +254,11 @@ def read_schema(
         kind, message = versions.classify(exc.orig if exc.orig is not None else exc)
         message = message.replace("Reading the version table failed", "Reading the schema failed")
         raise SchemaReadError(
-            versions.redact(message, target), unreachable=kind.value != "error"
+            database_urls.redact(message, target), unreachable=kind.value != "error"
         ) from None
     except SQLAlchemyError as exc:
         raise SchemaReadError(
-            versions.redact(f"Reading the schema failed: {exc}", target), unreachable=False
+            database_urls.redact(f"Reading the schema failed: {exc}", target), unreachable=False
         ) from None
     finally:
         engine.dispose()

@@ -28,26 +28,17 @@ from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-# Drivers applications use in their own config, mapped to the sync driver Retort reads with.
-# Plain `postgresql://` means psycopg (v3) to SQLAlchemy 2.1; Retort ships psycopg2.
-_SYNC_DRIVERS = {
-    "postgresql": "postgresql+psycopg2",
-    "postgresql+asyncpg": "postgresql+psycopg2",
-    "postgresql+psycopg_async": "postgresql+psycopg2",
-    "postgresql+psycopg": "postgresql+psycopg2",
-    "postgresql+pg8000": "postgresql+psycopg2",
-    "postgres": "postgresql+psycopg2",
-    "sqlite+aiosqlite": "sqlite+pysqlite",
-    "sqlite+pysqlcipher": "sqlite+pysqlite",
-    "mysql+aiomysql": "mysql+pymysql",
-    "mysql+asyncmy": "mysql+pymysql",
-    "mariadb+aiomysql": "mariadb+pymysql",
-    "mariadb+asyncmy": "mariadb+pymysql",
-}
+from environments.core.database_urls import (
+    AMBIGUOUS_URL,
+    connect_args,
+    redact,
+    sync_url,
+    url_problem,
+)
 
 _AUTH_MARKERS = (
     "password authentication failed",
@@ -88,82 +79,6 @@ class VersionRead:
     heads: tuple[str, ...] | None = None
     failure: Failure | None = None
     message: str | None = None
-
-
-def sync_url(url: str | URL) -> URL:
-    """The URL Retort connects with: async drivers swapped for their sync counterparts."""
-    parsed = make_url(url) if isinstance(url, str) else url
-    name = parsed.drivername
-    if name in _SYNC_DRIVERS:
-        parsed = parsed.set(drivername=_SYNC_DRIVERS[name])
-    return parsed
-
-
-def redact(text: str, url: str | URL | None) -> str:
-    """Remove the URL's password (plain and percent-encoded) from a message."""
-    if url is None:
-        return text
-    if isinstance(url, str) and url_problem(url) == AMBIGUOUS_URL:
-        # where the password ends is not known: hide everything before the host's last '@'
-        userinfo = url.partition("://")[2].rpartition("@")[0]
-        return text.replace(userinfo, "***") if userinfo else text
-    try:
-        password = (make_url(url) if isinstance(url, str) else url).password
-    except (ArgumentError, ValueError):
-        password = None
-    if password:
-        for form in {
-            str(password),
-            urllib.parse.quote(str(password), safe=""),
-            urllib.parse.quote_plus(str(password)),
-        }:
-            if form:
-                text = text.replace(form, "***")
-    return text
-
-
-AMBIGUOUS_URL = (
-    "This URL cannot be read unambiguously: its user name or password seems to hold '@', "
-    "'/', '?' or '#'. Percent-encode those characters (@ as %40, / as %2F, ? as %3F, # as "
-    "%23) and enter the URL again."
-)
-
-
-def _authority(url: str) -> tuple[str, str]:
-    """The part of `url` between :// and the first /, ? or #, and what follows it."""
-    rest = url.partition("://")[2]
-    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
-    end = min(ends) if ends else len(rest)
-    return rest[:end], rest[end:]
-
-
-def url_problem(url: str) -> str | None:
-    """Why `url` cannot be registered as written; None when it parses one way only.
-
-    A password with an unencoded '@' (or '/', '?', '#') is split by SQLAlchemy at the wrong
-    place: the rest of the password becomes the host name, shown on pages and looked up in DNS.
-    """
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return "This is not a database URL (dialect://user:password@host:port/database)."
-    if parsed.get_backend_name() == "sqlite":
-        return None  # a file path, which may hold any character
-    authority, remainder = _authority(url)
-    if authority.count("@") > 1 or ("@" in remainder and "@" not in authority):
-        return AMBIGUOUS_URL
-    return None
-
-
-def display_url(url: str) -> str:
-    """The URL as it may be shown: never with its password, nor any part of one."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return "(not a valid database URL)"
-    if url_problem(url):
-        return f"{url.partition('://')[0]}://***"
-    return parsed.render_as_string(hide_password=True)
 
 
 def read_versions(
@@ -285,9 +200,9 @@ def _kept_engine(target: URL, timeout: float, keep_alive: float) -> Engine:
     """An engine that keeps one idle connection, pinged before each use. TCP keepalives and,
     on PostgreSQL, a user timeout make a kept connection to a host that went silent fail within
     `timeout` instead of hanging until the operating system gives up."""
-    connect_args = _connect_args(target, timeout, None)
+    arguments = connect_args(target, timeout, None)
     if target.get_backend_name() == "postgresql":
-        connect_args |= {
+        arguments |= {
             "keepalives": 1,
             "keepalives_idle": max(1, math.ceil(keep_alive)),
             "keepalives_interval": max(1, math.ceil(timeout / 3)),
@@ -301,7 +216,7 @@ def _kept_engine(target: URL, timeout: float, keep_alive: float) -> Engine:
         pool_timeout=timeout,
         pool_pre_ping=True,
         pool_recycle=max(keep_alive, 300.0),
-        connect_args=connect_args,
+        connect_args=arguments,
     )
 
 
@@ -371,23 +286,8 @@ def open_engine(target: URL, timeout: float, statement_timeout: float | None = N
     `statement_timeout` (default: the same); SQLite files are opened read-only."""
     if target.get_backend_name() == "sqlite":
         return _sqlite_engine(target, timeout)
-    connect_args = _connect_args(target, timeout, statement_timeout)
-    return create_engine(target, poolclass=NullPool, connect_args=connect_args)
-
-
-def _connect_args(target: URL, timeout: float, statement_timeout: float | None) -> dict:
-    backend = target.get_backend_name()
-    if backend == "postgresql":
-        # libpq counts whole seconds and treats anything under 2 as 2.
-        statement_ms = int((statement_timeout or timeout) * 1000)
-        return {
-            "connect_timeout": max(2, math.ceil(timeout)),
-            "options": f"-c statement_timeout={statement_ms}",
-            "application_name": "retort",
-        }
-    if backend in {"mysql", "mariadb"}:
-        return {"connect_timeout": max(1, math.ceil(timeout))}
-    return {}
+    arguments = connect_args(target, timeout, statement_timeout)
+    return create_engine(target, poolclass=NullPool, connect_args=arguments)
 
 
 def _sqlite_engine(target: URL, timeout: float):
@@ -420,11 +320,3 @@ def classify(error: BaseException) -> tuple[Failure, str]:
     if "file is not a database" in lowered:
         return Failure.ERROR, f"The file is not a SQLite database: {text}"
     return Failure.ERROR, f"Reading the version table failed: {text}"
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][\w+.-]*://[^\s:/@]*:)(?P<password>[^\s@/]+)(?=@)")
-
-
-def redact_urls(text: str) -> str:
-    """Mask the password of every `scheme://user:password@host` URL found in free text."""
-    return _URL_PASSWORD.sub(r"\g<head>***", text)

@@ -13,6 +13,23 @@ from environments.core.status import Status
 from environments.models.registry import Environment, Project
 
 
+class SnapshotQuerySet(models.QuerySet):
+    def latest_of(self, environments) -> dict[int, Snapshot]:
+        """Each environment's newest read, by environment id, in two queries however many
+        environments there are (along the `snapshot_latest` index); none for one never read."""
+        ids = [environment.pk for environment in environments]
+        if not ids:
+            return {}
+        newest = (
+            self.filter(environment=models.OuterRef("pk"))
+            .order_by("-checked_at", "-id")
+            .values("id")[:1]
+        )
+        wanted = Environment.objects.filter(pk__in=ids).annotate(newest=models.Subquery(newest))
+        found = self.filter(pk__in=wanted.values("newest"))
+        return {snapshot.environment_id: snapshot for snapshot in found}
+
+
 class Snapshot(models.Model):
     """One read of an environment's version table: what it held and what that meant."""
 
@@ -25,6 +42,8 @@ class Snapshot(models.Model):
     unknown = models.JSONField(default=list)
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
+
+    objects = SnapshotQuerySet.as_manager()
 
     class Meta:
         ordering = ["-checked_at", "-id"]

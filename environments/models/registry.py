@@ -21,7 +21,7 @@ from django.urls import reverse
 from dashboard.lib import secretbox
 from environments.core import heads as core_heads
 from environments.core import runner, script_config, scripts
-from environments.core.versions import display_url, url_problem
+from environments.core.database_urls import display_url, url_problem
 
 if TYPE_CHECKING:
     from environments.models.reads import Snapshot

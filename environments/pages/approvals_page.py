@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard.lib import live
 from environments import approvals, services
-from environments.models import Approval, Environment, Job
+from environments.models import Approval, Environment, Job, Snapshot
 from environments.pages import jobs_page, live_parts
 
 
@@ -67,7 +67,7 @@ def _approval_requests(user, *, stored: bool = False, key: str | None = None) ->
     )
     environments = list({job.environment_id: job.environment for job in waiting}.values())
     if stored:
-        reads = {e.pk: e.latest_snapshot() for e in environments}
+        reads = Snapshot.objects.latest_of(environments)
     else:
         # every environment with a request is read once, all in parallel: a hung database
         # costs the page one connect timeout, however many requests wait

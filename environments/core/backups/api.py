@@ -13,7 +13,7 @@ from sqlalchemy.exc import ArgumentError
 
 from environments.core.backups import files, postgres, sqlite
 from environments.core.backups.common import KINDS, PG_DUMP, SQLITE, SUFFIXES, BackupError, emitter
-from environments.core.versions import sync_url
+from environments.core.database_urls import sync_url
 
 
 @dataclass(frozen=True)

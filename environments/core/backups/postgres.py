@@ -15,8 +15,9 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 
 from environments.core.backups.common import BackupError, start_error
+from environments.core.database_urls import display_url
 from environments.core.processes import ProcessGroup, ProcessResult, StartError
-from environments.core.versions import Failure, classify, display_url
+from environments.core.versions import Failure, classify
 
 # Seconds libpq waits for a server to answer before giving up: an unreachable host should fail
 # in seconds, not after the job's whole timeout.
