@@ -25,7 +25,7 @@ from bench.stats import Samples, timed
 from environments import audit, audit_chain
 from environments.models import AuditEvent, Environment, Project
 
-# What the reader records for one change it sees (environments.services), in this order.
+# What the reader records for one change it sees (environments.reads), in this order.
 ACTIONS = ("revision_changed", "out_of_band_change")
 STATUSES = ("behind", "current", "ahead")
 EXPORT_CHUNK_SAMPLE = 1000  # read the RSS every this many chunks of the export

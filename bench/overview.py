@@ -19,7 +19,7 @@ from django.test import override_settings
 from bench.scripts_read import clear_caches
 from bench.silent import SilentServer
 from bench.stats import Samples, repeat, timed
-from environments import services
+from environments import overviews, reads
 from environments.core import versions
 from environments.models import Environment, Project
 from examples.synthetic import SyntheticHistory
@@ -44,7 +44,7 @@ class OverviewRun:
 @dataclass(frozen=True)
 class Parts:
     index_check: Samples  # Project.load_scripts() on the unchanged directory
-    environments_read: Samples  # services.environments_read() of every environment
+    environments_read: Samples  # reads.environments_read() of every environment
 
 
 def pick_revisions(history: SyntheticHistory, count: int, max_behind: int) -> list[str]:
@@ -109,14 +109,14 @@ def add_environment(project: Project, name: str, url: str, position: int) -> Env
     return environment
 
 
-def build_overview() -> list[services.ProjectOverview]:
+def build_overview() -> list[overviews.ProjectOverview]:
     """What the overview page does: every project, its environments read now."""
-    return services.overview_build(
+    return overviews.overview_build(
         projects=Project.objects.prefetch_related("environments__project")
     )
 
 
-def summarize(overviews: Sequence[services.ProjectOverview]) -> tuple[Counter[str], list[int]]:
+def summarize(overviews: Sequence[overviews.ProjectOverview]) -> tuple[Counter[str], list[int]]:
     statuses: Counter[str] = Counter()
     pending = []
     for overview in overviews:
@@ -129,7 +129,7 @@ def summarize(overviews: Sequence[services.ProjectOverview]) -> tuple[Counter[st
 
 def _timed_runs(count: int, budget: float) -> OverviewRun:
     """Time `count` overviews (fewer if `budget` runs out); what the last one read."""
-    last: list[services.ProjectOverview] = []
+    last: list[overviews.ProjectOverview] = []
 
     def call() -> None:
         last[:] = build_overview()
@@ -162,7 +162,7 @@ def measure_parts(project: Project, *, count: int = 20, budget: float = 30.0) ->
     return Parts(
         index_check=repeat(project.load_scripts, count=count, budget=budget),
         environments_read=repeat(
-            lambda: services.environments_read(environments=environments),
+            lambda: reads.environments_read(environments=environments),
             count=count,
             budget=budget,
         ),

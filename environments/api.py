@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib.badinput import whole_number
-from environments import approvals, dispatch, graphs, planning, reviews, services, transitions
+from environments import approvals, dispatch, graphs, overviews, planning, reviews, transitions
 from environments.models import Environment, Job, Project
 from environments.pages import lookup
 from environments.tokens import api_login_required
@@ -193,11 +193,11 @@ def api_status(request: HttpRequest) -> JsonResponse:
     projects = lookup.projects_named(wanted)
     if wanted and not projects.exists():
         return JsonResponse({"error": f"No project {wanted!r}.", "code": "not_found"}, status=404)
-    overviews = services.overview_build(projects=projects)
+    built = overviews.overview_build(projects=projects)
     env_filter = request.GET.get("env")
     cards = [
         (overview, card)
-        for overview in overviews
+        for overview in built
         for card in overview.cards
         if not env_filter or env_filter in (card.environment.slug, card.environment.name)
     ]

@@ -6,7 +6,7 @@ restarting, a full disk) nothing fails: the sentence on the page says so, and th
 (Celery beat) sends every queued job that no worker has taken again. A worker claims a job with
 a conditional update, so a job sent twice still runs once.
 
-Tasks are sent by name, so nothing here imports `environments.tasks` (which imports services).
+Tasks are sent by name, so nothing here imports `environments.tasks` (which imports the services).
 """
 
 from __future__ import annotations

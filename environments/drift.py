@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from environments import dispatch, services
+from environments import dispatch, reads
 from environments import expected as expected_schemas
 from environments.audit import audit_record
 from environments.core import schema as core_schema
@@ -106,7 +106,7 @@ def drift_build(
     with the one its migrations build (built here, or kept from an earlier build); "off"
     skips that. The CLI and the workers' checks call this; pages show what a check stored."""
     environments = list(project.environments.select_related("project").order_by("position", "name"))
-    snapshots = services.environments_read(environments=environments)
+    snapshots = reads.environments_read(environments=environments)
     report = DriftReport(project=project, environments=environments, snapshots=snapshots)
     index, error = project.load_scripts()
     if index is None or index.revision_map is None:

@@ -29,7 +29,7 @@ from environments.core.versions import read_versions
 from environments.joblog import JobLog, heartbeat
 from environments.models import Backup, Environment, Job, UrlUnavailable
 from environments.planning import scripts_digest
-from environments.services import environment_read
+from environments.reads import environment_read
 from environments.transitions import Refused, move
 
 _LOCK_KEY = 0x7265746F72746A62  # pg_advisory_lock key on the target: "retortjb"

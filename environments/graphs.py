@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from django.conf import settings
 from django.utils.html import format_html
 
-from environments import services, source_html
+from environments import reads, source_html
 from environments.core import findings as core_findings
 from environments.core import graph as core_graph
 from environments.core import svg
@@ -136,7 +136,7 @@ def graph_build(
     index, error = project.load_scripts()
     environments = list(project.environments.all())
     if read:
-        snapshots = services.environments_read(environments=environments)
+        snapshots = reads.environments_read(environments=environments)
     else:
         snapshots = Snapshot.objects.latest_of(environments)
         snapshots = {pk: snap for pk, snap in snapshots.items() if snap is not None}

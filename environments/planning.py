@@ -19,7 +19,7 @@ from environments import dispatch, risks, roles
 from environments.core import plan
 from environments.core.runner import RunnerError
 from environments.models import Backup, Environment, Job, UrlUnavailable
-from environments.services import environment_read
+from environments.reads import environment_read
 from environments.transitions import Refused, job_audit, move, name_of, refuse
 
 

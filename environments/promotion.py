@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from environments.core.status import Status
 from environments.models import Job
-from environments.services import environment_read
+from environments.reads import environment_read
 
 READ_FAILURES = [status.value for status in Status if status.is_read_failure]
 

@@ -3,16 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from environments import (
-    approvals,
-    audit_chain,
-    dispatch,
-    drift,
-    execution,
-    notify,
-    planning,
-    services,
-)
+from environments import approvals, audit_chain, dispatch, drift, execution, notify, planning, reads
 from environments.models import Environment, Project
 
 
@@ -21,18 +12,18 @@ def environment_refresh(environment_id: int) -> str | None:
     environment = Environment.objects.select_related("project").filter(pk=environment_id).first()
     if environment is None:
         return None
-    return services.environment_read(environment=environment).status
+    return reads.environment_read(environment=environment).status
 
 
 @shared_task
 def environments_refresh_all() -> int:
     environments = list(Environment.objects.select_related("project"))
-    read = len(services.environments_read(environments=environments))
+    read = len(reads.environments_read(environments=environments))
     for project in {environment.project for environment in environments}:
         index, _ = project.load_scripts()
         if index is not None:
             index.problems  # noqa: B018 - compiles changed files here, not in a page request
-    services.snapshots_prune(keep_days=settings.RETORT_SNAPSHOT_DAYS)
+    reads.snapshots_prune(keep_days=settings.RETORT_SNAPSHOT_DAYS)
     return read
 
 

@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from environments import audit, audit_chain, services
+from environments import audit, audit_chain, reads
 from environments.models import (
     AuditCheckpoint,
     AuditEvent,
@@ -385,11 +385,11 @@ def test_apply_config_records_changes_once_and_a_second_run_records_nothing(tmp_
 
 def test_a_hand_run_upgrade_is_an_out_of_band_change_on_the_next_refresh(demo_project, inventory):
     staging = demo_project.environments.get(name="staging")
-    services.environment_read(environment=staging)
+    reads.environment_read(environment=staging)
     assert not _events("out_of_band_change")
 
     alembic(inventory, staging.get_url(), "upgrade", "+1")
-    snapshot = services.environment_read(environment=staging)
+    snapshot = reads.environment_read(environment=staging)
 
     (event,) = _events("out_of_band_change")
     assert (event.environment_name, event.actor_kind, event.actor_name) == (
@@ -401,19 +401,19 @@ def test_a_hand_run_upgrade_is_an_out_of_band_change_on_the_next_refresh(demo_pr
     assert event.to_list == list(snapshot.heads) and event.to_list != event.from_list
     (changed,) = _events("revision_changed")
     assert changed.to_list == event.to_list
-    services.environment_read(environment=staging)
+    reads.environment_read(environment=staging)
     assert len(_events("out_of_band_change")) == 1  # the next read finds nothing new
 
 
 def test_a_failed_read_in_between_is_not_a_revision_change(demo_project, tmp_path):
     prod = demo_project.environments.get(name="prod")
-    services.environment_read(environment=prod)
+    reads.environment_read(environment=prod)
     database = tmp_path / "prod.sqlite"
     database.rename(tmp_path / "prod.moved")
 
-    assert services.environment_read(environment=prod).status == "unreachable"
+    assert reads.environment_read(environment=prod).status == "unreachable"
     (tmp_path / "prod.moved").rename(database)
-    assert services.environment_read(environment=prod).status == "behind"
+    assert reads.environment_read(environment=prod).status == "behind"
 
     assert not _events("revision_changed")
 

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from dashboard.lib import secretbox
-from environments import planning, services
+from environments import planning, reads
 from environments.admin import EnvironmentForm
 from environments.core.database_urls import AMBIGUOUS_URL
 from environments.models import ApiToken, AuditEvent, Environment, Job
@@ -182,7 +182,7 @@ def test_an_ambiguous_url_stored_before_is_never_shown_nor_connected_to(demo_pro
     prod.url_encrypted = secretbox.encrypt("postgresql://app:s3cr@t-tail@db.internal:5432/prod")
     prod.save()
 
-    snapshot = services.environment_read(environment=prod)
+    snapshot = reads.environment_read(environment=prod)
 
     assert prod.url_for_display == "postgresql://***"
     assert snapshot.status == "error"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from environments import services
+from environments import reads
 from environments.models import Project
 from tests.browser import log_in
 from tests.conftest import alembic
@@ -22,13 +22,13 @@ def _hand_run_upgrade(project: Project, env_slug: str) -> None:
     """Someone runs `alembic upgrade +1` from a shell; Retort's next read notices."""
     environment = project.environments.get(slug=env_slug)
     alembic(Path(project.alembic_ini), environment.get_url(), "upgrade", "+1")
-    services.environment_read(environment=environment)
+    reads.environment_read(environment=environment)
 
 
 def test_an_auditor_filters_the_trail_and_the_csv_matches_the_page(
     page: Page, live_server, demo_project: Project, users, artifacts: Path
 ) -> None:
-    services.environments_read(environments=list(demo_project.environments.all()))
+    reads.environments_read(environments=list(demo_project.environments.all()))
     _hand_run_upgrade(demo_project, "staging")
     _hand_run_upgrade(demo_project, "prod")
     _hand_run_upgrade(demo_project, "staging")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from environments import services
+from environments import reads
 from environments.core import versions
 from environments.models import Environment
 from examples.inventory import revisions as inv
@@ -42,7 +42,7 @@ def _sessions(url: str) -> list[tuple[int, str, str | None]]:
 
 def _read(project):
     environment = Environment.objects.select_related("project").get(project=project, slug="prod")
-    return services.environment_read(environment=environment)
+    return reads.environment_read(environment=environment)
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_a_job_worker_keeps_no_session_to_the_database_it_changed(prod):
     project, url = prod
     environment = Environment.objects.get(project=project, slug="prod")
 
-    snapshot = services.environment_read(environment=environment, keep_alive=0)
+    snapshot = reads.environment_read(environment=environment, keep_alive=0)
 
     assert snapshot.status == "behind"
     assert _sessions(url) == []

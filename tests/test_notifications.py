@@ -88,7 +88,10 @@ def test_a_prod_upgrade_is_told_in_order_requested_approved_approved_finished(
     assert done.startswith("<http://") and "succeeded" in done
     assert receiver.bodies[-1]["job"]["status"] == "succeeded"
     assert receiver.bodies[1]["approvals"] == {"given": 1, "required": 2}
-    assert set(Notification.objects.values_list("state", flat=True)) == {"sent"}
+    # the sender marks a message sent once the receiver has answered: a moment after it got it
+    assert wait_for(
+        lambda: set(Notification.objects.values_list("state", flat=True)) == {"sent"}, seconds=15
+    ), list(Notification.objects.values_list("event", "state"))
 
 
 @pytest.mark.worker

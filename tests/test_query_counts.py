@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from environments import drift, services
+from environments import drift, reads
 from examples.inventory import revisions as inv
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,7 @@ def project_of(make_project, inventory, demo_templates, tmp_path):
             urls[f"env-{n:02d}"] = f"sqlite:///{path}"
         project = make_project(inventory, urls, name=f"inv{count}")
         environments = list(project.environments.select_related("project"))
-        services.environments_read(environments=environments)
+        reads.environments_read(environments=environments)
         drift.drift_record(project=project)
         return project
 

@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
-from environments import services
+from environments import overviews, reads
 from environments.core import status as core_status
 from environments.core.script_config import config_from_ini
 from environments.core.scripts import load_index
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 def _read(project, name="target"):
     environment = Environment.objects.select_related("project").get(project=project, slug=name)
-    return services.environment_read(environment=environment)
+    return reads.environment_read(environment=environment)
 
 
 def _execute(url: str, sql: str) -> None:
@@ -195,7 +195,7 @@ def test_scripts_with_several_heads_are_flagged(tmp_path, make_project, sqlite_u
     alembic(history.alembic_ini, url, "upgrade", "heads")
     project = make_project(history.alembic_ini, {"target": url})
 
-    [overview] = services.overview_build(projects=[project])
+    [overview] = overviews.overview_build(projects=[project])
 
     assert sorted(overview.multiple_heads) == sorted(history.heads)
 
@@ -351,8 +351,8 @@ def test_reading_reports_a_silent_server_without_delaying_the_others(
 def test_each_read_is_stored_as_a_snapshot(demo_project):
     environment = demo_project.environments.get(slug="prod")
 
-    services.environment_read(environment=environment)
-    services.environment_read(environment=environment)
+    reads.environment_read(environment=environment)
+    reads.environment_read(environment=environment)
 
     assert environment.snapshots.count() == 2
     latest = environment.latest_snapshot()
@@ -368,12 +368,12 @@ def test_old_reads_are_pruned_but_each_environment_keeps_its_latest(demo_project
     prod = demo_project.environments.get(slug="prod")
     dev = demo_project.environments.get(slug="dev")
     for environment in (prod, prod, dev):
-        services.environment_read(environment=environment)
+        reads.environment_read(environment=environment)
     Snapshot = prod.snapshots.model
     Snapshot.objects.update(checked_at=timezone.now() - timedelta(days=40))
-    services.environment_read(environment=prod)
+    reads.environment_read(environment=prod)
 
-    deleted = services.snapshots_prune(keep_days=30)
+    deleted = reads.snapshots_prune(keep_days=30)
 
     assert deleted == 2
     assert prod.snapshots.count() == 1

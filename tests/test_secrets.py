@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from environments import services
+from environments import reads
 from environments.models import Environment, Snapshot
 from tests.conftest import pg_url
 
@@ -79,7 +79,7 @@ def test_a_password_with_url_escapes_is_hidden_in_both_forms(inventory, make_pro
     )
     environment = project.environments.get(slug="prod")
 
-    snapshot = services.environment_read(environment=environment)
+    snapshot = reads.environment_read(environment=environment)
 
     text = json.dumps(snapshot.as_status_dict()) + environment.url_for_display
     assert raw not in text

@@ -9,7 +9,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from dashboard.lib import live
-from environments import approvals, services
+from environments import approvals, reads
 from environments.models import Approval, Environment, Job, Snapshot
 from environments.pages import jobs_page, live_parts
 
@@ -52,8 +52,8 @@ def _approvals_key() -> str:
     )
     decisions = Approval.objects.aggregate(newest=Max("id"))["newest"]
     projects = _waiting_jobs().values("environment__project")
-    reads = live_parts.newest_reads(Environment.objects.filter(project__in=projects))
-    return live.fingerprint(waiting, decisions, reads, live_parts.time_bucket())
+    newest = live_parts.newest_reads(Environment.objects.filter(project__in=projects))
+    return live.fingerprint(waiting, decisions, newest, live_parts.time_bucket())
 
 
 def _approval_requests(user, *, stored: bool = False, key: str | None = None) -> dict:
@@ -67,18 +67,18 @@ def _approval_requests(user, *, stored: bool = False, key: str | None = None) ->
     )
     environments = list({job.environment_id: job.environment for job in waiting}.values())
     if stored:
-        reads = Snapshot.objects.latest_of(environments)
+        snapshots = Snapshot.objects.latest_of(environments)
     else:
         # every environment with a request is read once, all in parallel: a hung database
         # costs the page one connect timeout, however many requests wait
-        reads = services.environments_read(environments=environments) if environments else {}
+        snapshots = reads.environments_read(environments=environments) if environments else {}
     requests = [
         {"job": job}
         | jobs_page.review(
             job,
             user,
-            reads.get(job.environment_id),
-            check_plan=reads.get(job.environment_id) is not None,
+            snapshots.get(job.environment_id),
+            check_plan=snapshots.get(job.environment_id) is not None,
         )
         for job in waiting
     ]

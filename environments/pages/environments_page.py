@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from environments import roles, services
+from environments import overviews, roles
 from environments.core.scripts import ScriptIndex
 from environments.models import Environment, Job, Project
 from environments.pages import lookup
@@ -16,9 +16,9 @@ from environments.pages import lookup
 @require_GET
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    overviews = services.overview_build(projects=lookup.projects_named())
+    built = overviews.overview_build(projects=lookup.projects_named())
     template = "environments/_projects.html" if request.htmx else "environments/overview.html"
-    return render(request, template, {"overviews": overviews, "single_project": False})
+    return render(request, template, {"overviews": built, "single_project": False})
 
 
 @require_GET
@@ -27,17 +27,17 @@ def project_detail(request: HttpRequest, project_slug: str) -> HttpResponse:
     projects = lookup.projects_named(project_slug)
     if not projects:
         get_object_or_404(Project, slug=project_slug)
-    overviews = services.overview_build(projects=projects)
+    built = overviews.overview_build(projects=projects)
     template = "environments/_projects.html" if request.htmx else "environments/overview.html"
-    return render(request, template, {"overviews": overviews, "single_project": True})
+    return render(request, template, {"overviews": built, "single_project": True})
 
 
 @require_GET
 @login_required
 def environment_detail(request: HttpRequest, project_slug: str, env_slug: str) -> HttpResponse:
     environment = lookup.get_environment(project_slug, env_slug)
-    card = services.environment_card(environment=environment, refresh=True)
-    detail = services.environment_detail_build(card=card)
+    card = overviews.environment_card(environment=environment, refresh=True)
+    detail = overviews.environment_detail_build(card=card)
     context = {"card": card, "detail": detail}
     context |= job_offer(environment, detail.index, request.user)
     return render(request, "environments/environment_detail.html", context)
@@ -47,7 +47,7 @@ def environment_detail(request: HttpRequest, project_slug: str, env_slug: str) -
 @login_required
 def environment_refresh(request: HttpRequest, project_slug: str, env_slug: str) -> HttpResponse:
     environment = lookup.get_environment(project_slug, env_slug)
-    card = services.environment_card(environment=environment, refresh=True)
+    card = overviews.environment_card(environment=environment, refresh=True)
     if not request.htmx:
         return redirect(environment)
     return render(request, "environments/_environment_card.html", {"card": card})

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib import live
 from dashboard.lib.badinput import whole_number
-from environments import approvals, planning, reviews, roles, services, transitions
+from environments import approvals, overviews, planning, reviews, roles, transitions
 from environments.models import Approval, Environment, Job
 from environments.pages import environments_page, live_parts, lookup
 
@@ -40,8 +40,8 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
             take_backup=take_backup,
         )
     except transitions.Refused as exc:
-        card = services.environment_card(environment=environment, refresh=False)
-        detail = services.environment_detail_build(card=card)
+        card = overviews.environment_card(environment=environment, refresh=False)
+        detail = overviews.environment_detail_build(card=card)
         context = {"card": card, "detail": detail, "job_error": str(exc)}
         context |= environments_page.job_offer(environment, detail.index, request.user)
         # the form as it was sent, so nothing typed is lost

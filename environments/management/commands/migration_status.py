@@ -4,7 +4,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
-from environments import services
+from environments import overviews, reads
 from environments.models import Project
 
 
@@ -26,9 +26,9 @@ class Command(BaseCommand):
             projects = projects.filter(Q(slug=options["project"]) | Q(name=options["project"]))
             if not projects.exists():
                 raise CommandError(f"No project {options['project']!r}.", returncode=2)
-        overviews = services.overview_build(projects=projects)
+        built = overviews.overview_build(projects=projects)
         rows, snapshots, unexpected_heads = [], [], False
-        for overview in overviews:
+        for overview in built:
             cards = [
                 card
                 for card in overview.cards
@@ -50,7 +50,7 @@ class Command(BaseCommand):
         else:
             for overview, card in rows:
                 self.stdout.write(self._line(overview, card))
-        sys.exit(services.exit_code_for(snapshots, unexpected_heads=unexpected_heads))
+        sys.exit(reads.exit_code_for(snapshots, unexpected_heads=unexpected_heads))
 
     def _line(self, overview, card) -> str:
         snap = card.snapshot

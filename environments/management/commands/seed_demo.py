@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from environments import configfile, drift, services
+from environments import configfile, drift, reads
 from environments.audit import acting_as
 from environments.core.runner import RunnerError
 from environments.models import Environment, Project
@@ -92,7 +92,7 @@ class Command(BaseCommand):
         environments = list(Environment.objects.filter(project=project).select_related("project"))
         for environment, snapshot in zip(
             environments,
-            services.environments_read(environments=environments).values(),
+            reads.environments_read(environments=environments).values(),
             strict=True,
         ):
             self.stdout.write(
