@@ -650,7 +650,7 @@ def job_figures(f: JobFigures) -> list[Figure]:
             f"{_mb(median(lambda r: r.direct.dump_size))}",
         ),
         Figure(
-            "7c. Retort: `jobs.job_run(job_id=…)`, the worker task's body, in process "
+            "7c. Retort: `execution.job_run(job_id=…)`, the worker task's body, in process "
             "(lock, re-reads, backup + verification, alembic, snapshot, recording, prune)",
             f"{_spread_s(f.retort)}; backup {_mb(median(lambda r: r.retort.backup_size))}; "
             f"every job `succeeded` at head",
@@ -663,8 +663,8 @@ def job_figures(f: JobFigures) -> list[Figure]:
             f.ratio <= JOB_AIM,
         ),
         Figure(
-            "7e. Planning, `jobs.job_request` (reads the database, plans, records the job); "
-            "queueing, `jobs.job_queue`",
+            "7e. Planning, `planning.job_request` (reads the database, plans, records the job); "
+            "queueing, `approvals.job_queue`",
             f"planning {_spread_s(f.samples(lambda r: r.retort.plan))}; queueing median "
             f"{_duration(median(lambda r: r.retort.queue))}",
         ),
@@ -673,7 +673,7 @@ def job_figures(f: JobFigures) -> list[Figure]:
             f"{_spread_s(e2e)}; {e2e.median / f.direct.median:.3f}× direct (medians)",
         ),
         Figure(
-            "7g. SQL preview, `jobs.job_preview_sql` (a worker task between planning and "
+            "7g. SQL preview, `planning.job_preview_sql` (a worker task between planning and "
             "queueing, `alembic upgrade --sql`; not in 7c or 7f)",
             _spread_s(f.samples(lambda r: r.retort.preview)),
         ),

@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import Revision, RevisionMap
 
 from bench.stats import Samples, repeat, timed
-from environments.core import script_config, scripts
+from environments.core import revision_files, script_config, scripts
 from environments.core.revision_map import LinearRevisionMap
 
 
@@ -33,10 +33,11 @@ class ReadFigures:
 def clear_caches() -> tuple[str, ...]:
     """Empty every module-level cache of Retort's reader; returns their names."""
     cleared = []
-    for name, value in vars(scripts).items():
-        if name.startswith("_") and name.endswith("_cache") and isinstance(value, dict):
-            value.clear()
-            cleared.append(name)
+    for module in (scripts, revision_files):  # the index's cache, and the files' caches
+        for name, value in vars(module).items():
+            if name.startswith("_") and name.endswith("_cache") and isinstance(value, dict):
+                value.clear()
+                cleared.append(name)
     if not {"_index_cache", "_file_cache"} <= set(cleared):
         raise RuntimeError(f"Retort's reader caches are not where expected: {cleared}")
     return tuple(sorted(cleared))
