@@ -30,7 +30,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from environments.core.database_urls import redact_urls
-from environments.models import AuditEvent
+from environments.models.audit import AuditEvent
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
-from environments.models import ProjectRole
+from environments.models.registry import ProjectRole
 
 VIEWER, DEVELOPER, RELEASE_MANAGER, ADMIN = "viewer", "developer", "release_manager", "admin"
 

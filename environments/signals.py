@@ -11,7 +11,7 @@ from django.db.models import signals as model_signals
 from django.dispatch import receiver
 
 from environments.audit import audit_record
-from environments.models import Environment, Project, ProjectRole
+from environments.models.registry import Environment, Project, ProjectRole
 
 # Fields whose values are secret: the event says they changed, never what to.
 _SECRET_FIELDS = {"url_encrypted": "url", "webhook_url_encrypted": "webhook_url"}

@@ -40,11 +40,8 @@ def imported(node: ast.Import | ast.ImportFrom, module: str) -> set[str]:
         if node.level:
             package = module.split(".")[: -node.level] if node.level else []
             base = ".".join([*package, base] if base else package)
-        # `from package import submodule` loads the submodule; any other name, the package
-        bases = [
-            f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
-            for alias in node.names
-        ]
+        # `from package import x` runs the package (and loads x when x is a submodule)
+        bases = [base] + [f"{base}.{alias.name}" for alias in node.names]
     for name in bases:
         while name and name not in MODULES:
             name = name.rpartition(".")[0]
@@ -53,13 +50,27 @@ def imported(node: ast.Import | ast.ImportFrom, module: str) -> set[str]:
     return names
 
 
+def module_level(tree: ast.Module):
+    """The module's own statements, into `if`/`try` blocks (`if TYPE_CHECKING:` counts: a
+    circle a type checker walks is still a circle), not into functions or classes."""
+    pending = list(tree.body)
+    while pending:
+        node = pending.pop()
+        yield node
+        if isinstance(node, ast.If | ast.Try):
+            pending += [*node.body, *node.orelse, *getattr(node, "handlers", ())]
+            pending += getattr(node, "finalbody", [])
+        elif isinstance(node, ast.ExceptHandler):
+            pending += node.body
+
+
 def import_graph() -> dict[str, set[str]]:
     graph = {}
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text())
         graph[module] = {
             target
-            for node in tree.body
+            for node in module_level(tree)
             if isinstance(node, ast.Import | ast.ImportFrom)
             for target in imported(node, module)
         }
@@ -97,20 +108,35 @@ def test_the_apps_modules_import_one_another_without_a_circle():
     assert cycles(graph) == []
 
 
+def test_the_graph_counts_a_package_import_and_a_type_checking_import():
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from environments.core.backups import files\n"
+        "if TYPE_CHECKING:\n    from environments.models.reads import Snapshot\n"
+    )
+    found = {
+        target
+        for node in module_level(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for target in imported(node, "environments.somewhere")
+    }
+    assert found == {
+        "environments.core.backups",
+        "environments.core.backups.files",
+        "environments.models.reads",
+    }
+
+
 def test_the_circle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
 
 
 def test_no_module_imports_another_of_the_app_inside_a_function():
-    """Django's own hook is the one exception: AppConfig.ready() is where Django says to import
-    the modules that connect signal receivers, once every model is loaded."""
     hidden = []
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text())
         for function in ast.walk(tree):
             if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            if module == "environments.apps" and function.name == "ready":
                 continue
             for node in ast.walk(function):
                 if isinstance(node, ast.Import | ast.ImportFrom) and imported(node, module):

@@ -1,6 +1,10 @@
 """Retort's models, one module per concept; every model is importable from here, as Django
 and the migrations expect."""
 
+# The receivers that audit registry edits and logins, and make the roles after migrate: they
+# import the models' own modules (never this package), so importing them here connects them
+# in every process that loads the app, as soon as its models are.
+from environments import roles, signals  # noqa: F401
 from environments.models.audit import (
     AuditCheckpoint,
     AuditEvent,

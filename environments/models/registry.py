@@ -10,7 +10,6 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -22,9 +21,6 @@ from dashboard.lib import secretbox
 from environments.core import heads as core_heads
 from environments.core import runner, script_config, scripts
 from environments.core.database_urls import display_url, url_problem
-
-if TYPE_CHECKING:
-    from environments.models.reads import Snapshot
 
 
 class AuditedModel(models.Model):
@@ -313,7 +309,8 @@ class Environment(AuditedModel):
         except UrlUnavailable as exc:
             return str(exc)
 
-    def latest_snapshot(self) -> Snapshot | None:
+    def latest_snapshot(self) -> models.Model | None:
+        """The environment's newest read (a `reads.Snapshot`), or None if it was never read."""
         return self.snapshots.order_by("-checked_at", "-id").first()
 
     def clean(self) -> None:

@@ -11,8 +11,15 @@ from pathlib import Path
 
 from sqlalchemy.exc import ArgumentError
 
-from environments.core.backups import files, postgres, sqlite
 from environments.core.backups.common import KINDS, PG_DUMP, SQLITE, SUFFIXES, BackupError, emitter
+from environments.core.backups.files import check_name, partial_file, publish, size_and_sha256
+from environments.core.backups.postgres import dump as pg_dump
+from environments.core.backups.postgres import restore as pg_restore
+from environments.core.backups.postgres import verify as pg_verify
+from environments.core.backups.sqlite import backup as sqlite_backup
+from environments.core.backups.sqlite import path_of as sqlite_path
+from environments.core.backups.sqlite import restore as sqlite_restore
+from environments.core.backups.sqlite import verify as sqlite_verify
 from environments.core.database_urls import sync_url
 
 
@@ -66,29 +73,29 @@ def backup_database(
     dialect = dialect_of(url)
     target = sync_url(url)
     kind = PG_DUMP if dialect == "postgresql" else SQLITE
-    files.check_name(name)
+    check_name(name)
     emit = emitter(url, on_line)
-    source = sqlite.path_of(target) if kind == SQLITE else None
+    source = sqlite_path(target) if kind == SQLITE else None
     if source is not None and not source.is_file():
         what = "is not a file" if source.exists() else "does not exist"
         raise BackupError(f"The SQLite file {source} {what}; there is nothing to back up.")
 
     dest_dir = Path(dest_dir)
     final = dest_dir / f"{name}{SUFFIXES[kind]}"
-    partial = files.partial_file(dest_dir, final)
+    partial = partial_file(dest_dir, final)
     try:
         if source is not None:
-            sqlite.backup(source, partial, deadline=deadline, timeout=timeout, emit=emit)
+            sqlite_backup(source, partial, deadline=deadline, timeout=timeout, emit=emit)
         else:
-            postgres.dump(target, url, partial, deadline=deadline, timeout=timeout, emit=emit)
+            pg_dump(target, url, partial, deadline=deadline, timeout=timeout, emit=emit)
         # pg_dump exited 0, so the archive is complete; --list proves it is one (the full read
         # and the SHA-256 check happen before any restore, where a damaged file would matter).
         verified = _verify(
             partial, kind, deadline=deadline, timeout=timeout, shown_as=final, full=False
         )
         emit(f"Verified: {verified}.")
-        size, digest = files.size_and_sha256(partial)
-        files.publish(partial, final)
+        size, digest = size_and_sha256(partial)
+        publish(partial, final)
     except BaseException:
         with contextlib.suppress(OSError):
             partial.unlink()
@@ -119,7 +126,7 @@ def verify_backup(
     if not path.is_file():
         raise BackupError(f"The backup file {path} does not exist.")
     if expected_sha256 is not None:
-        _, digest = files.size_and_sha256(path)
+        _, digest = size_and_sha256(path)
         if digest != expected_sha256.strip().lower():
             raise BackupError(
                 f"The backup file {path} is not the file that was written: its SHA-256 is "
@@ -155,9 +162,9 @@ def restore_database(
     emit = emitter(url, on_line)
     target = sync_url(url)
     if kind == SQLITE:
-        sqlite.restore(path, sqlite.path_of(target), emit=emit)
+        sqlite_restore(path, sqlite_path(target), emit=emit)
     else:
-        postgres.restore(target, url, path, deadline=deadline, timeout=timeout, emit=emit)
+        pg_restore(target, url, path, deadline=deadline, timeout=timeout, emit=emit)
 
 
 def _verify(
@@ -171,5 +178,5 @@ def _verify(
 ) -> str:
     shown = shown_as or path
     if kind == PG_DUMP:
-        return postgres.verify(path, deadline=deadline, timeout=timeout, shown_as=shown, full=full)
-    return sqlite.verify(path, shown_as=shown, deadline=deadline, timeout=timeout)
+        return pg_verify(path, deadline=deadline, timeout=timeout, shown_as=shown, full=full)
+    return sqlite_verify(path, shown_as=shown, deadline=deadline, timeout=timeout)
