@@ -52,10 +52,17 @@ def scripts_digest(index, revisions: list[str]) -> str:
 
 
 def _plan_fields(
-    environment: Environment, kind: str, target: str, restore_from: Backup | None, snapshot=None
+    environment: Environment,
+    kind: str,
+    target: str,
+    restore_from: Backup | None,
+    snapshot=None,
+    *,
+    with_risks: bool = True,
 ) -> dict:
     """Everything a plan holds, from where the database stands now and the scripts as they
-    are; raises Refused with the reason when there is nothing sensible to plan."""
+    are; raises Refused with the reason when there is nothing sensible to plan. Without
+    `with_risks` the risks are left out (checking a plan is still current needs none)."""
     from_heads = _current_heads(environment, snapshot)
     index, error = environment.project.load_scripts()
     if kind == Job.Kind.RESTORE:
@@ -80,7 +87,7 @@ def _plan_fields(
                 f"{kind} to {target!r} would change nothing."
             )
         to_heads, revisions = list(planned.to_heads), list(planned.revisions)
-        found = risks.plan_risks(environment, index, revisions, kind)
+        found = risks.plan_risks(environment, index, revisions, kind) if with_risks else []
         digest = scripts_digest(index, revisions)
     return {
         "target": target,
@@ -197,7 +204,9 @@ def plan_outdated(job: Job, snapshot=None) -> list[str]:
     environment = job.environment
     try:
         target = job.target if job.kind != Job.Kind.RESTORE else ""
-        fields = _plan_fields(environment, job.kind, target, job.restore_from, snapshot)
+        fields = _plan_fields(
+            environment, job.kind, target, job.restore_from, snapshot, with_risks=False
+        )
     except Refused as exc:
         return [str(exc)]
     reasons = []

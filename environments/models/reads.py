@@ -14,18 +14,23 @@ from environments.models.registry import Environment, Project
 
 
 class SnapshotQuerySet(models.QuerySet):
-    def latest_of(self, environments) -> dict[int, Snapshot]:
-        """Each environment's newest read, by environment id, in two queries however many
-        environments there are (along the `snapshot_latest` index); none for one never read."""
-        ids = [environment.pk for environment in environments]
-        if not ids:
-            return {}
+    def newest_ids(self, environments: models.QuerySet) -> models.QuerySet:
+        """`environments` (a queryset) annotated with `newest`: the id of each one's newest
+        read, found along the `snapshot_latest` index; None for one never read."""
         newest = (
             self.filter(environment=models.OuterRef("pk"))
             .order_by("-checked_at", "-id")
-            .values("id")[:1]
+            .values("id")
         )
-        wanted = Environment.objects.filter(pk__in=ids).annotate(newest=models.Subquery(newest))
+        return environments.annotate(newest=models.Subquery(newest[:1]))
+
+    def latest_of(self, environments) -> dict[int, Snapshot]:
+        """Each environment's newest read, by environment id, in two queries however many
+        environments there are; none for one never read."""
+        ids = [environment.pk for environment in environments]
+        if not ids:
+            return {}
+        wanted = self.newest_ids(Environment.objects.filter(pk__in=ids))
         found = self.filter(pk__in=wanted.values("newest"))
         return {snapshot.environment_id: snapshot for snapshot in found}
 
@@ -123,22 +128,21 @@ class DriftState(models.Model):
     CHECK_GIVES_UP = timedelta(minutes=15)
 
     @property
+    def unanswered(self) -> bool:
+        """A check was asked for after the last one stored."""
+        return self.requested_at is not None and (
+            self.checked_at is None or self.requested_at > self.checked_at
+        )
+
+    @property
     def checking(self) -> bool:
         """A check someone asked for has not finished yet (nor given up)."""
-        return (
-            self.requested_at is not None
-            and (self.checked_at is None or self.requested_at > self.checked_at)
-            and timezone.now() - self.requested_at < self.CHECK_GIVES_UP
-        )
+        return self.unanswered and timezone.now() - self.requested_at < self.CHECK_GIVES_UP
 
     @property
     def gave_up(self) -> bool:
         """The last check asked for never reported back."""
-        return (
-            self.requested_at is not None
-            and (self.checked_at is None or self.requested_at > self.checked_at)
-            and not self.checking
-        )
+        return self.unanswered and not self.checking
 
     def involving(self, slug: str, *, kinds=("schema", "expected", "unknown_revision")) -> list:
         return [f for f in self.findings if slug in f["environments"] and f["kind"] in kinds]

@@ -4,7 +4,6 @@ each environment, the time bucket, and the nav's approvals count."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -17,14 +16,8 @@ from environments.models import Snapshot
 
 def newest_reads(environments) -> list[tuple[int, int | None]]:
     """Each environment's newest read (its id), in one query along the snapshot index."""
-    newest = (
-        Snapshot.objects.filter(environment=OuterRef("pk"))
-        .order_by("-checked_at", "-id")
-        .values("id")[:1]
-    )
-    return list(
-        environments.annotate(newest=Subquery(newest)).order_by("pk").values_list("pk", "newest")
-    )
+    annotated = Snapshot.objects.newest_ids(environments)
+    return list(annotated.order_by("pk").values_list("pk", "newest"))
 
 
 def time_bucket() -> int:
