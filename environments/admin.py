@@ -1,8 +1,7 @@
-from django import forms
 from django.contrib import admin, messages
 
-from environments import approvals, notify, tokens, transitions
-from environments.core.database_urls import url_problem
+from environments import approvals, tokens, transitions
+from environments.forms import EnvironmentForm, ProjectForm
 from environments.models import (
     ApiToken,
     Approval,
@@ -14,57 +13,6 @@ from environments.models import (
     ProjectRole,
     Snapshot,
 )
-
-POLICY_FIELDS = [
-    "required_approvals",
-    "approver_group",
-    "requester_may_approve",
-    "backup_before_jobs",
-    "backup_required",
-    "keep_backups",
-    "promotion_from",
-    "promotion_min_hours",
-    "approval_expiry_hours",
-]
-
-
-class EnvironmentForm(forms.ModelForm):
-    """The URL is write-only: it is encrypted on save and never rendered back."""
-
-    url = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False),
-        help_text="SQLAlchemy URL. Stored encrypted; leave empty to keep the current one.",
-    )
-
-    class Meta:
-        model = Environment
-        fields = ["project", "name", "slug", "position", "url", "url_from_env", *POLICY_FIELDS]
-
-    def clean_url(self) -> str:
-        url = self.cleaned_data.get("url", "")
-        problem = url_problem(url) if url else None
-        if problem:
-            raise forms.ValidationError(problem)
-        return url
-
-    def clean(self):
-        data = super().clean()
-        has_stored = bool(self.instance.pk and self.instance.url_encrypted)
-        if not data.get("url") and not data.get("url_from_env") and not has_stored:
-            raise forms.ValidationError("Give the database URL, or the variable that holds it.")
-        return data
-
-    def save(self, commit: bool = True):
-        environment = super().save(commit=False)
-        if self.cleaned_data.get("url"):
-            environment.set_url(self.cleaned_data["url"])
-            environment.url_from_env = ""
-        elif self.cleaned_data.get("url_from_env"):
-            environment.url_encrypted = ""
-        if commit:
-            environment.save()
-        return environment
 
 
 class EnvironmentInline(admin.TabularInline):
@@ -81,55 +29,6 @@ class ProjectRoleInline(admin.TabularInline):
     extra = 0
     autocomplete_fields = ["user"]
     verbose_name = "role in this project"
-
-
-class ProjectForm(forms.ModelForm):
-    """The webhook URL is write-only too: Slack's carry their key in the path."""
-
-    webhook_url = forms.URLField(
-        required=False,
-        assume_scheme="https",
-        widget=forms.PasswordInput(render_value=False),
-        help_text="Job notifications (Slack-compatible JSON). Stored encrypted; leave empty to "
-        "keep the current one.",
-    )
-    clear_webhook = forms.BooleanField(required=False, help_text="Remove the webhook.")
-
-    class Meta:
-        model = Project
-        fields = [
-            "name",
-            "slug",
-            "alembic_ini",
-            "script_location",
-            "version_locations",
-            "recursive_version_locations",
-            "version_table",
-            "version_table_schema",
-            "multiple_heads",
-            "command",
-            "working_dir",
-            "url_env_var",
-            "webhook_url",
-            "clear_webhook",
-        ]
-
-    def clean_webhook_url(self) -> str:
-        url = self.cleaned_data.get("webhook_url", "")
-        problem = notify.webhook_host_problem(url) if url else None
-        if problem:
-            raise forms.ValidationError(problem)
-        return url
-
-    def save(self, commit: bool = True):
-        project = super().save(commit=False)
-        if self.cleaned_data.get("clear_webhook"):
-            project.set_webhook_url("")
-        elif self.cleaned_data.get("webhook_url"):
-            project.set_webhook_url(self.cleaned_data["webhook_url"])
-        if commit:
-            project.save()
-        return project
 
 
 @admin.register(Project)

@@ -17,8 +17,16 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.lib.badinput import whole_number
-from environments import approvals, dispatch, graphs, overviews, planning, reviews, transitions
+from environments import (
+    approvals,
+    dispatch,
+    forms,
+    graphs,
+    overviews,
+    planning,
+    reviews,
+    transitions,
+)
 from environments.models import Environment, Job, Project
 from environments.pages import lookup
 from environments.tokens import api_login_required
@@ -115,20 +123,10 @@ def job_create(request: HttpRequest, project_slug: str, env_slug: str, *, body: 
     environment = get_object_or_404(
         Environment.objects.select_related("project"), project__slug=project_slug, slug=env_slug
     )
-    backup = body.get("backup")
-    restore_from = None
-    backup_id = whole_number(body.get("restore_from"), "restore_from (a backup's number)")
-    if backup_id is not None:
-        restore_from = environment.backups.filter(pk=backup_id).first()
-    plan = {
-        "environment": environment,
-        "kind": _text(body, "kind"),
-        "target": _text(body, "target"),
-        "user": request.user,
-        "reason": _text(body, "reason"),
-        "restore_from": restore_from,
-        "take_backup": backup if isinstance(backup, bool) else None,
-    }
+    form = forms.job_request_from_api(body, environment)
+    if not form.is_valid():
+        return JsonResponse({"error": form.errors_sentence(), "code": "bad_request"}, status=400)
+    plan = {"user": request.user, **form.request()}
     try:
         if body.get("submit", True):
             job = approvals.job_request_and_submit(**plan)

@@ -1,69 +1,30 @@
 """Declarative registry: projects and environments from a TOML file, applied idempotently.
 
-The format is documented in README.md ("Configuration file"). Relative paths, including the
-path of a `sqlite:///relative.db` URL, resolve against the TOML file's folder.
+The format is documented in README.md ("Configuration file"). Each table is bound to the
+admin's own form (`forms.ProjectForm`, `forms.EnvironmentForm`), so the file and the admin
+accept the same values and refuse the rest with the same sentences; this module adds only what
+is the file's: its keys, TOML's types, paths relative to the file's folder (the path of a
+`sqlite:///relative.db` URL too), and environments named in `promotion_from`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError
+from django import forms
 from django.db import models, transaction
 from django.utils.text import slugify
 from sqlalchemy.engine import make_url
 
-from environments.core.database_urls import url_problem
-from environments.core.heads import HeadsPolicy
+from environments.forms import EnvironmentForm, ProjectForm, as_data, bound_data
 from environments.models import Environment, Project, UrlUnavailable
-from environments.notify import webhook_host_problem
 
-_PROJECT_KEYS = {
-    "name",
-    "slug",
-    "alembic_ini",
-    "script_location",
-    "version_locations",
-    "recursive_version_locations",
-    "version_table",
-    "version_table_schema",
-    "command",
-    "working_dir",
-    "url_env_var",
-    "webhook_url",
-    "multiple_heads",
-    "environment",
-}
-_ENVIRONMENT_KEYS = {
-    "name",
-    "slug",
-    "position",
-    "url",
-    "url_from_env",
-    "promotion_from",
-    # the approval and backup policy
-    "required_approvals",
-    "approver_group",
-    "requester_may_approve",
-    "backup_before_jobs",
-    "backup_required",
-    "keep_backups",
-    "promotion_min_hours",
-    "approval_expiry_hours",
-}
-_POLICY_BOOLS = ("requester_may_approve", "backup_before_jobs", "backup_required")
-_POLICY_COUNTS = {  # key: the least value allowed
-    "required_approvals": 0,
-    "keep_backups": 1,
-    "promotion_min_hours": 0,
-    "approval_expiry_hours": 1,
-}
+_PROJECT_TABLES = {"environment"}  # a project's keys beyond its form's fields
+_NOT_IN_FILE = {"project", "clear_webhook"}  # set by the file's structure, not by a key
+_PATHS = {"alembic_ini", "script_location", "working_dir"}  # relative to the file's folder
 
 
 class ConfigError(Exception):
@@ -99,143 +60,92 @@ def load(path: str | Path) -> tuple[dict, Path]:
     return document, file.resolve().parent
 
 
-def _path(value: object, base: Path, where: str) -> str:
-    if not isinstance(value, str) or not value:
+def _path(value: str, base: Path, where: str) -> str:
+    if not value:
         raise ConfigError(f"{where} must be a non-empty string.")
     candidate = Path(value).expanduser()
     return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
 
 
-def _url(value: object, base: Path, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where} must be a non-empty string.")
+def _sqlite_path(url: str, base: Path) -> str:
+    """A `sqlite:///relative.db` URL with its file resolved against the file's folder; any
+    other URL as written (the form says what is wrong with one that does not parse)."""
     try:
-        parsed = make_url(value)
+        parsed = make_url(url)
     except Exception:
-        raise ConfigError(f"{where} is not a valid database URL.") from None
-    problem = url_problem(value)
-    if problem:
-        raise ConfigError(f"{where}: {problem}")
+        return url
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         database = Path(parsed.database).expanduser()
         if not database.is_absolute():
             return parsed.set(database=str((base / database).resolve())).render_as_string(
                 hide_password=False
             )
-    return value
+    return url
+
+
+def _type_problem(field: forms.Field, value: object) -> str | None:
+    """What a TOML value should have been for `field`: TOML has types of its own, and a form,
+    made for text, would read the string 'no' as true or '3' as a number."""
+    if isinstance(field, forms.BooleanField):  # NullBooleanField too
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(field, forms.IntegerField):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return None if whole else "a whole number"
+    if isinstance(field, forms.JSONField):
+        strings = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        if field.required:
+            return None if strings and value else "a non-empty list of strings"
+        return None if strings else "a list of strings"
+    if isinstance(field, forms.ChoiceField) and not isinstance(field, forms.ModelChoiceField):
+        choices = [getattr(key, "value", key) for key, _ in field.choices if key != ""]
+        return None if value in choices else "one of " + ", ".join(map(repr, choices))
+    return None if isinstance(value, str) else "a string"
+
+
+def _fields(form_class, raw: dict, where: str, extra: set[str]) -> dict:
+    """The table's keys checked against the form's fields: none unknown, each of its type."""
+    known = set(form_class._meta.fields) - _NOT_IN_FILE
+    unknown = set(raw) - known - extra
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}.")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where} needs a name.")
+    for key in sorted(set(raw) & known):
+        problem = _type_problem(form_class.base_fields[key], raw[key])
+        if problem:
+            raise ConfigError(f"{where}.{key} must be {problem}.")
+    fields = {key: value for key, value in raw.items() if key in known}
+    fields["slug"] = raw.get("slug") or slugify(name)
+    return fields
 
 
 def _project_fields(raw: dict, base: Path, where: str) -> dict:
-    unknown = set(raw) - _PROJECT_KEYS
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}.")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"{where} needs a name.")
-    if "alembic_ini" not in raw and "script_location" not in raw:
-        raise ConfigError(f"{where} ({name}) needs alembic_ini or script_location.")
-    fields: dict[str, object] = {"name": name, "slug": raw.get("slug") or slugify(name)}
-    if "alembic_ini" in raw:
-        fields["alembic_ini"] = _path(raw["alembic_ini"], base, f"{where}.alembic_ini")
-    if "script_location" in raw:
-        fields["script_location"] = _path(raw["script_location"], base, f"{where}.script_location")
-    if "version_locations" in raw:
-        locations = raw["version_locations"]
-        if not isinstance(locations, list):
-            raise ConfigError(f"{where}.version_locations must be a list of paths.")
+    fields = _fields(ProjectForm, raw, where, _PROJECT_TABLES)
+    for key in _PATHS & set(fields):
+        fields[key] = _path(fields[key], base, f"{where}.{key}")
+    if "version_locations" in fields:
         fields["version_locations"] = [
-            _path(loc, base, f"{where}.version_locations") for loc in locations
+            _path(location, base, f"{where}.version_locations")
+            for location in fields["version_locations"]
         ]
-    if "recursive_version_locations" in raw:
-        if not isinstance(raw["recursive_version_locations"], bool):
-            raise ConfigError(f"{where}.recursive_version_locations must be true or false.")
-        fields["recursive_version_locations"] = raw["recursive_version_locations"]
-    for key in ("version_table", "version_table_schema", "url_env_var"):
-        if key in raw:
-            if not isinstance(raw[key], str):
-                raise ConfigError(f"{where}.{key} must be a string.")
-            fields[key] = raw[key]
-    if "command" in raw:
-        command = raw["command"]
-        if (
-            not isinstance(command, list)
-            or not command
-            or not all(isinstance(p, str) for p in command)
-        ):
-            raise ConfigError(f"{where}.command must be a non-empty list of strings.")
-        fields["command"] = command
-    if "working_dir" in raw:
-        fields["working_dir"] = _path(raw["working_dir"], base, f"{where}.working_dir")
-    if "multiple_heads" in raw:
-        choices = [policy.value for policy in HeadsPolicy]
-        if raw["multiple_heads"] not in choices:
-            raise ConfigError(
-                f"{where}.multiple_heads must be one of {', '.join(map(repr, choices))}."
-            )
-        fields["multiple_heads"] = raw["multiple_heads"]
-    if "webhook_url" in raw:
-        url = raw["webhook_url"]
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}.webhook_url must be an http:// or https:// URL.")
-        problem = webhook_host_problem(url)
-        if problem:
-            raise ConfigError(f"{where}.webhook_url: {problem}")
-        fields["webhook_url"] = url
     return fields
 
 
-def _environment_fields(raw: dict, base: Path, where: str, position: int) -> dict:
+def _environment_fields(raw: object, base: Path, where: str, position: int) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a [[project.environment]] table.")
-    unknown = set(raw) - _ENVIRONMENT_KEYS
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}.")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"{where} needs a name.")
-    has_url, has_env = "url" in raw, "url_from_env" in raw
-    if has_url == has_env:
-        raise ConfigError(f"{where} ({name}) needs exactly one of url or url_from_env.")
-    fields: dict[str, object] = {
-        "name": name,
-        "slug": raw.get("slug") or slugify(name),
-        "position": raw.get("position", position),
-        "url_from_env": raw.get("url_from_env", ""),
-    }
-    if not isinstance(fields["position"], int) or isinstance(fields["position"], bool):
-        raise ConfigError(f"{where}.position must be a whole number.")
-    if not isinstance(fields["url_from_env"], str) or (has_env and not fields["url_from_env"]):
+    variable = raw.get("url_from_env", "-")
+    if not isinstance(variable, str) or not variable:
         raise ConfigError(f"{where}.url_from_env must name an environment variable.")
-    if has_url:
-        fields["url"] = _url(raw["url"], base, f"{where}.url")
-    fields.update(_policy_fields(raw, where))
-    return fields
-
-
-def _policy_fields(raw: dict, where: str) -> dict:
-    fields: dict[str, object] = {}
-    for key in _POLICY_BOOLS:
-        if key in raw:
-            if not isinstance(raw[key], bool):
-                raise ConfigError(f"{where}.{key} must be true or false.")
-            fields[key] = raw[key]
-    for key, least in _POLICY_COUNTS.items():
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ConfigError(f"{where}.{key} must be a whole number of at least {least}.")
-            fields[key] = value
-    if "approver_group" in raw:
-        name = raw["approver_group"]
-        group = Group.objects.filter(name=name).first() if isinstance(name, str) else None
-        if name and group is None:
-            raise ConfigError(
-                f"{where}.approver_group: there is no group {name!r}. The roles are "
-                "viewer, developer, release_manager and admin; other groups are made in the admin."
-            )
-        fields["approver_group"] = group
-    if "promotion_from" in raw and not isinstance(raw["promotion_from"], str):
-        raise ConfigError(f"{where}.promotion_from must name another environment.")
+    fields = _fields(EnvironmentForm, raw, where, set())
+    fields.pop("promotion_from", None)  # a name, resolved once every environment exists
+    if ("url" in raw) == ("url_from_env" in raw):
+        raise ConfigError(f"{where} ({raw['name']}) needs exactly one of url or url_from_env.")
+    fields.setdefault("position", position)
+    fields.setdefault("url_from_env", "")
+    if "url" in fields:
+        fields["url"] = _sqlite_path(fields["url"], base)
     return fields
 
 
@@ -253,8 +163,7 @@ def apply(document: dict, base_dir: Path) -> ApplyReport:
                 raise ConfigError(f"{where} must be a table.")
             fields = _project_fields(raw, base_dir, where)
             _refuse_repeat(seen_projects, fields, where, "project", "in the file")
-            with _as_config_error(where):
-                project = _apply_project(fields, report)
+            project = _apply_project(fields, where, report)
             environments = raw.get("environment", [])
             if not isinstance(environments, list):
                 raise ConfigError(f"{where}.environment must be [[project.environment]] tables.")
@@ -268,8 +177,7 @@ def apply(document: dict, base_dir: Path) -> ApplyReport:
                 )
                 if "promotion_from" in env_raw:
                     promotions.append((env_fields["slug"], env_raw["promotion_from"], env_where))
-                with _as_config_error(env_where):
-                    _apply_environment(project, env_fields, report)
+                _apply_environment(project, env_fields, env_where, report)
             for slug, source, env_where in promotions:
                 _apply_promotion(project, slug, source, env_where, report)
     return report
@@ -289,16 +197,15 @@ def _refuse_repeat(seen: dict[str, str], fields: dict, where: str, what: str, sc
         seen[f"{key}:{fields[key]}"] = where
 
 
-@contextlib.contextmanager
-def _as_config_error(where: str) -> Iterator[None]:
-    """The model's own validation (lengths, slugs) said as a ConfigError naming the table."""
-    try:
-        yield
-    except ValidationError as exc:
-        details = " ".join(
-            f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
-        )
-        raise ConfigError(f"{where}: {details}") from None
+def _saved(form: forms.ModelForm, where: str, changed: bool) -> models.Model:
+    """The form's row, saved when `changed`; its first error said as a ConfigError naming the
+    table (and the key) otherwise, the same sentence the admin shows beside the field."""
+    if not form.is_valid():
+        field, errors = next(iter(form.errors.items()))
+        name = form.data.get("name", "")
+        place = f"{where} ({name})" if field == "__all__" else f"{where}.{field}"
+        raise ConfigError(f"{place}: {' '.join(errors)}")
+    return form.save() if changed else form.instance
 
 
 _WHERE = re.compile(r"^project #(\d+)(?: environment #(\d+))?(?:\.(\w+))?")
@@ -376,59 +283,59 @@ def _apply_promotion(
         ]
 
 
-def _apply_project(fields: dict, report: ApplyReport) -> Project:
+def _changes(instance: models.Model | None, form: forms.ModelForm, keys) -> list[str]:
+    """The keys whose values the bound form changes on `instance` (after `is_valid`)."""
+    if instance is None:
+        return []
+    before = {key: getattr(instance, key) for key in keys}
+    form.is_valid()  # assigns the cleaned values to form.instance
+    cleaned = form.cleaned_data
+    return [key for key in keys if key in cleaned and getattr(form.instance, key) != before[key]]
+
+
+def _apply_project(fields: dict, where: str, report: ApplyReport) -> Project:
     webhook = fields.pop("webhook_url", None)
     project = Project.objects.filter(slug=fields["slug"]).first()
-    if project is None:
-        project = Project(**fields)
-        project.set_webhook_url(webhook or "")
-        project.full_clean()
-        project.save()
-        report.created.append(f"project {project.name}")
-        return project
-    changed = [key for key, value in fields.items() if getattr(project, key) != value]
-    stored = project.webhook_url() if project.webhook_url_encrypted else None
+    data = bound_data(ProjectForm, project or Project()) | as_data(ProjectForm, fields)
+    stored = project.webhook_url() if project and project.webhook_url_encrypted else None
     if stored != webhook:
-        project.set_webhook_url(webhook or "")
+        data |= {"webhook_url": webhook or "", "clear_webhook": not webhook}
+    new = project is None
+    form = ProjectForm(data, instance=project)
+    changed = _changes(project, form, list(fields))
+    if stored != webhook and not new:
         changed.append("webhook_url")
-    if changed:
-        for key in changed:
-            if key in fields:
-                setattr(project, key, fields[key])
-        project.full_clean()
-        project.save()
+    project = _saved(form, where, changed=new or bool(changed))
+    if new:
+        report.created.append(f"project {project.name}")
+    elif changed:
         report.updated.append(f"project {project.name}: {', '.join(changed)}")
     else:
         report.unchanged.append(f"project {project.name}")
     return project
 
 
-def _apply_environment(project: Project, fields: dict, report: ApplyReport) -> None:
+def _apply_environment(project: Project, fields: dict, where: str, report: ApplyReport) -> None:
     url = fields.pop("url", None)
     environment = Environment.objects.filter(project=project, slug=fields["slug"]).first()
     label = f"environment {project.name}/{fields['name']}"
+    data = bound_data(EnvironmentForm, environment or Environment(project=project))
+    data |= as_data(EnvironmentForm, fields) | {"project": project.pk}
+    url_changed = False
+    if url is not None and (environment is None or _stored_url(environment) != url):
+        data["url"], url_changed = url, True
+    elif url is None and environment is not None and environment.url_encrypted:
+        url_changed = True  # the file names a variable now: the form forgets the stored URL
+    form = EnvironmentForm(data, instance=environment)
+    changed = _changes(environment, form, list(fields)) + (["url"] if url_changed else [])
     if environment is None:
-        environment = Environment(project=project, **fields)
-        if url:
-            environment.set_url(url)
-        environment.full_clean()
-        environment.save()
+        _saved(form, where, changed=True)
         report.created.append(label)
-        return
-    changed = [key for key, value in fields.items() if getattr(environment, key) != value]
-    for key in changed:
-        setattr(environment, key, fields[key])
-    if url is not None and _stored_url(environment) != url:
-        environment.set_url(url)
-        changed.append("url")
-    elif url is None and environment.url_encrypted:
-        environment.url_encrypted = ""
-        changed.append("url")
-    if changed:
-        environment.full_clean()
-        environment.save()
+    elif changed:
+        _saved(form, where, changed=True)
         report.updated.append(f"{label}: {', '.join(changed)}")
     else:
+        _saved(form, where, changed=False)
         report.unchanged.append(label)
 
 

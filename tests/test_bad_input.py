@@ -13,8 +13,8 @@ from django.urls import reverse
 
 from dashboard.lib import secretbox
 from environments import planning, reads
-from environments.admin import EnvironmentForm
 from environments.core.database_urls import AMBIGUOUS_URL
+from environments.forms import EnvironmentForm
 from environments.models import ApiToken, AuditEvent, Environment, Job
 from tests.conftest import env
 
@@ -135,7 +135,7 @@ PROJECT = '[[project]]\nname = "inventory"\nscript_location = "m"\n'
         ),
         (
             '[[project]]\nname = "inventory"\nslug = "not a slug"\nscript_location = "m"\n',
-            "retort.toml line 1: project #1: slug: Enter a valid “slug” consisting of letters, "
+            "retort.toml line 3: project #1.slug: Enter a valid “slug” consisting of letters, "
             "numbers, underscores or hyphens.",
         ),
         (

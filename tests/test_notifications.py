@@ -241,8 +241,8 @@ def test_a_closed_port_and_a_silent_one_read_the_same(closed_port, silent_server
 
 @pytest.mark.django_db
 def test_the_allow_list_refuses_other_hosts_everywhere(settings, policed, tmp_path):
-    from environments.admin import ProjectForm
     from environments.configfile import ConfigError, apply
+    from environments.forms import ProjectForm
 
     settings.RETORT_WEBHOOK_HOSTS = ["hooks.slack.com"]
     internal = "http://169.254.169.254/latest/meta-data"

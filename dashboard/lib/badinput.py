@@ -50,18 +50,3 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if isinstance(exception, BadRequest) and exception.args:
         return refuse(request, str(exception))
     return refuse(request, "The request could not be understood.")
-
-
-def whole_number(value: object, what: str) -> int | None:
-    """`value` as a positive whole number (None when empty); BadRequest naming `what` else."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, bool):
-        raise BadRequest(f"{what} must be a whole number.")
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise BadRequest(f"{what} must be a whole number, not {str(value)[:40]!r}.") from None
-    if not 0 < number < 2**63:
-        raise BadRequest(f"{what} must be a positive whole number.")
-    return number

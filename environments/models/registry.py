@@ -96,7 +96,10 @@ class Project(AuditedModel):
 
     def clean(self) -> None:
         if not self.alembic_ini and not self.script_location:
-            raise ValidationError("Give the path to alembic.ini, or a script_location.")
+            raise ValidationError(
+                "A project needs alembic_ini or script_location: the path to its alembic.ini, "
+                "or the folder of its scripts."
+            )
         if not isinstance(self.command, list) or not all(isinstance(p, str) for p in self.command):
             raise ValidationError({"command": "The command must be a list of strings."})
         if not isinstance(self.version_locations, list):

@@ -10,8 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib import live
-from dashboard.lib.badinput import whole_number
-from environments import approvals, overviews, planning, reviews, roles, transitions
+from environments import approvals, forms, overviews, planning, reviews, roles, transitions
 from environments.models import Approval, Environment, Job
 from environments.pages import environments_page, live_parts, lookup
 
@@ -20,25 +19,11 @@ from environments.pages import environments_page, live_parts, lookup
 @login_required
 def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpResponse:
     environment = lookup.get_environment(project_slug, env_slug)
-    kind = request.POST.get("kind", "")
-    target = (request.POST.get("target_text") or request.POST.get("target") or "").strip()
-    restore_from = None
-    if kind == Job.Kind.RESTORE:
-        backup_id = whole_number(request.POST.get("backup"), "The backup")
-        restore_from = environment.backups.filter(pk=backup_id).first() if backup_id else None
-    take_backup = None
-    if request.POST.get("backup_choice"):
-        take_backup = request.POST.get("take_backup") == "on"
+    form = forms.job_request_from_page(request.POST, environment)
     try:
-        job = planning.job_request(
-            environment=environment,
-            kind=kind,
-            target=target,
-            user=request.user,
-            reason=request.POST.get("reason", "").strip(),
-            restore_from=restore_from,
-            take_backup=take_backup,
-        )
+        if not form.is_valid():
+            raise transitions.Refused(form.errors_sentence())  # no code: a 400
+        job = planning.job_request(user=request.user, **form.request())
     except transitions.Refused as exc:
         card = overviews.environment_card(environment=environment, refresh=False)
         detail = overviews.environment_detail_build(card=card)
@@ -46,11 +31,11 @@ def job_new(request: HttpRequest, project_slug: str, env_slug: str) -> HttpRespo
         context |= environments_page.job_offer(environment, detail.index, request.user)
         # the form as it was sent, so nothing typed is lost
         context["job_form"] = {
-            "kind": kind,
+            "kind": form.data["kind"],
             "target": request.POST.get("target", ""),
             "target_text": request.POST.get("target_text", ""),
             "reason": request.POST.get("reason", ""),
-            "take_backup": take_backup,
+            "take_backup": form.data["take_backup"],
         }
         return render(
             request,

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
-from environments import approvals, transitions
+from environments import approvals, forms, transitions
 from environments.models import Environment, Job
 
 
@@ -48,19 +48,11 @@ class Command(BaseCommand):
                 f"No environment {options['environment']!r} in project {options['project']!r}.",
                 returncode=2,
             )
-        restore_from = None
-        if options["backup"] is not None:
-            restore_from = environment.backups.filter(pk=options["backup"]).first()
+        form = forms.job_request_from_cli(options, environment)
+        if not form.is_valid():
+            raise CommandError(form.errors_sentence(), returncode=2)
         try:
-            job = approvals.job_request_and_submit(
-                environment=environment,
-                kind=options["kind"],
-                target=options["target"],
-                user=user,
-                reason=options["reason"],
-                restore_from=restore_from,
-                take_backup=False if options["no_backup"] else None,
-            )
+            job = approvals.job_request_and_submit(user=user, **form.request())
         except transitions.Refused as exc:
             raise CommandError(str(exc), returncode=1) from None
         if not options["wait"]:
