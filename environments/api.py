@@ -21,7 +21,7 @@ from environments import (
     approvals,
     dispatch,
     forms,
-    graphs,
+    graph_view,
     overviews,
     planning,
     reviews,
@@ -216,10 +216,10 @@ def api_status(request: HttpRequest) -> JsonResponse:
 def api_graph(request: HttpRequest, project_slug: str) -> JsonResponse:
     project = get_object_or_404(Project, slug=project_slug)
     expand = request.GET.getlist("expand")
-    view = graphs.graph_build(
+    view = graph_view.graph_build(
         project=project,
         environment_slug=request.GET.get("env") or None,
         expand=expand,
         read=request.GET.get("read", "1") != "0",
     )
-    return JsonResponse(graphs.graph_json(view))
+    return JsonResponse(graph_view.graph_json(view))

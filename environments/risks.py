@@ -11,7 +11,7 @@ Two sources, one list per plan, shown beside each revision on the job page and t
 
 from __future__ import annotations
 
-from environments import graphs
+from environments import revision_analysis
 from environments.core.findings import IRREVERSIBLE_DOWNGRADE, Touch
 from environments.core.scripts import ScriptIndex
 from environments.models import DriftState, Environment, Job
@@ -48,7 +48,7 @@ def file_risks(index: ScriptIndex, revisions: list[str], kind: str) -> list[dict
         revision = index.revisions.get(revision_id)
         if revision is None:
             continue
-        result = graphs.revision_findings(revision)
+        result = revision_analysis.revision_findings(revision)
         if isinstance(result, str):
             found.append({"revision": revision_id, "severity": "warning", "detail": result})
             continue
@@ -56,7 +56,7 @@ def file_risks(index: ScriptIndex, revisions: list[str], kind: str) -> list[dict
             runs = finding.function == kind
             undo = kind == Job.Kind.UPGRADE and finding.kind == IRREVERSIBLE_DOWNGRADE
             if runs or undo:
-                found.append({"revision": revision_id, **graphs.finding_dict(finding)})
+                found.append({"revision": revision_id, **revision_analysis.finding_dict(finding)})
     return found
 
 
@@ -75,7 +75,7 @@ def drift_risks(
     found: dict[tuple[str, str], dict] = {}
     for revision_id in revisions:
         revision = index.revisions.get(revision_id)
-        touched = graphs.revision_touches(revision) if revision is not None else []
+        touched = revision_analysis.revision_touches(revision) if revision is not None else []
         if isinstance(touched, str):
             continue  # the file's own risks already say it cannot be read
         for touch in touched:

@@ -32,7 +32,7 @@ def approvals_live(request: HttpRequest) -> HttpResponse:
         key,
         lambda: render(
             request,
-            "environments/_approval_requests.html",
+            "environments/approvals.html#requests",
             _approval_requests(request.user, stored=True, key=key),
         ),
     )

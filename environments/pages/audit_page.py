@@ -35,7 +35,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "chain": audit_chain.audit_verify_incremental(),
     }
-    template = "environments/_audit_results.html" if request.htmx else "environments/audit.html"
+    template = "environments/audit.html#results" if request.htmx else "environments/audit.html"
     return render(request, template, context)
 
 

@@ -31,7 +31,7 @@ def project_drift(request: HttpRequest, project_slug: str) -> HttpResponse:
         return live.live_response(
             request,
             context["live_key"],
-            lambda: render(request, "environments/_drift_body.html", context),
+            lambda: render(request, "environments/drift.html#body", context),
             final=not page.checking,
         )
     return render(request, "environments/drift.html", context)

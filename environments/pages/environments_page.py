@@ -17,7 +17,9 @@ from environments.pages import lookup
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
     built = overviews.overview_build(projects=lookup.projects_named())
-    template = "environments/_projects.html" if request.htmx else "environments/overview.html"
+    template = (
+        "environments/overview.html#projects" if request.htmx else "environments/overview.html"
+    )
     return render(request, template, {"overviews": built, "single_project": False})
 
 
@@ -28,7 +30,9 @@ def project_detail(request: HttpRequest, project_slug: str) -> HttpResponse:
     if not projects:
         get_object_or_404(Project, slug=project_slug)
     built = overviews.overview_build(projects=projects)
-    template = "environments/_projects.html" if request.htmx else "environments/overview.html"
+    template = (
+        "environments/overview.html#projects" if request.htmx else "environments/overview.html"
+    )
     return render(request, template, {"overviews": built, "single_project": True})
 
 
@@ -50,7 +54,7 @@ def environment_refresh(request: HttpRequest, project_slug: str, env_slug: str) 
     card = overviews.environment_card(environment=environment, refresh=True)
     if not request.htmx:
         return redirect(environment)
-    return render(request, "environments/_environment_card.html", {"card": card})
+    return render(request, "environments/overview.html#card", {"card": card})
 
 
 def job_offer(environment: Environment, index: ScriptIndex | None, user) -> dict:

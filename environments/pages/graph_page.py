@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from environments import graphs
+from environments import graph_view
 from environments.models import Project
 
 
@@ -30,7 +30,7 @@ def _graph_urls(project: Project, request: HttpRequest):
 def project_graph(request: HttpRequest, project_slug: str) -> HttpResponse:
     project = get_object_or_404(Project, slug=project_slug)
     node_url, expand_url = _graph_urls(project, request)
-    view = graphs.graph_build(
+    view = graph_view.graph_build(
         project=project,
         environment_slug=request.GET.get("env") or None,
         query=request.GET.get("q", ""),
@@ -45,8 +45,8 @@ def project_graph(request: HttpRequest, project_slug: str) -> HttpResponse:
 @login_required
 def revision_panel(request: HttpRequest, project_slug: str, revision: str) -> HttpResponse:
     project = get_object_or_404(Project, slug=project_slug)
-    panel = graphs.revision_panel_build(project=project, revision_id=revision)
+    panel = graph_view.revision_panel_build(project=project, revision_id=revision)
     if panel is None:
         raise Http404("The scripts have no such revision.")
-    template = "environments/_revision_panel.html" if request.htmx else "environments/revision.html"
+    template = "environments/revision.html#panel" if request.htmx else "environments/revision.html"
     return render(request, template, {"panel": panel, "project": project})

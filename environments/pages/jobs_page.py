@@ -125,7 +125,7 @@ def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
         key,
         lambda: render(
             request,
-            "environments/_job_live.html",
+            "environments/job_detail.html#live",
             _job_page(job, request.user, stored=True, key=key) | {"oob_nav": True},
         ),
         final=job.is_finished,

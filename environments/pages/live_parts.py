@@ -35,5 +35,5 @@ def nav_live(request: HttpRequest) -> HttpResponse:
     return live.live_response(
         request,
         context["nav_key"],
-        lambda: render(request, "_nav_approvals.html", context),
+        lambda: render(request, "base.html#nav-approvals", context),
     )

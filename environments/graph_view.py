@@ -1,72 +1,24 @@
-"""The revision graph of a project, with every environment's position on it."""
+"""The graph page's view-model (and the JSON API's): a project's revision graph with every
+environment's position on it, and the panel of one revision. The layout and the SVG are the
+core's (`core/graph.py`, `core/svg.py`); the htmx attributes that open a panel are added here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.utils.html import format_html
 
-from environments import reads, source_html
+from environments import reads, revision_analysis, source_html
 from environments.core import findings as core_findings
 from environments.core import graph as core_graph
 from environments.core import svg
 from environments.core.heads import HeadsVerdict
-from environments.core.revision_files import FileCache, too_large
 from environments.core.revision_headers import RevisionFile
 from environments.core.scripts import ScriptIndex
 from environments.models import Environment, Project, Snapshot
 
-_findings_cache = FileCache()
-_touches_cache = FileCache()
 _SHOWN_CHARACTERS = 60_000  # of a function's source in the revision panel
-
-
-def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | str:
-    """Static findings of one revision file, cached by size and mtime; a sentence on failure."""
-    return _static_read(revision, _findings_cache, core_findings.analyze)
-
-
-def revision_touches(revision: RevisionFile) -> list[core_findings.Touch] | str:
-    """The tables and columns a revision file creates, alters or drops; a sentence on failure."""
-    return _static_read(revision, _touches_cache, core_findings.touches)
-
-
-def _static_read(revision: RevisionFile, cache: FileCache, read):
-    """`read(source)` of a revision file (parsed, never run), kept while the file is unchanged;
-    a sentence when the file cannot be read, is too large, or cannot be parsed."""
-    path = revision.path
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        return f"{path.name} cannot be read: {exc.strerror}"
-    oversized = too_large(stat.st_size, settings.RETORT_MAX_REVISION_BYTES)
-    if oversized:
-        return f"{path.name} {oversized}."
-
-    def compute():
-        try:
-            return read(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            return f"{path.name} could not be analysed: {exc}"
-
-    return cache.get_or_compute(path, stat.st_size, stat.st_mtime_ns, compute)
-
-
-def finding_dict(finding: core_findings.Finding) -> dict[str, object]:
-    return asdict(finding) | {"severity": finding.severity}
-
-
-def destructive_revisions(index: ScriptIndex) -> frozenset[str]:
-    flagged = set()
-    for revision in index.revisions.values():
-        found = revision_findings(revision)
-        if isinstance(found, list) and any(
-            f.function == "upgrade" and f.severity == "danger" for f in found
-        ):
-            flagged.add(revision.revision)
-    return frozenset(flagged)
 
 
 def search(index: ScriptIndex, query: str) -> list[str]:
@@ -160,7 +112,7 @@ def graph_build(
             view.pending = frozenset(snapshot.pending)
             view.applied = frozenset(index.applied(known)) if known else frozenset()
     view.matches = search(index, query)
-    view.flagged = destructive_revisions(index)
+    view.flagged = revision_analysis.destructive_revisions(index)
     view.layout = core_graph.layout(
         index,
         markers=view.markers,
@@ -208,7 +160,7 @@ def graph_json(view: GraphView) -> dict[str, object]:
             )
             continue
         revision = index.revisions[node.id]
-        found = revision_findings(revision)
+        found = revision_analysis.revision_findings(revision)
         nodes.append(
             {
                 "id": node.id,
@@ -232,7 +184,9 @@ def graph_json(view: GraphView) -> dict[str, object]:
                     if node.id in view.applied
                     else None
                 ),
-                "findings": [finding_dict(f) for f in found] if isinstance(found, list) else [],
+                "findings": [revision_analysis.finding_dict(f) for f in found]
+                if isinstance(found, list)
+                else [],
             }
         )
     return {
@@ -295,7 +249,7 @@ def revision_panel_build(*, project: Project, revision_id: str) -> RevisionPanel
             pending_in.append(environment.name)
         elif snapshot.heads and revision_id in index.applied(snapshot.heads):
             applied_in.append(environment.name)
-    found = revision_findings(revision)
+    found = revision_analysis.revision_findings(revision)
     try:
         sources = (
             core_findings.function_sources(revision.path.read_bytes())
