@@ -121,9 +121,9 @@ def summarize(overviews: Sequence[overviews.ProjectOverview]) -> tuple[Counter[s
     pending = []
     for overview in overviews:
         for card in overview.cards:
-            assert card.snapshot is not None
-            statuses[card.snapshot.status] += 1
-            pending.append(len(card.snapshot.pending))
+            assert card.state is not None
+            statuses[card.state.status] += 1
+            pending.append(len(card.state.pending))
     return statuses, pending
 
 

@@ -426,7 +426,7 @@ def overview_figures(
         ),
         Figure(
             f"2e. Part of 2a: `environments_read()` of the {ENVIRONMENTS} (its index check, "
-            "the parallel reads, the snapshot insert)",
+            "the parallel reads, the state update)",
             _spread(parts.environments_read),
         ),
         Figure(
@@ -450,7 +450,7 @@ def overview_note(warm: OverviewRun, stamping: str) -> str:
         f"{stamping}). Each timed call is "
         '`overview_build(projects=Project.objects.prefetch_related("environments__project"))` '
         "with a fresh queryset: the registry query, the script index check, the parallel reads "
-        "and the snapshot inserts into the dashboard database (PostgreSQL). Reads run as the "
+        "and the state updates in the dashboard database (PostgreSQL). Reads run as the "
         "dashboard's do, with `RETORT_READ_KEEPALIVE` "
         f"{settings.RETORT_READ_KEEPALIVE:g} s: each PostgreSQL read goes through the idle "
         "session the previous call kept (pinged, then Alembic's version-table query, every "
@@ -651,7 +651,7 @@ def job_figures(f: JobFigures) -> list[Figure]:
         ),
         Figure(
             "7c. Retort: `execution.job_run(job_id=…)`, the worker task's body, in process "
-            "(lock, re-reads, backup + verification, alembic, snapshot, recording, prune)",
+            "(lock, re-reads, backup + verification, alembic, state re-read, recording, prune)",
             f"{_spread_s(f.retort)}; backup {_mb(median(lambda r: r.retort.backup_size))}; "
             f"every job `succeeded` at head",
         ),
@@ -688,7 +688,7 @@ def job_figures(f: JobFigures) -> list[Figure]:
             f"{part('backup_rest')}, start (claim, audit) {part('start')}, advisory lock "
             f"{part('lock')}, version re-reads ×2 {part('read_heads')}, log + lock release "
             f"+ heartbeat stop {part('run_rest')}, finish (status, audit) {part('finish')}, "
-            f"prune {part('prune')}, snapshot re-read {part('snapshot')}",
+            f"prune {part('prune')}, state re-read {part('snapshot')}",
         ),
         Figure(
             "7i. Retort's extra time over direct, per round (`job_run` − direct)",
@@ -714,7 +714,7 @@ def job_figures(f: JobFigures) -> list[Figure]:
             f"`Verified:` → `Backup written` (SHA-256, fsync, rename) "
             f"{phase('sha256_publish')}; `Running pg_dump` → `Backup #` {phase('backup')}; "
             f"`$ python -m alembic …` → `Done:` {phase('alembic')}; `Done:` → finished_at "
-            f"(snapshot re-read, status) {phase('after')}; {f.rounds[0].retort.log_lines} log "
+            f"(state re-read, status) {phase('after')}; {f.rounds[0].retort.log_lines} log "
             "lines per job",
         ),
         Figure(

@@ -122,7 +122,6 @@ RETORT_READ_WORKERS = int(env_float("RETORT_READ_WORKERS", 16))
 # the next one (the overview re-reads every 30 s); 0 closes each connection after its read.
 RETORT_READ_KEEPALIVE = env_float("RETORT_READ_KEEPALIVE", 60.0)
 # Reads older than this are pruned by the scheduled refresh (each environment keeps its latest).
-RETORT_SNAPSHOT_DAYS = env_float("RETORT_SNAPSHOT_DAYS", 30.0)
 # A revision file (or a module a header names) larger than this has only its header read.
 RETORT_MAX_REVISION_BYTES = int(env_float("RETORT_MAX_REVISION_BYTES", 1_000_000))
 

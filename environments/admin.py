@@ -6,12 +6,13 @@ from environments.models import (
     ApiToken,
     Approval,
     AuditEvent,
+    CurrentState,
     Environment,
     Job,
     Notification,
     Project,
     ProjectRole,
-    Snapshot,
+    StateChange,
 )
 
 
@@ -47,11 +48,11 @@ class EnvironmentAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
 
 
-@admin.register(Snapshot)
-class SnapshotAdmin(admin.ModelAdmin):
-    list_display = ["environment", "status", "checked_at", "duration_ms"]
+@admin.register(CurrentState)
+class CurrentStateAdmin(admin.ModelAdmin):
+    list_display = ["environment", "status", "checked_at", "changed_at", "duration_ms"]
     list_filter = ["status", "environment__project"]
-    readonly_fields = [f.name for f in Snapshot._meta.fields]
+    readonly_fields = [f.name for f in CurrentState._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -154,3 +155,9 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["seq", "created_at", "actor_name", "action", "project_name", "environment_name"]
     list_filter = ["action", "actor_kind"]
     search_fields = ["actor_name", "project_name", "environment_name"]
+
+
+@admin.register(StateChange)
+class StateChangeAdmin(ReadOnlyAdmin):
+    list_display = ["at", "environment", "from_status", "status", "job", "out_of_band"]
+    list_filter = ["status", "out_of_band", "environment__project"]

@@ -204,9 +204,9 @@ def api_status(request: HttpRequest) -> JsonResponse:
             {"error": f"No environment {env_filter!r}.", "code": "not_found"}, status=404
         )
     rows = [
-        card.snapshot.as_status_dict() | overview.heads_dict()
+        card.state.as_status_dict() | overview.heads_dict()
         for overview, card in cards
-        if card.snapshot is not None
+        if card.state is not None
     ]
     return JsonResponse(rows, safe=False)
 

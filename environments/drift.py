@@ -25,7 +25,7 @@ from environments.audit import audit_record
 from environments.core import schema as core_schema
 from environments.core.database_urls import sync_url
 from environments.core.scripts import ScriptIndex
-from environments.models import DriftState, Environment, Project, Snapshot, UrlUnavailable
+from environments.models import CurrentState, DriftState, Environment, Project, UrlUnavailable
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class MatrixRow:
 class DriftReport:
     project: Project
     environments: list[Environment]
-    snapshots: dict[int, Snapshot]
+    states: dict[int, CurrentState]
     rows: list[MatrixRow] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     schemas_compared: list[tuple[str, str]] = field(default_factory=list)
@@ -90,8 +90,8 @@ def _ids(revisions: list[str], limit: int = 12) -> str:
     return shown + (f" and {len(revisions) - limit} more" if len(revisions) > limit else "")
 
 
-def _applied(index: ScriptIndex, snapshot: Snapshot) -> set[str]:
-    known = [head for head in snapshot.heads if index.knows(head)]
+def _applied(index: ScriptIndex, state: CurrentState) -> set[str]:
+    known = [head for head in state.heads if index.knows(head)]
     return set(index.applied(known)) if known else set()
 
 
@@ -106,22 +106,22 @@ def drift_build(
     with the one its migrations build (built here, or kept from an earlier build); "off"
     skips that. The CLI and the workers' checks call this; pages show what a check stored."""
     environments = list(project.environments.select_related("project").order_by("position", "name"))
-    snapshots = reads.environments_read(environments=environments)
-    report = DriftReport(project=project, environments=environments, snapshots=snapshots)
+    states = reads.environments_read(environments=environments)
+    report = DriftReport(project=project, environments=environments, states=states)
     index, error = project.load_scripts()
     if index is None or index.revision_map is None:
         report.index_error = error or (index.fatal if index else "the scripts cannot be read")
         return report
     readable = []
     for environment in environments:
-        snapshot = snapshots[environment.pk]
-        if snapshot.is_read_failure:
+        state = states[environment.pk]
+        if state.is_read_failure:
             report.findings.append(
-                Finding("unreadable", [environment.slug], environment.name, snapshot.error)
+                Finding("unreadable", [environment.slug], environment.name, state.error)
             )
         else:
             readable.append(environment)
-    applied = {e.pk: _applied(index, snapshots[e.pk]) for e in readable}
+    applied = {e.pk: _applied(index, states[e.pk]) for e in readable}
     _matrix(report, index, applied)
     _revision_findings(report, index, readable, applied)
     if schemas:
@@ -173,7 +173,7 @@ def _revision_findings(
                 )
             )
     for environment in readable:
-        unknown = list(report.snapshots[environment.pk].unknown)
+        unknown = list(report.states[environment.pk].unknown)
         if unknown:
             report.findings.append(
                 Finding(
@@ -205,7 +205,7 @@ def _schema_findings(
 ) -> None:
     pairs = []
     for a, b in combinations(readable, 2):
-        same_revision = sorted(report.snapshots[a.pk].heads) == sorted(report.snapshots[b.pk].heads)
+        same_revision = sorted(report.states[a.pk].heads) == sorted(report.states[b.pk].heads)
         if not same_revision:
             continue
         dialects = {_dialect(a), _dialect(b)}
@@ -215,11 +215,7 @@ def _schema_findings(
     with_expected = (
         []
         if expected == "off"
-        else [
-            e
-            for e in readable
-            if report.snapshots[e.pk].heads and not report.snapshots[e.pk].unknown
-        ]
+        else [e for e in readable if report.states[e.pk].heads and not report.states[e.pk].unknown]
     )
     needed = {e.pk: e for pair in pairs for e in pair} | {e.pk: e for e in with_expected}
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(needed)))) as pool:
@@ -260,7 +256,7 @@ def _schema_findings(
 
 
 def _expected_findings(report: DriftReport, environment: Environment, live) -> None:
-    heads = list(report.snapshots[environment.pk].heads)
+    heads = list(report.states[environment.pk].heads)
     built = expected_schemas.build(environment=environment, heads=heads, dialect=live.dialect)
     if built.error:
         report.findings.append(

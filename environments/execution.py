@@ -279,11 +279,11 @@ def job_run(*, job_id: int) -> Job | None:
         except Exception as exc:  # noqa: BLE001 - a job must never stay "running"
             status, error, exit_code = Job.Status.FAILED, f"Retort error: {exc}", None
             log.add(f"FAILED: Retort error: {exc}")
-    _snapshot_after(job, log)
+    _read_after(job, log)
     return _finish(job, status=status, error=error, exit_code=exit_code, heads=heads)
 
 
-def _snapshot_after(job: Job, log: JobLog) -> None:
+def _read_after(job: Job, log: JobLog) -> None:
     """Read the environment again before the job ends, so the overview shows the new state
     and the change it finds is recorded as this job's (it is still `running`)."""
     close_old_connections()

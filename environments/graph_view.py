@@ -16,7 +16,7 @@ from environments.core import svg
 from environments.core.heads import HeadsVerdict
 from environments.core.revision_headers import RevisionFile
 from environments.core.scripts import ScriptIndex
-from environments.models import Environment, Project, Snapshot
+from environments.models import CurrentState, Environment, Project
 
 _SHOWN_CHARACTERS = 60_000  # of a function's source in the revision panel
 
@@ -43,7 +43,7 @@ class GraphView:
     index: ScriptIndex | None
     index_error: str | None
     environments: list[Environment]
-    snapshots: dict[int, Snapshot]
+    states: dict[int, CurrentState]
     selected: Environment | None = None
     layout: core_graph.Layout | None = None
     svg: str = ""
@@ -57,8 +57,8 @@ class GraphView:
     heads: HeadsVerdict | None = None  # whether several heads are intended
 
     @property
-    def selected_snapshot(self) -> Snapshot | None:
-        return self.snapshots.get(self.selected.pk) if self.selected else None
+    def selected_state(self) -> CurrentState | None:
+        return self.states.get(self.selected.pk) if self.selected else None
 
 
 def _panel_opener(node_url: Callable[[str], str]) -> Callable[[str], str]:
@@ -88,28 +88,28 @@ def graph_build(
     index, error = project.load_scripts()
     environments = list(project.environments.all())
     if read:
-        snapshots = reads.environments_read(environments=environments)
+        states = reads.environments_read(environments=environments)
     else:
-        snapshots = Snapshot.objects.latest_of(environments)
-        snapshots = {pk: snap for pk, snap in snapshots.items() if snap is not None}
-    view = GraphView(project, index, error, environments, snapshots, query=query)
+        states = CurrentState.objects.of(environments)
+        states = {pk: snap for pk, snap in states.items() if snap is not None}
+    view = GraphView(project, index, error, environments, states, query=query)
     if index is None or index.revision_map is None:
         view.index_error = error or (index.fatal if index else None)
         return view
     view.heads = project.heads_verdict(index)
     pending_anywhere: set[str] = set()
     for environment in environments:
-        snapshot = snapshots.get(environment.pk)
-        if snapshot is None:
+        state = states.get(environment.pk)
+        if state is None:
             continue
-        known = tuple(head for head in snapshot.heads if index.knows(head))
+        known = tuple(head for head in state.heads if index.knows(head))
         if known:
             view.markers[environment.name] = known
-        pending_anywhere.update(snapshot.pending)
+        pending_anywhere.update(state.pending)
         if environment.slug == environment_slug:
             view.selected = environment
-            view.unknown = list(snapshot.unknown)
-            view.pending = frozenset(snapshot.pending)
+            view.unknown = list(state.unknown)
+            view.pending = frozenset(state.pending)
             view.applied = frozenset(index.applied(known)) if known else frozenset()
     view.matches = search(index, query)
     view.flagged = revision_analysis.destructive_revisions(index)
@@ -238,16 +238,16 @@ def revision_panel_build(*, project: Project, revision_id: str) -> RevisionPanel
     )
     at_revision, applied_in, pending_in = [], [], []
     environments = list(project.environments.all())
-    snapshots = Snapshot.objects.latest_of(environments)
+    states = CurrentState.objects.of(environments)
     for environment in environments:
-        snapshot = snapshots.get(environment.pk)
-        if snapshot is None or snapshot.unknown:
+        state = states.get(environment.pk)
+        if state is None or state.unknown:
             continue
-        if revision_id in snapshot.heads:
+        if revision_id in state.heads:
             at_revision.append(environment.name)
-        if revision_id in snapshot.pending:
+        if revision_id in state.pending:
             pending_in.append(environment.name)
-        elif snapshot.heads and revision_id in index.applied(snapshot.heads):
+        elif state.heads and revision_id in index.applied(state.heads):
             applied_in.append(environment.name)
     found = revision_analysis.revision_findings(revision)
     try:

@@ -1,18 +1,19 @@
-"""What the overview and an environment's page show, built from the scripts and the reads:
-each environment's card, a project's overview (with its heads verdict), an environment's
-pending and applied revisions and its recent reads (runs of identical ones folded)."""
+"""What the overview and an environment's page show, built from the scripts and the stored
+states: each environment's card, a project's overview (with its heads verdict), an
+environment's pending and applied revisions and its history (the changes its reads found)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from environments.core.heads import HeadsVerdict
 from environments.core.revision_files import ScriptProblem
 from environments.core.scripts import ScriptIndex
-from environments.models import DriftState, Environment, Project, Snapshot
+from environments.models import CurrentState, DriftState, Environment, Project, StateChange
 from environments.reads import Indexes, environment_read, environments_read
+
+HISTORY_SHOWN = 50  # changes on an environment's page
 
 
 @dataclass
@@ -25,7 +26,7 @@ class RevisionLine:
 @dataclass
 class EnvironmentCard:
     environment: Environment
-    snapshot: Snapshot | None
+    state: CurrentState | None
     heads: list[RevisionLine] = field(default_factory=list)
     drift: list[dict] = field(default_factory=list)  # the last scheduled drift check's
 
@@ -68,19 +69,19 @@ class ProjectOverview:
 
 def _card(
     environment: Environment,
-    snapshot: Snapshot | None,
+    state: CurrentState | None,
     index: ScriptIndex | None,
     drift: DriftState | None = None,
 ):
     heads = []
-    if snapshot is not None:
-        for head in snapshot.heads:
+    if state is not None:
+        for head in state.heads:
             revision = index.revisions.get(head) if index else None
             heads.append(
                 RevisionLine(head, revision.message if revision else "", revision is not None)
             )
     found = drift.involving(environment.slug) if drift is not None else []
-    return EnvironmentCard(environment=environment, snapshot=snapshot, heads=heads, drift=found)
+    return EnvironmentCard(environment=environment, state=state, heads=heads, drift=found)
 
 
 def overview_build(*, projects: Iterable[Project], refresh: bool = True) -> list[ProjectOverview]:
@@ -89,28 +90,26 @@ def overview_build(*, projects: Iterable[Project], refresh: bool = True) -> list
     environments = [env for project in projects for env in project.environments.all()]
     indexes: Indexes = {project.pk: project.load_scripts() for project in projects}
     if refresh:
-        snapshots = environments_read(environments=environments, indexes=indexes)
+        states = environments_read(environments=environments, indexes=indexes)
     else:
-        snapshots = Snapshot.objects.latest_of(environments)
+        states = CurrentState.objects.of(environments)
     drift = {d.project_id: d for d in DriftState.objects.filter(project__in=projects)}
     overviews = []
     for project in projects:
         index, error = indexes[project.pk]
-        state = drift.get(project.pk)
+        verdict = drift.get(project.pk)
         cards = [
-            _card(env, snapshots.get(env.pk), index, state) for env in project.environments.all()
+            _card(env, states.get(env.pk), index, verdict) for env in project.environments.all()
         ]
         overviews.append(ProjectOverview(project, index, error, cards))
     return overviews
 
 
 def environment_card(*, environment: Environment, refresh: bool) -> EnvironmentCard:
-    snapshot = (
-        environment_read(environment=environment) if refresh else environment.latest_snapshot()
-    )
+    state = environment_read(environment=environment) if refresh else environment.stored_state()
     index, _ = environment.project.load_scripts()
     drift = DriftState.objects.filter(project=environment.project_id).first()
-    return _card(environment, snapshot, index, drift)
+    return _card(environment, state, index, drift)
 
 
 @dataclass
@@ -128,43 +127,10 @@ class RevisionRow:
 
 
 @dataclass
-class ReadRun:
-    """Consecutive reads that found the same thing, shown as one row: the newest of them, how
-    many there were and when the first was."""
-
-    latest: Snapshot
-    count: int = 1
-    since: datetime | None = None  # the oldest read's checked_at
-
-    def same_as(self, snapshot: Snapshot) -> bool:
-        latest = self.latest
-        return (
-            snapshot.status == latest.status
-            and list(snapshot.heads) == list(latest.heads)
-            and len(snapshot.pending) == len(latest.pending)
-            and snapshot.error == latest.error
-        )
-
-
-def read_runs(snapshots: Iterable[Snapshot], *, limit: int = 20) -> list[ReadRun]:
-    """Snapshots, newest first, with each run of identical reads folded into one row."""
-    runs: list[ReadRun] = []
-    for snapshot in snapshots:
-        if runs and runs[-1].same_as(snapshot):
-            runs[-1].count += 1
-            runs[-1].since = snapshot.checked_at
-            continue
-        if len(runs) == limit:
-            break
-        runs.append(ReadRun(snapshot, 1, snapshot.checked_at))
-    return runs
-
-
-@dataclass
 class EnvironmentDetail:
     pending: list[RevisionRow]
     applied: list[RevisionRow]
-    recent: list[ReadRun]
+    history: list[StateChange]  # newest first
     index_error: str | None
     problems: list[ScriptProblem]
     index: ScriptIndex | None = None  # what the page read the scripts as, for its job form
@@ -190,20 +156,20 @@ def _rows(index: ScriptIndex, ids: Iterable[str]) -> list[RevisionRow]:
 
 def environment_detail_build(*, card: EnvironmentCard) -> EnvironmentDetail:
     """Pending revisions in apply order and the applied history, newest first."""
-    environment, snapshot = card.environment, card.snapshot
+    environment, state = card.environment, card.state
     index, error = environment.project.load_scripts()
     pending: list[RevisionRow] = []
     applied: list[RevisionRow] = []
-    if index is not None and index.revision_map is not None and snapshot is not None:
-        pending = _rows(index, snapshot.pending)
-        known_heads = [head for head in snapshot.heads if index.knows(head)]
-        if not snapshot.unknown and known_heads:
+    if index is not None and index.revision_map is not None and state is not None:
+        pending = _rows(index, state.pending)
+        known_heads = [head for head in state.heads if index.knows(head)]
+        if not state.unknown and known_heads:
             applied = _rows(index, index.applied(known_heads))
-    recent = read_runs(environment.snapshots.order_by("-checked_at", "-id")[:500])
+    history = list(environment.changes.select_related("job")[:HISTORY_SHOWN])
     return EnvironmentDetail(
         pending=pending,
         applied=applied,
-        recent=recent,
+        history=history,
         index_error=error or (index.fatal if index else None),
         problems=index.problems if index else [],
         index=index,

@@ -23,14 +23,12 @@ from environments.reads import environment_read
 from environments.transitions import Refused, job_audit, move, name_of, refuse
 
 
-def _current_heads(environment: Environment, snapshot=None) -> tuple[str, ...]:
-    """What the environment holds: `snapshot` when the caller has just read it, else a read."""
-    snapshot = snapshot if snapshot is not None else environment_read(environment=environment)
-    if snapshot.is_read_failure:
-        raise Refused(
-            f"{environment.name} cannot be read, so no job can be planned: {snapshot.error}"
-        )
-    return tuple(sorted(snapshot.heads))
+def _current_heads(environment: Environment, state=None) -> tuple[str, ...]:
+    """What the environment holds: `state` when the caller has just read it, else a read."""
+    state = state if state is not None else environment_read(environment=environment)
+    if state.is_read_failure:
+        raise Refused(f"{environment.name} cannot be read, so no job can be planned: {state.error}")
+    return tuple(sorted(state.heads))
 
 
 def scripts_digest(index, revisions: list[str]) -> str:
@@ -56,14 +54,14 @@ def _plan_fields(
     kind: str,
     target: str,
     restore_from: Backup | None,
-    snapshot=None,
+    state=None,
     *,
     with_risks: bool = True,
 ) -> dict:
     """Everything a plan holds, from where the database stands now and the scripts as they
     are; raises Refused with the reason when there is nothing sensible to plan. Without
     `with_risks` the risks are left out (checking a plan is still current needs none)."""
-    from_heads = _current_heads(environment, snapshot)
+    from_heads = _current_heads(environment, state)
     index, error = environment.project.load_scripts()
     if kind == Job.Kind.RESTORE:
         if restore_from is None or restore_from.environment_id != environment.pk:
@@ -198,14 +196,14 @@ def job_replan(*, job: Job, user) -> tuple[Job, bool]:
     return locked, True
 
 
-def plan_outdated(job: Job, snapshot=None) -> list[str]:
+def plan_outdated(job: Job, state=None) -> list[str]:
     """Why a waiting job's plan no longer matches the database or the scripts (reads the
-    database live, unless `snapshot` is a read just made); empty when it still does."""
+    database live, unless `state` is a read just made); empty when it still does."""
     environment = job.environment
     try:
         target = job.target if job.kind != Job.Kind.RESTORE else ""
         fields = _plan_fields(
-            environment, job.kind, target, job.restore_from, snapshot, with_risks=False
+            environment, job.kind, target, job.restore_from, state, with_risks=False
         )
     except Refused as exc:
         return [str(exc)]

@@ -41,9 +41,9 @@ def _duration(delta: timedelta) -> str:
 
 def promotion_verdict(job: Job, *, read: bool = False, now: datetime | None = None) -> Verdict:
     """Whether the environment the policy promotes from has held the job's target revisions
-    for long enough. Walks that environment's reads (snapshots) back from the newest: it held
-    them since the oldest read of the unbroken run that holds them. Reads that failed say
-    nothing and are skipped. `read=True` reads the source environment live first."""
+    for long enough. Walks that environment's changes back from the newest: it held them since
+    the oldest change of the unbroken run that holds them. Failed reads say nothing and are
+    skipped. `read=True` reads the source environment live first."""
     environment = job.environment
     source = environment.promotion_from
     if source is None:
@@ -75,9 +75,9 @@ def promotion_verdict(job: Job, *, read: bool = False, now: datetime | None = No
 
     since = None
     reads = (
-        source.snapshots.exclude(status__in=READ_FAILURES)
-        .order_by("-checked_at", "-id")
-        .values_list("checked_at", "heads")
+        source.changes.exclude(status__in=READ_FAILURES)
+        .order_by("-at", "-id")
+        .values_list("at", "heads")
     )
     newest_heads = None
     for checked_at, heads in reads.iterator(chunk_size=500):

@@ -1,21 +1,21 @@
 """Reading environments: each environment's version table read (in parallel, each within its
-own timeout), stored as a Snapshot, and a change of revisions audited with the job that
-explains it; old reads pruned; the CI gate's exit code from a set of reads."""
+own timeout) and stored on its one `CurrentState` row, in place, only if newer than what the
+row holds. A read that finds another status or other heads writes a `StateChange`; one that
+finds other revisions than the last successful read is audited with the job that explains it.
+The CI gate's exit code comes from a set of states."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Q, Subquery
-from django.utils import timezone
+from django.db.models import Q
 
 from environments.audit import audit_record
 from environments.core import status as core_status
 from environments.core.scripts import ScriptIndex
-from environments.models import Environment, Job, Snapshot
+from environments.models import CurrentState, Environment, Job, StateChange
 
 
 def _target(environment: Environment, index: ScriptIndex | None, error: str | None):
@@ -38,8 +38,8 @@ def environments_read(
     environments: Sequence[Environment],
     indexes: Indexes | None = None,
     keep_alive: float | None = None,
-) -> dict[int, Snapshot]:
-    """Read every environment in parallel and store one snapshot per read.
+) -> dict[int, CurrentState]:
+    """Read every environment in parallel and store what each read found.
 
     `keep_alive`: seconds each server database's connection stays open for the next read
     (default `RETORT_READ_KEEPALIVE`; 0 closes it now)."""
@@ -50,54 +50,113 @@ def environments_read(
         if project.pk not in indexes:
             indexes[project.pk] = project.load_scripts()
         targets.append(_target(environment, *indexes[project.pk]))
-    states = core_status.read_many(
+    found = core_status.read_many(
         targets,
         timeout=settings.RETORT_CONNECT_TIMEOUT,
         workers=settings.RETORT_READ_WORKERS,
         keep_alive=settings.RETORT_READ_KEEPALIVE if keep_alive is None else keep_alive,
     )
-    snapshots = [_snapshot(environment, states[environment.pk]) for environment in environments]
-    changed = _revision_changes(snapshots, _last_reads([e.pk for e in environments]))
+    return reads_store(environments, found)
+
+
+_STORED = [
+    "checked_at",
+    "status",
+    "heads",
+    "script_heads",
+    "pending",
+    "unknown",
+    "error",
+    "duration_ms",
+    "changed_at",
+    "known_heads",
+    "known_at",
+]
+
+
+def reads_store(
+    environments: Sequence[Environment], found: dict[int, core_status.EnvironmentState]
+) -> dict[int, CurrentState]:
+    """Store each environment's read on its state row, in place, unless the row already holds
+    a newer one (reads may land out of order); write a change row where the status or the
+    heads changed, and audit a change of revisions. The rows are locked while this runs, so
+    two overlapping reads record a change once."""
+    ids = sorted(environment.pk for environment in environments)
     with transaction.atomic():
-        if changed:
-            _record_revision_changes(changed)
-        Snapshot.objects.bulk_create(snapshots)
-    return {snapshot.environment.pk: snapshot for snapshot in snapshots}
+        CurrentState.objects.bulk_create(
+            [CurrentState(environment_id=pk) for pk in ids], ignore_conflicts=True
+        )
+        states = {
+            state.environment_id: state
+            for state in CurrentState.objects.select_for_update()
+            .filter(environment_id__in=ids)
+            .order_by("environment_id")
+        }
+        updated, changes, revisions = [], [], []
+        for environment in environments:
+            state, read = states[environment.pk], found[environment.pk]
+            state.environment = environment
+            if state.checked_at is not None and state.checked_at >= read.checked_at:
+                continue  # a newer read landed first
+            change = _change(environment, state, read)
+            if change is not None:
+                changes.append(change)
+                if _revisions_changed(state, read):
+                    revisions.append((change, state.known_at))
+            _apply(state, read, changed=change is not None)
+            updated.append(state)
+        for change, since in revisions:
+            _explain(change, since)
+        CurrentState.objects.bulk_update(updated, _STORED, batch_size=500)
+        StateChange.objects.bulk_create(changes, batch_size=500)
+    return {environment.pk: states[environment.pk] for environment in environments}
 
 
-_READ_FAILURES = [s.value for s in core_status.Status if s.is_read_failure]
-
-
-def _last_reads(environment_ids: Sequence[int]) -> dict[int, Snapshot]:
-    """Each environment's latest successful read (environments never read: absent)."""
-    latest = (
-        Snapshot.objects.filter(environment=OuterRef("pk"))
-        .exclude(status__in=_READ_FAILURES)
-        .order_by("-checked_at", "-id")
+def _change(
+    environment: Environment, state: CurrentState, read: core_status.EnvironmentState
+) -> StateChange | None:
+    """The change this read makes to `state`, or None if it finds what the state holds. A
+    change of revisions is measured from the last successful read (a failed read says nothing
+    about them)."""
+    same = state.checked_at is not None and (
+        state.status == read.status.value and sorted(state.heads) == sorted(read.heads)
     )
-    rows = (
-        Environment.objects.filter(pk__in=environment_ids)
-        .annotate(last_id=Subquery(latest.values("pk")[:1]))
-        .exclude(last_id=None)
-        .values_list("pk", "last_id")
+    if same:
+        return None
+    return StateChange(
+        environment=environment,
+        at=read.checked_at,
+        from_status=state.status,
+        status=read.status.value,
+        from_heads=list(state.known_heads),  # what was known before, whatever failed since
+        heads=list(read.heads),
+        pending=len(read.pending),
+        error=read.error or "",
     )
-    ids = dict(rows)
-    snapshots = Snapshot.objects.only("pk", "heads", "checked_at").in_bulk(ids.values())
-    return {env_id: snapshots[snapshot_id] for env_id, snapshot_id in ids.items()}
 
 
-def _revision_changes(
-    snapshots: Sequence[Snapshot], previous: dict[int, Snapshot]
-) -> list[Snapshot]:
-    """Reads that found other heads than the environment's previous successful read."""
-    changed = []
-    for snapshot in snapshots:
-        before = previous.get(snapshot.environment.pk)
-        if snapshot.is_read_failure or before is None:
-            continue
-        if sorted(before.heads) != sorted(snapshot.heads):
-            changed.append(snapshot)
-    return changed
+def _revisions_changed(state: CurrentState, read: core_status.EnvironmentState) -> bool:
+    """The read succeeded and found other heads than the last read that succeeded before it."""
+    return (
+        not read.status.is_read_failure
+        and state.known_at is not None
+        and sorted(state.known_heads) != sorted(read.heads)
+    )
+
+
+def _apply(state: CurrentState, read: core_status.EnvironmentState, *, changed: bool) -> None:
+    state.checked_at = read.checked_at
+    state.status = read.status.value
+    state.heads = list(read.heads)
+    state.script_heads = list(read.script_heads)
+    state.pending = list(read.pending)
+    state.unknown = list(read.unknown)
+    state.error = read.error or ""
+    state.duration_ms = read.duration_ms
+    if changed:
+        state.changed_at = read.checked_at
+    if not read.status.is_read_failure:
+        state.known_heads, state.known_at = list(read.heads), read.checked_at
 
 
 def _explaining_job(environment: Environment, since) -> Job | None:
@@ -110,71 +169,36 @@ def _explaining_job(environment: Environment, since) -> Job | None:
     )
 
 
-def _record_revision_changes(changed: list[Snapshot]) -> None:
-    """One `revision_changed` event per change, plus `out_of_band_change` when no Retort job
-    explains it. Runs inside the transaction that stores the snapshots; the environments are
-    locked and their previous reads looked up again, so two overlapping reads record a change
-    once."""
-    locked = [snapshot.environment.pk for snapshot in changed]
-    list(Environment.objects.select_for_update().filter(pk__in=locked).values_list("pk"))
-    previous = _last_reads(locked)
-    for snapshot in changed:
-        environment = snapshot.environment
-        before = previous.get(environment.pk)
-        if before is None or sorted(before.heads) == sorted(snapshot.heads):
-            continue  # an overlapping read recorded it first
-        job = _explaining_job(environment, before.checked_at)
-        details = {"status": snapshot.status, "checked_at": snapshot.checked_at.isoformat()}
-        actions = ["revision_changed"] if job else ["revision_changed", "out_of_band_change"]
-        for action in actions:
-            audit_record(
-                action=action,
-                environment=environment,
-                job_id=job.pk if job else None,
-                from_revisions=before.heads,
-                to_revisions=snapshot.heads,
-                details=details,
-                system_actor="reader",
-            )
+def _explain(change: StateChange, since) -> None:
+    """One `revision_changed` event, plus `out_of_band_change` when no Retort job explains
+    it; the change row names the job, or says it was made outside Retort."""
+    environment = change.environment
+    job = _explaining_job(environment, since)
+    change.job, change.out_of_band = job, job is None
+    details = {"status": change.status, "checked_at": change.at.isoformat()}
+    actions = ["revision_changed"] if job else ["revision_changed", "out_of_band_change"]
+    for action in actions:
+        audit_record(
+            action=action,
+            environment=environment,
+            job_id=job.pk if job else None,
+            from_revisions=change.from_heads,
+            to_revisions=change.heads,
+            details=details,
+            system_actor="reader",
+        )
 
 
-def _snapshot(environment: Environment, state: core_status.EnvironmentState) -> Snapshot:
-    return Snapshot(
-        environment=environment,
-        checked_at=state.checked_at,
-        status=state.status.value,
-        heads=list(state.heads),
-        script_heads=list(state.script_heads),
-        pending=list(state.pending),
-        unknown=list(state.unknown),
-        error=state.error or "",
-        duration_ms=state.duration_ms,
-    )
-
-
-def snapshots_prune(*, keep_days: float) -> int:
-    """Delete reads older than `keep_days`, always keeping each environment's latest."""
-    cutoff = timezone.now() - timedelta(days=keep_days)
-    latest = (
-        Snapshot.objects.filter(environment=OuterRef("environment"))
-        .order_by("-checked_at", "-id")
-        .values("pk")[:1]
-    )
-    old = Snapshot.objects.filter(checked_at__lt=cutoff).exclude(pk=Subquery(latest))
-    deleted, _ = old.delete()
-    return deleted
-
-
-def environment_read(*, environment: Environment, keep_alive: float | None = None) -> Snapshot:
+def environment_read(*, environment: Environment, keep_alive: float | None = None) -> CurrentState:
     return environments_read(environments=[environment], keep_alive=keep_alive)[environment.pk]
 
 
-def exit_code_for(snapshots: Iterable[Snapshot], *, unexpected_heads: bool) -> int:
+def exit_code_for(states: Iterable[CurrentState], *, unexpected_heads: bool) -> int:
     """0 all current, 1 something to do, 2 something could not be read (CI gates on it).
 
     Several heads fail the gate only when they are not intended (`Project.heads_verdict`):
     a project of independent branches at heads passes."""
-    statuses = [snapshot.status_enum for snapshot in snapshots]
+    statuses = [state.status_enum for state in states]
     if any(status.is_read_failure for status in statuses):
         return 2
     if unexpected_heads or any(status is not core_status.Status.CURRENT for status in statuses):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from environments.approvals import decision_refusal
-from environments.models import Approval, Environment, Job, Snapshot
+from environments.models import Approval, CurrentState, Environment, Job
 from environments.planning import plan_outdated
 from environments.promotion import Verdict, promotion_verdict
 
@@ -31,14 +31,14 @@ class ApprovalState:
         return len(self.counted)
 
 
-def approval_state(job: Job, user, *, check_plan: bool = True, snapshot=None) -> ApprovalState:
+def approval_state(job: Job, user, *, check_plan: bool = True, state=None) -> ApprovalState:
     approvals = list(job.approvals.all())
     current = job.plan_sha256
     counted = [a for a in approvals if a.plan_sha256 == current and a.decision == "approve"]
     stale = [a for a in approvals if a.plan_sha256 != current]
     rejected = [a for a in approvals if a.plan_sha256 == current and a.decision == "reject"]
     replannable = job.status in (Job.Status.PLANNED, Job.Status.AWAITING_APPROVAL)
-    outdated = plan_outdated(job, snapshot) if check_plan and replannable else []
+    outdated = plan_outdated(job, state) if check_plan and replannable else []
     refusal = None
     if job.status == Job.Status.AWAITING_APPROVAL:
         refusal = decision_refusal(job, user, "approve", current, None, expire=False)
@@ -74,21 +74,21 @@ def other_environments(job: Job) -> list[OtherEnvironment]:
             "position", "name"
         )
     )
-    snapshots = Snapshot.objects.latest_of(siblings)
+    states = CurrentState.objects.of(siblings)
     for environment in siblings:
-        snapshot = snapshots.get(environment.pk)
+        state = states.get(environment.pk)
         holds = None
-        if snapshot is not None and index is not None and index.revision_map is not None:
-            heads = list(snapshot.heads)
-            if not snapshot.is_read_failure and all(index.knows(h) for h in heads):
+        if state is not None and index is not None and index.revision_map is not None:
+            heads = list(state.heads)
+            if not state.is_read_failure and all(index.knows(h) for h in heads):
                 applied = set(index.applied(heads)) if heads else set()
                 holds = all(revision in applied for revision in wanted)
         found.append(
             OtherEnvironment(
                 environment=environment,
-                heads=list(snapshot.heads) if snapshot else [],
-                status=snapshot.status if snapshot else "",
-                checked_at=snapshot.checked_at if snapshot else None,
+                heads=list(state.heads) if state else [],
+                status=state.status if state else "",
+                checked_at=state.checked_at if state else None,
                 holds_target=holds,
             )
         )

@@ -27,7 +27,8 @@ VIEWER, DEVELOPER, RELEASE_MANAGER, ADMIN = "viewer", "developer", "release_mana
 _READ = [
     "view_project",
     "view_environment",
-    "view_snapshot",
+    "view_currentstate",
+    "view_statechange",
     "view_job",
     "view_approval",
     "view_backup",

@@ -1,7 +1,6 @@
 """Celery tasks: thin wrappers that fetch by id and call one service."""
 
 from celery import shared_task
-from django.conf import settings
 
 from environments import approvals, audit_chain, dispatch, drift, execution, notify, planning, reads
 from environments.models import Environment, Project
@@ -23,7 +22,6 @@ def environments_refresh_all() -> int:
         index, _ = project.load_scripts()
         if index is not None:
             index.problems  # noqa: B018 - compiles changed files here, not in a page request
-    reads.snapshots_prune(keep_days=settings.RETORT_SNAPSHOT_DAYS)
     return read
 
 

@@ -28,7 +28,7 @@ from environments.models import (
     AuditEvent,
     Environment,
     Job,
-    Snapshot,
+    StateChange,
 )
 from examples.inventory import revisions as inv
 from tests.conftest import alembic, approve, env, planned, requested, wait_for
@@ -363,14 +363,12 @@ def test_prod_may_only_move_to_what_staging_holds(policed, people):
     assert requested(env(policed, "prod"), people["bob"]).status == "awaiting_approval"
 
 
-def _reads(environment: Environment, history: list[tuple[float, str, list[str]]]) -> None:
+def _changes(environment: Environment, history: list[tuple[float, str, list[str]]]) -> None:
+    """The environment's history: the reads that changed its status or heads."""
     now = timezone.now()
     for hours_ago, status, heads in history:
-        Snapshot.objects.create(
-            environment=environment,
-            checked_at=now - timedelta(hours=hours_ago),
-            status=status,
-            heads=heads,
+        StateChange.objects.create(
+            environment=environment, at=now - timedelta(hours=hours_ago), status=status, heads=heads
         )
 
 
@@ -379,8 +377,8 @@ def test_the_promotion_rule_counts_the_hours_staging_held_the_target(policed, pe
     prod.promotion_min_hours = 24
     prod.save()
     job = planned(prod, people["bob"])
-    Snapshot.objects.filter(environment=staging).delete()
-    _reads(
+    staging.changes.all().delete()
+    _changes(
         staging,
         [
             (50, "behind", [inv.PROD_TARGET]),  # before: not yet
@@ -430,7 +428,7 @@ def test_a_job_put_in_the_queue_behind_the_services_back_is_refused_by_the_worke
 
     assert job.status == "failed"
     assert "needs 2 approvals of this exact plan and 1 is missing" in job.error
-    assert prod.latest_snapshot().heads == [inv.PROD_TARGET]
+    assert prod.stored_state().heads == [inv.PROD_TARGET]
     assert Job.objects.get(pk=job.pk).backup is None
 
 

@@ -112,7 +112,7 @@ def test_the_graph_counts_a_package_import_and_a_type_checking_import():
     source = (
         "from typing import TYPE_CHECKING\n"
         "from environments.core.backups import files\n"
-        "if TYPE_CHECKING:\n    from environments.models.reads import Snapshot\n"
+        "if TYPE_CHECKING:\n    from environments.models.reads import CurrentState\n"
     )
     found = {
         target

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from environments import reads
-from environments.models import Snapshot
+from environments.models import CurrentState
 from examples.inventory import revisions as inv
 from tests.conftest import alembic, pg_url, write_revision
 
@@ -38,11 +38,11 @@ def test_the_overview_shows_each_environment_side_by_side_in_promotion_order(
     assert "Checked" in prod
 
 
-def test_every_page_load_stores_one_snapshot_per_environment(client_alice, demo_project):
+def test_page_loads_keep_one_state_per_environment(client_alice, demo_project):
     client_alice.get(reverse("overview"))
     client_alice.get(reverse("overview"))
 
-    assert Snapshot.objects.filter(environment__project=demo_project).count() == 6
+    assert CurrentState.objects.filter(environment__project=demo_project).count() == 3
 
 
 def test_the_htmx_poll_gets_only_the_projects_fragment(client_alice, demo_project):
@@ -67,8 +67,8 @@ def test_refresh_rereads_one_environment_and_answers_with_its_card_only(client_a
     assert html.lstrip().startswith("<article")
     assert html.count("<article") == 1
     assert ">current</span>" in html
-    assert staging.latest_snapshot().status == "current"
-    assert not Snapshot.objects.filter(environment__slug="prod").exists()
+    assert staging.stored_state().status == "current"
+    assert not CurrentState.objects.filter(environment__slug="prod").exists()
 
 
 def test_refresh_without_javascript_goes_to_the_environment_page(client_alice, demo_project):
@@ -195,13 +195,17 @@ def test_healthz_answers_without_login(client, db):
     assert response.json() == {"status": "ok"}
 
 
-def test_identical_reads_are_one_row_of_recent_reads(client_alice, demo_project):
-    dev = demo_project.environments.get(slug="dev")
+def test_the_history_lists_changes_not_reads_and_names_who_made_them(client_alice, demo_project):
+    staging = demo_project.environments.get(slug="staging")
     for _ in range(6):
-        reads.environment_read(environment=dev)
+        reads.environment_read(environment=staging)
+    alembic(Path(demo_project.alembic_ini), staging.get_url(), "upgrade", "head")
+    reads.environment_read(environment=staging)
 
-    html = client_alice.get(reverse("environment_detail", args=["inventory", "dev"])).content
-    shown = html.decode().split('id="reads"')[1].split("</table>")[0]
+    html = client_alice.get(reverse("environment_detail", args=["inventory", "staging"])).content
+    shown = html.decode().split('id="history"')[1].split("</table>")[0]
 
-    assert shown.count("<tr>") == 2  # the header and one row for the six reads
-    assert re.search(r"and [5-9] reads like it since", shown), shown  # six, and any before
+    rows = shown.split("<tr>")[2:]  # after the header
+    assert len(rows) == 2  # the first read, and the upgrade; not one row per read
+    assert "outside Retort" in rows[0] and ">current</span>" in rows[0]
+    assert "first read" in rows[1] and "3 pending" in rows[1]

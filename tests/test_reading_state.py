@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import timedelta
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -14,7 +16,7 @@ from environments.core import status as core_status
 from environments.core.script_config import config_from_ini
 from environments.core.scripts import load_index
 from environments.core.versions import read_versions
-from environments.models import Environment
+from environments.models import AuditEvent, CurrentState, Environment
 from examples.inventory import revisions as inv
 from examples.synthetic import write_history
 from tests.conftest import PASSWORD, PASSWORD_ROLE, alembic, pg_url
@@ -348,34 +350,55 @@ def test_reading_reports_a_silent_server_without_delaying_the_others(
     assert elapsed < 2.0 + 0.5 + 1.0, f"took {elapsed:.2f}s"
 
 
-def test_each_read_is_stored_as_a_snapshot(demo_project):
+def test_reads_update_the_one_state_row_and_only_a_change_writes_history(demo_project):
     environment = demo_project.environments.get(slug="prod")
 
-    reads.environment_read(environment=environment)
-    reads.environment_read(environment=environment)
-
-    assert environment.snapshots.count() == 2
-    latest = environment.latest_snapshot()
-    assert latest.status == "behind"
-    assert latest.heads == [inv.PROD_TARGET]
-
-
-def test_old_reads_are_pruned_but_each_environment_keeps_its_latest(demo_project):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    prod = demo_project.environments.get(slug="prod")
-    dev = demo_project.environments.get(slug="dev")
-    for environment in (prod, prod, dev):
+    for _ in range(100):
         reads.environment_read(environment=environment)
-    Snapshot = prod.snapshots.model
-    Snapshot.objects.update(checked_at=timezone.now() - timedelta(days=40))
+    alembic(Path(demo_project.alembic_ini), environment.get_url(), "upgrade", "+1")
+    reads.environment_read(environment=environment)
+    reads.environment_read(environment=environment)
+
+    state = environment.stored_state()
+    assert state.status == "behind" and len(state.pending) == 5
+    assert CurrentState.objects.filter(environment=environment).count() == 1
+    first, change = environment.changes.order_by("at")
+    assert (first.from_status, first.status, first.heads) == ("", "behind", [inv.PROD_TARGET])
+    assert change.from_heads == [inv.PROD_TARGET] and change.heads == state.heads
+    assert change.out_of_band and change.job is None  # no Retort job explains it
+    assert state.changed_at == change.at < state.checked_at
+
+
+def test_a_read_that_lands_after_a_newer_one_changes_nothing(demo_project):
+    prod = demo_project.environments.get(slug="prod")
+    newer = reads.environment_read(environment=prod)
+    older = core_status.EnvironmentState(
+        status=core_status.Status.UNREACHABLE,
+        error="late",
+        checked_at=newer.checked_at - timedelta(seconds=5),
+    )
+
+    reads.reads_store([prod], {prod.pk: older})
+
+    state = prod.stored_state()
+    assert (state.status, state.checked_at) == ("behind", newer.checked_at)
+    assert prod.changes.count() == 1
+
+
+def test_a_failed_read_keeps_what_was_known_and_the_recovery_is_no_revision_change(demo_project):
+    prod = demo_project.environments.get(slug="prod")
     reads.environment_read(environment=prod)
+    url = prod.get_url()
+    prod.set_url("postgresql://nobody@127.0.0.1:1/none")
+    prod.save()
+    failed = reads.environment_read(environment=prod)
+    prod.set_url(url)
+    prod.save()
+    recovered = reads.environment_read(environment=prod)
 
-    deleted = reads.snapshots_prune(keep_days=30)
-
-    assert deleted == 2
-    assert prod.snapshots.count() == 1
-    assert prod.latest_snapshot().checked_at > timezone.now() - timedelta(minutes=1)
-    assert dev.snapshots.count() == 1, "an environment's only read is kept however old"
+    assert failed.status == "unreachable" and failed.known_heads == [inv.PROD_TARGET]
+    assert recovered.status == "behind"
+    statuses = list(prod.changes.order_by("at").values_list("from_status", "status"))
+    assert statuses == [("", "behind"), ("behind", "unreachable"), ("unreachable", "behind")]
+    assert not any(change.revisions_changed for change in prod.changes.all())
+    assert not AuditEvent.objects.filter(action="revision_changed").exists()

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from environments import reads
-from environments.models import Environment, Snapshot
+from environments.models import CurrentState, Environment, StateChange
 from tests.conftest import pg_url
 
 pytestmark = pytest.mark.django_db
@@ -55,9 +55,10 @@ def test_the_password_is_in_no_page_log_line_or_message(client, users, secret_en
     assert "inventory" in pages[1].content.decode()
     assert PASSWORD not in out.getvalue()
     assert PASSWORD not in caplog.text
-    snapshots = list(Snapshot.objects.values_list("error", flat=True))
-    assert snapshots and all(PASSWORD not in error for error in snapshots)
-    assert all("Cannot reach the database" in error for error in snapshots)
+    stored = list(CurrentState.objects.values_list("error", flat=True))
+    stored += list(StateChange.objects.values_list("error", flat=True))
+    assert stored and all(PASSWORD not in error for error in stored)
+    assert all("Cannot reach the database" in error for error in stored)
 
 
 def test_the_environment_page_shows_the_url_with_the_password_hidden(

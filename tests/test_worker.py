@@ -6,7 +6,7 @@ import pytest
 
 from dashboard.celery import app as celery_app
 from environments import tasks
-from environments.models import Snapshot
+from environments.models import CurrentState
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -19,7 +19,7 @@ def _send(broker_url: str, queue: str, task, *args) -> None:
 
 
 @pytest.mark.parametrize("broker", ["settings", "embedded"])
-def test_a_worker_process_reads_an_environment_and_stores_a_snapshot(
+def test_a_worker_process_reads_an_environment_and_stores_its_state(
     demo_project, start_worker, tmp_path, settings, broker
 ):
     broker_url = (
@@ -32,10 +32,10 @@ def test_a_worker_process_reads_an_environment_and_stores_a_snapshot(
 
     _send(broker_url, queue, tasks.environment_refresh, prod.pk)
 
-    assert wait_for(lambda: Snapshot.objects.filter(environment=prod).exists())
-    snapshot = prod.latest_snapshot()
-    assert snapshot.status == "behind"
-    assert len(snapshot.pending) == 6
+    assert wait_for(lambda: prod.stored_state() is not None)
+    state = prod.stored_state()
+    assert state.status == "behind"
+    assert len(state.pending) == 6
 
 
 def test_the_scheduled_refresh_reads_every_environment(demo_project, start_worker, settings):
@@ -43,9 +43,9 @@ def test_the_scheduled_refresh_reads_every_environment(demo_project, start_worke
 
     _send(settings.CELERY_BROKER_URL, queue, tasks.environments_refresh_all)
 
-    assert wait_for(lambda: Snapshot.objects.count() == 3)
+    assert wait_for(lambda: CurrentState.objects.filter(checked_at__isnull=False).count() == 3)
     statuses = {
-        s.environment.slug: s.status for s in Snapshot.objects.select_related("environment")
+        s.environment.slug: s.status for s in CurrentState.objects.select_related("environment")
     }
     assert statuses == {"dev": "current", "staging": "behind", "prod": "behind"}
 
@@ -60,5 +60,5 @@ def test_a_task_for_a_deleted_environment_is_a_no_op(demo_project, start_worker,
     _send(settings.CELERY_BROKER_URL, queue, tasks.environment_refresh, gone)
     _send(settings.CELERY_BROKER_URL, queue, tasks.environment_refresh, dev.pk)
 
-    assert wait_for(lambda: Snapshot.objects.filter(environment=dev).exists())
-    assert Snapshot.objects.count() == 1
+    assert wait_for(lambda: dev.stored_state() is not None)
+    assert CurrentState.objects.count() == 1

@@ -12,7 +12,7 @@ from environments.models.audit import (
     AuditImmutable,
 )
 from environments.models.jobs import Approval, Backup, Job, JobLogLine, Notification
-from environments.models.reads import DriftState, ExpectedSchema, Snapshot
+from environments.models.reads import CurrentState, DriftState, ExpectedSchema, StateChange
 from environments.models.registry import (
     ApiToken,
     AuditedModel,
@@ -32,6 +32,7 @@ __all__ = [
     "AuditImmutable",
     "AuditedModel",
     "Backup",
+    "CurrentState",
     "DriftState",
     "Environment",
     "ExpectedSchema",
@@ -40,7 +41,7 @@ __all__ = [
     "Notification",
     "Project",
     "ProjectRole",
-    "Snapshot",
+    "StateChange",
     "UrlUnavailable",
     "default_command",
 ]

@@ -1,5 +1,6 @@
-"""What Retort read from the target databases and found: each read of a version table, the
-schemas migrations build, and a project's drift as the last check found it."""
+"""What Retort read from the target databases and found: each environment's current state
+and its changes, the schemas migrations build, and a project's drift as the last check found
+it."""
 
 from __future__ import annotations
 
@@ -13,49 +14,45 @@ from environments.core.status import Status
 from environments.models.registry import Environment, Project
 
 
-class SnapshotQuerySet(models.QuerySet):
-    def newest_ids(self, environments: models.QuerySet) -> models.QuerySet:
-        """`environments` (a queryset) annotated with `newest`: the id of each one's newest
-        read, found along the `snapshot_latest` index; None for one never read."""
-        newest = (
-            self.filter(environment=models.OuterRef("pk"))
-            .order_by("-checked_at", "-id")
-            .values("id")
-        )
-        return environments.annotate(newest=models.Subquery(newest[:1]))
-
-    def latest_of(self, environments) -> dict[int, Snapshot]:
-        """Each environment's newest read, by environment id, in two queries however many
+class CurrentStateQuerySet(models.QuerySet):
+    def of(self, environments) -> dict[int, CurrentState]:
+        """Each environment's current state, by environment id, in one query however many
         environments there are; none for one never read."""
         ids = [environment.pk for environment in environments]
         if not ids:
             return {}
-        wanted = self.newest_ids(Environment.objects.filter(pk__in=ids))
-        found = self.filter(pk__in=wanted.values("newest"))
-        return {snapshot.environment_id: snapshot for snapshot in found}
+        found = self.filter(environment_id__in=ids, checked_at__isnull=False)
+        return {state.environment_id: state for state in found}
 
 
-class Snapshot(models.Model):
-    """One read of an environment's version table: what it held and what that meant."""
+class CurrentState(models.Model):
+    """What the newest read of an environment found: one row per environment, updated in
+    place when a newer read lands. Its changes are kept as `StateChange` rows."""
 
-    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="snapshots")
-    checked_at = models.DateTimeField(default=timezone.now)
-    status = models.CharField(max_length=20, choices=[(s.value, s.value) for s in Status])
+    environment = models.OneToOneField(
+        Environment, on_delete=models.CASCADE, primary_key=True, related_name="current_state"
+    )
+    checked_at = models.DateTimeField(null=True, blank=True)  # None: asked for, never read
+    status = models.CharField(max_length=20, blank=True)  # a `Status`; "" never read
     heads = models.JSONField(default=list)
     script_heads = models.JSONField(default=list)
     pending = models.JSONField(default=list)
     unknown = models.JSONField(default=list)
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
+    # since when the status and heads are what they are (the newest StateChange's time)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    # the heads of the newest read that succeeded, and when: what a failed read leaves known
+    known_heads = models.JSONField(default=list)
+    known_at = models.DateTimeField(null=True, blank=True)
+    # someone asked for a read (Refresh): it is under way while this is after checked_at
+    requested_at = models.DateTimeField(null=True, blank=True)
 
-    objects = SnapshotQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-checked_at", "-id"]
-        indexes = [models.Index(fields=["environment", "-checked_at"], name="snapshot_latest")]
+    objects = CurrentStateQuerySet.as_manager()
 
     def __str__(self) -> str:
-        return f"{self.environment} {self.status} at {self.checked_at:%Y-%m-%d %H:%M:%S}"
+        when = f"{self.checked_at:%Y-%m-%d %H:%M:%S}" if self.checked_at else "never"
+        return f"{self.environment} {self.status or 'not read'} at {when}"
 
     @property
     def status_enum(self) -> Status:
@@ -78,6 +75,37 @@ class Snapshot(models.Model):
             "error": self.error or None,
             "checked_at": self.checked_at.isoformat(),
         }
+
+
+class StateChange(models.Model):
+    """A read that found another status or other heads than the read before it: the
+    environment's history. Reads that change nothing write no row."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="changes")
+    at = models.DateTimeField()  # the read that saw it
+    from_status = models.CharField(max_length=20, blank=True)  # "" for the first read
+    status = models.CharField(max_length=20)
+    from_heads = models.JSONField(default=list)
+    heads = models.JSONField(default=list)
+    pending = models.PositiveIntegerField(default=0)  # how many revisions were pending
+    error = models.TextField(blank=True)
+    # a change of revisions: the Retort job that explains it, or made outside Retort
+    job = models.ForeignKey(
+        "environments.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    out_of_band = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["environment", "-at"], name="change_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.environment} {self.from_status or 'new'} → {self.status} at {self.at}"
+
+    @property
+    def revisions_changed(self) -> bool:
+        """The revisions changed (not just the status): by a Retort job, or outside Retort."""
+        return self.job_id is not None or self.out_of_band
 
 
 class ExpectedSchema(models.Model):

@@ -312,9 +312,10 @@ class Environment(AuditedModel):
         except UrlUnavailable as exc:
             return str(exc)
 
-    def latest_snapshot(self) -> models.Model | None:
-        """The environment's newest read (a `reads.Snapshot`), or None if it was never read."""
-        return self.snapshots.order_by("-checked_at", "-id").first()
+    def stored_state(self) -> models.Model | None:
+        """What the newest read found (a `reads.CurrentState`), or None if never read."""
+        model = self._meta.get_field("current_state").related_model
+        return model.objects.filter(environment=self, checked_at__isnull=False).first()
 
     def clean(self) -> None:
         if self.promotion_from_id and self.promotion_from_id == self.pk:

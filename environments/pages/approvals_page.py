@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard.lib import live
 from environments import approvals, reads
-from environments.models import Approval, Environment, Job, Snapshot
+from environments.models import Approval, CurrentState, Environment, Job
 from environments.pages import jobs_page, live_parts
 
 
@@ -67,18 +67,18 @@ def _approval_requests(user, *, stored: bool = False, key: str | None = None) ->
     )
     environments = list({job.environment_id: job.environment for job in waiting}.values())
     if stored:
-        snapshots = Snapshot.objects.latest_of(environments)
+        states = CurrentState.objects.of(environments)
     else:
         # every environment with a request is read once, all in parallel: a hung database
         # costs the page one connect timeout, however many requests wait
-        snapshots = reads.environments_read(environments=environments) if environments else {}
+        states = reads.environments_read(environments=environments) if environments else {}
     requests = [
         {"job": job}
         | jobs_page.review(
             job,
             user,
-            snapshots.get(job.environment_id),
-            check_plan=snapshots.get(job.environment_id) is not None,
+            states.get(job.environment_id),
+            check_plan=states.get(job.environment_id) is not None,
         )
         for job in waiting
     ]

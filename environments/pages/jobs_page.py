@@ -64,8 +64,8 @@ def _job_page(
     lines = list(job.log_lines.order_by("-seq")[:2000])[::-1]
     # buttons a person may not use are not shown (the services still refuse them)
     may_change = roles.may_act_on_jobs(user, job.environment)
-    snapshot = job.environment.latest_snapshot() if stored else None
-    reviewed = review(job, user, snapshot, check_plan=not stored or snapshot is not None)
+    state = job.environment.stored_state() if stored else None
+    reviewed = review(job, user, state, check_plan=not stored or state is not None)
     return {
         "job": job,
         "log_lines": lines,
@@ -102,11 +102,11 @@ def _job_key(job: Job) -> str:
     )
 
 
-def review(job: Job, user, snapshot=None, *, check_plan: bool = True) -> dict:
+def review(job: Job, user, state=None, *, check_plan: bool = True) -> dict:
     """What an approver reads: the policy's verdicts, the approvals, the other environments.
-    `snapshot`: the environment's read to judge the plan by (None: it is read now)."""
+    `state`: the environment's read to judge the plan by (None: it is read now)."""
     return {
-        "approval": reviews.approval_state(job, user, snapshot=snapshot, check_plan=check_plan),
+        "approval": reviews.approval_state(job, user, state=state, check_plan=check_plan),
         "others": reviews.other_environments(job),
         "policy": environments_page.policy_lines(job.environment),
         "may_request": roles.may_request(user, job.environment.project),

@@ -1,5 +1,5 @@
-"""What the live regions of the pages share (see dashboard/lib/live.py): the newest read of
-each environment, the time bucket, and the nav's approvals count."""
+"""What the live regions of the pages share (see dashboard/lib/live.py): when each
+environment was last read, the time bucket, and the nav's approvals count."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from django.views.decorators.http import require_GET
 
 from dashboard.lib import live
 from environments.context_processors import navigation
-from environments.models import Snapshot
+from environments.models import CurrentState
 
 
-def newest_reads(environments) -> list[tuple[int, int | None]]:
-    """Each environment's newest read (its id), in one query along the snapshot index."""
-    annotated = Snapshot.objects.newest_ids(environments)
-    return list(annotated.order_by("pk").values_list("pk", "newest"))
+def newest_reads(environments) -> list[tuple[int, str]]:
+    """When each environment's newest read landed, in one query."""
+    rows = (
+        CurrentState.objects.filter(environment__in=environments, checked_at__isnull=False)
+        .order_by("environment_id")
+        .values_list("environment_id", "checked_at")
+    )
+    return [(pk, checked_at.isoformat()) for pk, checked_at in rows]
 
 
 def time_bucket() -> int:

@@ -27,7 +27,7 @@ class Command(BaseCommand):
             if not projects.exists():
                 raise CommandError(f"No project {options['project']!r}.", returncode=2)
         built = overviews.overview_build(projects=projects)
-        rows, snapshots, unexpected_heads = [], [], False
+        rows, states, unexpected_heads = [], [], False
         for overview in built:
             cards = [
                 card
@@ -38,22 +38,22 @@ class Command(BaseCommand):
             if cards and overview.heads is not None and not overview.heads.expected:
                 unexpected_heads = True
             for card in cards:
-                snapshots.append(card.snapshot)
+                states.append(card.state)
                 rows.append((overview, card))
         if options["env"] and not rows:
             raise CommandError(f"No environment {options['env']!r}.", returncode=2)
         if options["json"]:
             payload = [
-                card.snapshot.as_status_dict() | overview.heads_dict() for overview, card in rows
+                card.state.as_status_dict() | overview.heads_dict() for overview, card in rows
             ]
             self.stdout.write(json.dumps(payload, indent=2))
         else:
             for overview, card in rows:
                 self.stdout.write(self._line(overview, card))
-        sys.exit(reads.exit_code_for(snapshots, unexpected_heads=unexpected_heads))
+        sys.exit(reads.exit_code_for(states, unexpected_heads=unexpected_heads))
 
     def _line(self, overview, card) -> str:
-        snap = card.snapshot
+        snap = card.state
         text = f"{card.environment.project.slug}/{card.environment.slug}: {snap.status}"
         if not snap.is_read_failure:  # a database that could not be read is at no revision
             text += f" at {','.join(h[:12] for h in snap.heads) or 'an empty version table'}"

@@ -90,14 +90,10 @@ class Command(BaseCommand):
             user.groups.add(group)
 
         environments = list(Environment.objects.filter(project=project).select_related("project"))
-        for environment, snapshot in zip(
-            environments,
-            reads.environments_read(environments=environments).values(),
-            strict=True,
-        ):
-            self.stdout.write(
-                f"{environment.name}: {snapshot.status}, {len(snapshot.pending)} pending"
-            )
+        states = reads.environments_read(environments=environments)
+        for environment in environments:
+            state = states[environment.pk]
+            self.stdout.write(f"{environment.name}: {state.status}, {len(state.pending)} pending")
         appeared, _ = drift.drift_record(project=project)  # the drift page opens on a check
         self.stdout.write(f"drift check: {len(appeared)} finding(s)")
         logins = ", ".join(f"{u} / {DEMO_PASSWORD}" for u, *_ in DEMO_USERS)
