@@ -121,7 +121,12 @@ RETORT_READ_WORKERS = int(env_float("RETORT_READ_WORKERS", 16))
 # Seconds a connection to a server database (not SQLite) stays open after a dashboard read, for
 # the next one (the overview re-reads every 30 s); 0 closes each connection after its read.
 RETORT_READ_KEEPALIVE = env_float("RETORT_READ_KEEPALIVE", 60.0)
-# Reads older than this are pruned by the scheduled refresh (each environment keeps its latest).
+# Workers read each environment at most every RETORT_REFRESH_SECONDS (and at once when someone
+# presses Refresh); every RETORT_REFRESH_TICK_SECONDS Celery beat sends the reads that are due,
+# RETORT_READ_BATCH environments to a task, so the reads spread over every worker.
+RETORT_REFRESH_SECONDS = env_float("RETORT_REFRESH_SECONDS", 60.0)
+RETORT_REFRESH_TICK_SECONDS = env_float("RETORT_REFRESH_TICK_SECONDS", 10.0)
+RETORT_READ_BATCH = int(env_float("RETORT_READ_BATCH", 50))
 # A revision file (or a module a header names) larger than this has only its header read.
 RETORT_MAX_REVISION_BYTES = int(env_float("RETORT_MAX_REVISION_BYTES", 1_000_000))
 
@@ -180,9 +185,9 @@ CELERY_TASK_ACKS_LATE = False  # a migration must never be redelivered to a seco
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
-    "refresh-all-environments": {
-        "task": "environments.tasks.environments_refresh_all",
-        "schedule": env_float("RETORT_REFRESH_SECONDS", 300.0),
+    "refresh-environments": {  # sends the reads that are due, in batches
+        "task": "environments.tasks.environments_refresh_due",
+        "schedule": RETORT_REFRESH_TICK_SECONDS,
     },
     "dispatch-queued-jobs": {
         "task": "environments.tasks.jobs_dispatch",

@@ -220,6 +220,5 @@ def api_graph(request: HttpRequest, project_slug: str) -> JsonResponse:
         project=project,
         environment_slug=request.GET.get("env") or None,
         expand=expand,
-        read=request.GET.get("read", "1") != "0",
     )
     return JsonResponse(graph_view.graph_json(view))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from django.utils.html import format_html
 
-from environments import reads, revision_analysis, source_html
+from environments import revision_analysis, source_html
 from environments.core import findings as core_findings
 from environments.core import graph as core_graph
 from environments.core import svg
@@ -82,16 +82,11 @@ def graph_build(
     expand: list[str] | None = None,
     node_url: Callable[[str], str] | None = None,
     expand_url=None,
-    read: bool = True,
 ) -> GraphView:
     """Lay out the project's graph with markers, the chosen environment's states and a search."""
     index, error = project.load_scripts()
     environments = list(project.environments.all())
-    if read:
-        states = reads.environments_read(environments=environments)
-    else:
-        states = CurrentState.objects.of(environments)
-        states = {pk: snap for pk, snap in states.items() if snap is not None}
+    states = CurrentState.objects.of(environments)
     view = GraphView(project, index, error, environments, states, query=query)
     if index is None or index.revision_map is None:
         view.index_error = error or (index.fatal if index else None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from dashboard.lib import live
 from environments.core.heads import HeadsVerdict
 from environments.core.revision_files import ScriptProblem
 from environments.core.scripts import ScriptIndex
@@ -26,9 +27,24 @@ class RevisionLine:
 @dataclass
 class EnvironmentCard:
     environment: Environment
-    state: CurrentState | None
+    state: CurrentState | None  # None: never read
     heads: list[RevisionLine] = field(default_factory=list)
     drift: list[dict] = field(default_factory=list)  # the last scheduled drift check's
+    row: CurrentState | None = None  # the state's row, read or not: a read may be under way
+
+    @property
+    def reading(self) -> bool:
+        return self.row is not None and self.row.reading
+
+    @property
+    def live_key(self) -> str:
+        """The card's fingerprint while a read is under way (see dashboard/lib/live.py)."""
+        row = self.row
+        return live.fingerprint(row and row.checked_at, row and row.requested_at, self.reading)
+
+    @property
+    def read_gave_up(self) -> bool:
+        return self.row is not None and self.row.read_gave_up
 
 
 @dataclass
@@ -69,10 +85,11 @@ class ProjectOverview:
 
 def _card(
     environment: Environment,
-    state: CurrentState | None,
+    row: CurrentState | None,
     index: ScriptIndex | None,
     drift: DriftState | None = None,
 ):
+    state = row if row is not None and row.checked_at is not None else None
     heads = []
     if state is not None:
         for head in state.heads:
@@ -81,18 +98,19 @@ def _card(
                 RevisionLine(head, revision.message if revision else "", revision is not None)
             )
     found = drift.involving(environment.slug) if drift is not None else []
-    return EnvironmentCard(environment=environment, state=state, heads=heads, drift=found)
+    return EnvironmentCard(environment, state, heads, found, row)
 
 
-def overview_build(*, projects: Iterable[Project], refresh: bool = True) -> list[ProjectOverview]:
-    """Every project with its environments in promotion order, read now (or as last read)."""
+def overview_build(*, projects: Iterable[Project], refresh: bool = False) -> list[ProjectOverview]:
+    """Every project with its environments in promotion order, as last read (the pages: they
+    never connect to a target), or read now (`refresh`: the CLI gate)."""
     projects = list(projects)
     environments = [env for project in projects for env in project.environments.all()]
     indexes: Indexes = {project.pk: project.load_scripts() for project in projects}
     if refresh:
         states = environments_read(environments=environments, indexes=indexes)
     else:
-        states = CurrentState.objects.of(environments)
+        states = CurrentState.objects.of(environments, unread=True)
     drift = {d.project_id: d for d in DriftState.objects.filter(project__in=projects)}
     overviews = []
     for project in projects:
@@ -105,8 +123,11 @@ def overview_build(*, projects: Iterable[Project], refresh: bool = True) -> list
     return overviews
 
 
-def environment_card(*, environment: Environment, refresh: bool) -> EnvironmentCard:
-    state = environment_read(environment=environment) if refresh else environment.stored_state()
+def environment_card(*, environment: Environment, refresh: bool = False) -> EnvironmentCard:
+    if refresh:
+        state = environment_read(environment=environment)
+    else:
+        state = CurrentState.objects.filter(environment=environment).first()
     index, _ = environment.project.load_scripts()
     drift = DriftState.objects.filter(project=environment.project_id).first()
     return _card(environment, state, index, drift)

@@ -15,14 +15,23 @@ def environment_refresh(environment_id: int) -> str | None:
 
 
 @shared_task
-def environments_refresh_all() -> int:
-    environments = list(Environment.objects.select_related("project"))
+def environments_refresh(environment_ids: list[int]) -> int:
+    """A batch of reads the scheduled refresh sent (environments deleted since are skipped)."""
+    environments = list(
+        Environment.objects.select_related("project").filter(pk__in=environment_ids)
+    )
     read = len(reads.environments_read(environments=environments))
     for project in {environment.project for environment in environments}:
         index, _ = project.load_scripts()
         if index is not None:
             index.problems  # noqa: B018 - compiles changed files here, not in a page request
     return read
+
+
+@shared_task
+def environments_refresh_due() -> int:
+    """Celery beat's tick: send the reads that are due, in batches."""
+    return reads.reads_send_due()
 
 
 @shared_task

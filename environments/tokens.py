@@ -5,6 +5,7 @@ API."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 
 from django.db import transaction
@@ -44,6 +45,10 @@ def token_revoke(*, token: ApiToken, user) -> bool:
     return bool(won)
 
 
+# "last used" is kept to the hour: a GET with a token writes at most one row an hour
+LAST_USED_EVERY = timedelta(hours=1)
+
+
 def api_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Let in a logged-in session or `Authorization: Bearer <token>`; answer 401 JSON otherwise."""
 
@@ -64,7 +69,9 @@ def api_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
                 .first()
             )
             if found is not None:
-                ApiToken.objects.filter(pk=found.pk).update(last_used_at=timezone.now())
+                now = timezone.now()
+                if found.last_used_at is None or now - found.last_used_at > LAST_USED_EVERY:
+                    ApiToken.objects.filter(pk=found.pk).update(last_used_at=now)
                 request.user = found.user
                 request.api_token = found
                 return view(request, *args, **kwargs)

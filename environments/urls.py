@@ -62,6 +62,11 @@ urlpatterns = [
         name="job_decide",
     ),
     path(
+        "projects/<slug:project_slug>/environments/<slug:env_slug>/card",
+        environments_page.environment_card_live,
+        name="environment_card_live",
+    ),
+    path(
         "projects/<slug:project_slug>/environments/<slug:env_slug>/refresh",
         environments_page.environment_refresh,
         name="environment_refresh",

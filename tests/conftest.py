@@ -353,12 +353,17 @@ def demo_templates(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def demo_project(inventory, make_project, demo_templates, tmp_path) -> Project:
-    """The sample project registered with its three demo environments (private copies)."""
+    """The sample project registered with its three demo environments (private copies), each
+    read once, as the workers would have by the time anyone opens a page."""
+    from environments import reads
+
     urls = {}
     for name in DEMO_TARGETS:
         shutil.copy(demo_templates / f"{name}.sqlite", tmp_path / f"{name}.sqlite")
         urls[name] = f"sqlite:///{tmp_path / f'{name}.sqlite'}"
-    return make_project(inventory, urls)
+    project = make_project(inventory, urls)
+    reads.environments_read(environments=list(project.environments.select_related("project")))
+    return project
 
 
 # --- approvals: people, the demo's policy, jobs asked for ---------------------------------
@@ -396,6 +401,14 @@ def policed(demo_project: Project) -> Project:
     prod.promotion_from = staging
     prod.save()
     return demo_project
+
+
+def read_all(project: Project) -> None:
+    """Read every environment of `project` and store what was found, as the workers' scheduled
+    read does (pages only show what was stored)."""
+    from environments import reads
+
+    reads.environments_read(environments=list(project.environments.select_related("project")))
 
 
 def env(project: Project, slug: str) -> Environment:

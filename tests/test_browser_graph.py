@@ -19,7 +19,7 @@ from playwright.sync_api import Locator, Page, expect
 from environments.models import Project
 from examples.inventory import revisions as inv
 from tests.browser import docs_screenshot, log_in
-from tests.conftest import alembic, three_heads_history
+from tests.conftest import alembic, read_all, three_heads_history
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -124,7 +124,7 @@ def test_three_heads_and_a_merge_of_merges_are_drawn_in_lanes_of_their_own(
     (ini.parent / "migrations" / "env.py").write_text(MINIMAL_ENV_PY, encoding="utf-8")
     dev_url = f"sqlite:///{tmp_path / 'tri-dev.sqlite'}"
     alembic(ini, dev_url, "upgrade", "h10000000000")
-    make_project(ini, {"dev": dev_url}, name="tri")
+    read_all(make_project(ini, {"dev": dev_url}, name="tri"))
     log_in(page, live_server.url, "alice", "pw-alice")
     expect(page.get_by_role("heading", name="Migration state")).to_be_visible()
 

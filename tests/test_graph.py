@@ -14,7 +14,7 @@ from environments.core import graph, script_config, scripts
 from environments.core.graph import Layout
 from examples.inventory import revisions as inv
 from examples.synthetic import write_history
-from tests.conftest import alembic, three_heads_history, write_revision
+from tests.conftest import alembic, read_all, three_heads_history, write_revision
 
 
 def _index(ini: Path) -> scripts.ScriptIndex:
@@ -182,7 +182,7 @@ def test_an_environment_on_two_heads_shows_two_markers(
     url = sqlite_url()
     alembic(inventory, url, "upgrade", inv.CREATE_ORDERS)
     alembic(inventory, url, "upgrade", inv.CREATE_REPORT_RUNS)  # a second branch: two rows
-    make_project(inventory, {"qa": url})
+    read_all(make_project(inventory, {"qa": url}))
 
     html = client_alice.get(reverse("project_graph", args=["inventory"])).content.decode()
 
@@ -196,6 +196,7 @@ def test_unknown_revisions_are_listed_apart_with_a_warning(client_alice, demo_pr
     prod = demo_project.environments.get(slug="prod")
     with sqlite3.connect(prod.get_url().removeprefix("sqlite:///")) as db:
         db.execute("UPDATE alembic_version SET version_num = 'deadbeef0000'")
+    read_all(demo_project)
 
     html = client_alice.get(reverse("project_graph", args=["inventory"]), {"env": "prod"}).content
     html = html.decode()

@@ -11,7 +11,7 @@ from django.urls import reverse
 from environments import reads
 from environments.models import CurrentState
 from examples.inventory import revisions as inv
-from tests.conftest import alembic, pg_url, write_revision
+from tests.conftest import alembic, env, pg_url, read_all, write_revision
 
 pytestmark = pytest.mark.django_db
 
@@ -45,18 +45,38 @@ def test_page_loads_keep_one_state_per_environment(client_alice, demo_project):
     assert CurrentState.objects.filter(environment__project=demo_project).count() == 3
 
 
-def test_the_htmx_poll_gets_only_the_projects_fragment(client_alice, demo_project):
-    response = client_alice.get(reverse("overview"), headers={"HX-Request": "true"})
-    html = response.content.decode()
+def test_the_htmx_poll_gets_the_projects_fragment_then_nothing_until_a_state_changes(
+    client_alice, demo_project
+):
+    first = client_alice.get(reverse("overview"), headers={"HX-Request": "true"})
+    html = first.content.decode()
+    since = re.search(r"since=(\w+)", html).group(1)
+    unchanged = client_alice.get(
+        reverse("overview"), {"since": since}, headers={"HX-Request": "true"}
+    )
+    alembic(
+        Path(demo_project.alembic_ini), env(demo_project, "staging").get_url(), "upgrade", "head"
+    )
+    read_all(demo_project)  # a worker's scheduled read
+    changed = client_alice.get(
+        reverse("overview"), {"since": since}, headers={"HX-Request": "true"}
+    )
 
     assert html.lstrip().startswith('<div id="projects"')
     assert "<html" not in html
-    assert 'hx-trigger="every 30s"' in html
+    assert 'hx-trigger="every 10s"' in html
+    assert unchanged.status_code == 204
+    assert changed.status_code == 200
+    assert ">current</span>" in _card_html(changed.content.decode(), "staging")
 
 
-def test_refresh_rereads_one_environment_and_answers_with_its_card_only(client_alice, demo_project):
+def test_refresh_with_the_broker_down_reads_in_the_post_and_answers_with_its_card_only(
+    client_alice, demo_project, closed_port, monkeypatch
+):
+    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{closed_port}/0")
     staging = demo_project.environments.get(slug="staging")
     alembic(Path(demo_project.alembic_ini), staging.get_url(), "upgrade", "head")
+    prod_read = env(demo_project, "prod").stored_state().checked_at
 
     response = client_alice.post(
         reverse("environment_refresh", args=["inventory", "staging"]),
@@ -66,9 +86,9 @@ def test_refresh_rereads_one_environment_and_answers_with_its_card_only(client_a
 
     assert html.lstrip().startswith("<article")
     assert html.count("<article") == 1
-    assert ">current</span>" in html
+    assert ">current</span>" in html and "Reading" not in html
     assert staging.stored_state().status == "current"
-    assert not CurrentState.objects.filter(environment__slug="prod").exists()
+    assert env(demo_project, "prod").stored_state().checked_at == prod_read
 
 
 def test_refresh_without_javascript_goes_to_the_environment_page(client_alice, demo_project):
@@ -103,7 +123,7 @@ def test_the_environment_page_lists_pending_in_apply_order_and_applied_history(
 def test_an_unreachable_environment_is_explained_in_words(
     client_alice, inventory, make_project, closed_port
 ):
-    make_project(inventory, {"prod": pg_url("x", password="S3cret-pw", port=closed_port)})
+    read_all(make_project(inventory, {"prod": pg_url("x", password="S3cret-pw", port=closed_port)}))
 
     response = client_alice.get(reverse("overview"))
     html = response.content.decode()
@@ -122,7 +142,7 @@ def test_a_message_with_markup_is_shown_escaped(client_alice, inventory, make_pr
     at_payload, before_payload = sqlite_url("dev"), sqlite_url("prod")
     alembic(inventory, at_payload, "upgrade", "head")
     alembic(inventory, before_payload, "upgrade", inv.HEAD)
-    make_project(inventory, {"dev": at_payload, "prod": before_payload})
+    read_all(make_project(inventory, {"dev": at_payload, "prod": before_payload}))
 
     overview = client_alice.get(reverse("overview")).content.decode()
     detail = client_alice.get(

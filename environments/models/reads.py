@@ -15,13 +15,16 @@ from environments.models.registry import Environment, Project
 
 
 class CurrentStateQuerySet(models.QuerySet):
-    def of(self, environments) -> dict[int, CurrentState]:
+    def of(self, environments, *, unread: bool = False) -> dict[int, CurrentState]:
         """Each environment's current state, by environment id, in one query however many
-        environments there are; none for one never read."""
+        environments there are; none for one never read (unless `unread`: a row may say a
+        first read was asked for)."""
         ids = [environment.pk for environment in environments]
         if not ids:
             return {}
-        found = self.filter(environment_id__in=ids, checked_at__isnull=False)
+        found = self.filter(environment_id__in=ids)
+        if not unread:
+            found = found.filter(checked_at__isnull=False)
         return {state.environment_id: state for state in found}
 
 
@@ -47,12 +50,33 @@ class CurrentState(models.Model):
     known_at = models.DateTimeField(null=True, blank=True)
     # someone asked for a read (Refresh): it is under way while this is after checked_at
     requested_at = models.DateTimeField(null=True, blank=True)
+    # the scheduled refresh sent a read to the workers (so the next tick does not send another)
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     objects = CurrentStateQuerySet.as_manager()
 
     def __str__(self) -> str:
         when = f"{self.checked_at:%Y-%m-%d %H:%M:%S}" if self.checked_at else "never"
         return f"{self.environment} {self.status or 'not read'} at {when}"
+
+    # a read asked for and not done after this long has failed on its way: say so
+    READ_GIVES_UP = timedelta(minutes=2)
+
+    @property
+    def unanswered(self) -> bool:
+        """A read was asked for after the newest one stored."""
+        return self.requested_at is not None and (
+            self.checked_at is None or self.requested_at > self.checked_at
+        )
+
+    @property
+    def reading(self) -> bool:
+        """A read someone asked for is under way (and has not given up)."""
+        return self.unanswered and timezone.now() - self.requested_at < self.READ_GIVES_UP
+
+    @property
+    def read_gave_up(self) -> bool:
+        return self.unanswered and not self.reading
 
     @property
     def status_enum(self) -> Status:

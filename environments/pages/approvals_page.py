@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from dashboard.lib import live
-from environments import approvals, reads
 from environments.models import Approval, CurrentState, Environment, Job
 from environments.pages import jobs_page, live_parts
 
@@ -17,8 +17,8 @@ from environments.pages import jobs_page, live_parts
 @require_GET
 @login_required
 def approvals_queue(request: HttpRequest) -> HttpResponse:
-    """Requests awaiting approval, each with everything needed to decide on it."""
-    approvals.jobs_expire()
+    """Requests awaiting approval, each with everything needed to decide on it, judged by the
+    environments' stored states (a page never connects to a target; the buttons' POSTs read)."""
     return render(request, "environments/approvals.html", _approval_requests(request.user))
 
 
@@ -33,13 +33,17 @@ def approvals_live(request: HttpRequest) -> HttpResponse:
         lambda: render(
             request,
             "environments/approvals.html#requests",
-            _approval_requests(request.user, stored=True, key=key),
+            _approval_requests(request.user, key=key),
         ),
     )
 
 
 def _waiting_jobs():
-    return Job.objects.filter(status=Job.Status.AWAITING_APPROVAL).order_by("submitted_at", "id")
+    """Requests awaiting approval, those past their expiry left out (Celery beat's
+    `jobs_expire` marks them expired; a page changes nothing)."""
+    unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+    waiting = Job.objects.filter(unexpired, status=Job.Status.AWAITING_APPROVAL)
+    return waiting.order_by("submitted_at", "id")
 
 
 def _approvals_key() -> str:
@@ -56,7 +60,7 @@ def _approvals_key() -> str:
     return live.fingerprint(waiting, decisions, newest, live_parts.time_bucket())
 
 
-def _approval_requests(user, *, stored: bool = False, key: str | None = None) -> dict:
+def _approval_requests(user, *, key: str | None = None) -> dict:
     key = key or _approvals_key()  # before reading: see _job_page
     waiting = _waiting_jobs().select_related(
         "environment__project",
@@ -66,12 +70,7 @@ def _approval_requests(user, *, stored: bool = False, key: str | None = None) ->
         "restore_from",
     )
     environments = list({job.environment_id: job.environment for job in waiting}.values())
-    if stored:
-        states = CurrentState.objects.of(environments)
-    else:
-        # every environment with a request is read once, all in parallel: a hung database
-        # costs the page one connect timeout, however many requests wait
-        states = reads.environments_read(environments=environments) if environments else {}
+    states = CurrentState.objects.of(environments)
     requests = [
         {"job": job}
         | jobs_page.review(

@@ -3,55 +3,96 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from environments import overviews, roles
+from dashboard.lib import live
+from environments import overviews, reads, roles
 from environments.core.scripts import ScriptIndex
-from environments.models import Environment, Job, Project
-from environments.pages import lookup
+from environments.models import CurrentState, DriftState, Environment, Job, Project
+from environments.pages import live_parts, lookup
 
 
 @require_GET
-@login_required
+@live.login_required_live
 def overview(request: HttpRequest) -> HttpResponse:
-    built = overviews.overview_build(projects=lookup.projects_named())
-    template = (
-        "environments/overview.html#projects" if request.htmx else "environments/overview.html"
-    )
-    return render(request, template, {"overviews": built, "single_project": False})
+    return _overview_page(request, lookup.projects_named(), single=False)
 
 
 @require_GET
-@login_required
+@live.login_required_live
 def project_detail(request: HttpRequest, project_slug: str) -> HttpResponse:
     projects = lookup.projects_named(project_slug)
     if not projects:
         get_object_or_404(Project, slug=project_slug)
-    built = overviews.overview_build(projects=projects)
-    template = (
-        "environments/overview.html#projects" if request.htmx else "environments/overview.html"
+    return _overview_page(request, projects, single=True)
+
+
+def _overview_page(request: HttpRequest, projects, *, single: bool) -> HttpResponse:
+    """The cards as the workers last stored them; the projects region polls and is rendered
+    again only when a stored state changed (or time moved what "3 minutes ago" says)."""
+    key = _overview_key(projects)
+
+    def page(template: str) -> HttpResponse:
+        built = overviews.overview_build(projects=projects)
+        context = {"overviews": built, "single_project": single, "live_key": key}
+        return render(request, template, context)
+
+    if request.htmx:
+        return live.live_response(request, key, lambda: page("environments/overview.html#projects"))
+    return page("environments/overview.html")
+
+
+def _overview_key(projects) -> str:
+    environments = Environment.objects.filter(project__in=projects)
+    states = CurrentState.objects.filter(environment__in=environments).aggregate(
+        count=Count("pk"),
+        checked=Max("checked_at"),
+        asked=Max("requested_at"),
+        changed=Max("changed_at"),
     )
-    return render(request, template, {"overviews": built, "single_project": True})
+    registry = environments.aggregate(count=Count("pk"), edited=Max("updated_at"))
+    drift = DriftState.objects.filter(project__in=projects).aggregate(checked=Max("checked_at"))
+    edited = Project.objects.filter(pk__in=projects).aggregate(edited=Max("updated_at"))
+    return live.fingerprint(states, registry, drift, edited, live_parts.time_bucket())
 
 
 @require_GET
 @login_required
 def environment_detail(request: HttpRequest, project_slug: str, env_slug: str) -> HttpResponse:
     environment = lookup.get_environment(project_slug, env_slug)
-    card = overviews.environment_card(environment=environment, refresh=True)
+    card = overviews.environment_card(environment=environment)
     detail = overviews.environment_detail_build(card=card)
     context = {"card": card, "detail": detail}
     context |= job_offer(environment, detail.index, request.user)
     return render(request, "environments/environment_detail.html", context)
 
 
+@require_GET
+@live.login_required_live
+def environment_card_live(request: HttpRequest, project_slug: str, env_slug: str) -> HttpResponse:
+    """One card, for its poll while a read someone asked for is under way."""
+    environment = lookup.get_environment(project_slug, env_slug)
+    card = overviews.environment_card(environment=environment)
+    return live.live_response(
+        request,
+        card.live_key,
+        lambda: render(request, "environments/overview.html#card", {"card": card}),
+        final=not card.reading,
+    )
+
+
 @require_POST
 @login_required
 def environment_refresh(request: HttpRequest, project_slug: str, env_slug: str) -> HttpResponse:
+    """Refresh: a worker reads the environment now and the card follows until it is stored.
+    When the broker cannot take the read, it is made here (a POST may connect to a target;
+    a GET never does)."""
     environment = lookup.get_environment(project_slug, env_slug)
-    card = overviews.environment_card(environment=environment, refresh=True)
+    asked = reads.read_request(environment=environment)
+    card = overviews.environment_card(environment=environment, refresh=not asked)
     if not request.htmx:
         return redirect(environment)
     return render(request, "environments/overview.html#card", {"card": card})

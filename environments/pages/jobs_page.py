@@ -53,19 +53,17 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(request, "environments/job_detail.html", _job_page(job, request.user))
 
 
-def _job_page(
-    job: Job, user, error: str | None = None, *, stored: bool = False, key: str | None = None
-) -> dict:
-    """Everything the job page shows. `stored`: judge whether the plan is out of date from
-    the environment's last stored read (a poll), not from a read made now. The live region's
+def _job_page(job: Job, user, error: str | None = None, *, key: str | None = None) -> dict:
+    """Everything the job page shows, the plan judged by the environment's stored state (a
+    page never connects to a target; approving or queueing reads it again). The live region's
     fingerprint (`key`, else worked out here) is taken before anything is read, so a change
     that lands while the page renders makes the next poll render again rather than be lost."""
     key = key or _job_key(job)
     lines = list(job.log_lines.order_by("-seq")[:2000])[::-1]
     # buttons a person may not use are not shown (the services still refuse them)
     may_change = roles.may_act_on_jobs(user, job.environment)
-    state = job.environment.stored_state() if stored else None
-    reviewed = review(job, user, state, check_plan=not stored or state is not None)
+    state = job.environment.stored_state()
+    reviewed = review(job, user, state, check_plan=state is not None)
     return {
         "job": job,
         "log_lines": lines,
@@ -126,7 +124,7 @@ def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
         lambda: render(
             request,
             "environments/job_detail.html#live",
-            _job_page(job, request.user, stored=True, key=key) | {"oob_nav": True},
+            _job_page(job, request.user, key=key) | {"oob_nav": True},
         ),
         final=job.is_finished,
     )

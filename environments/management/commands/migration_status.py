@@ -26,7 +26,7 @@ class Command(BaseCommand):
             projects = projects.filter(Q(slug=options["project"]) | Q(name=options["project"]))
             if not projects.exists():
                 raise CommandError(f"No project {options['project']!r}.", returncode=2)
-        built = overviews.overview_build(projects=projects)
+        built = overviews.overview_build(projects=projects, refresh=True)
         rows, states, unexpected_heads = [], [], False
         for overview in built:
             cards = [
