@@ -14,13 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.test import override_settings
-
 from bench.scripts_read import clear_caches
 from bench.silent import SilentServer
 from bench.stats import Samples, repeat, timed
 from environments import overviews, reads
-from environments.core import versions
 from environments.models import Environment, Project
 from examples.synthetic import SyntheticHistory
 
@@ -110,9 +107,10 @@ def add_environment(project: Project, name: str, url: str, position: int) -> Env
 
 
 def build_overview() -> list[overviews.ProjectOverview]:
-    """What the overview page does: every project, its environments read now."""
+    """Every environment read and stored (what a worker's batch does), then the overview
+    built from what was stored (what the page does)."""
     return overviews.overview_build(
-        projects=Project.objects.prefetch_related("environments__project")
+        projects=Project.objects.prefetch_related("environments__project"), refresh=True
     )
 
 
@@ -140,20 +138,10 @@ def _timed_runs(count: int, budget: float) -> OverviewRun:
 
 
 def measure_warm(*, count: int = 20, budget: float = 60.0) -> tuple[float, OverviewRun]:
-    """The first (warm-up) call from cold script caches with no session kept, then `count`
-    timed calls (each reading through the sessions the one before kept)."""
+    """The first (warm-up) call from cold script caches, then `count` timed calls."""
     clear_caches()
-    versions.close_kept_connections()
     first = timed(build_overview)
     return first, _timed_runs(count, budget)
-
-
-def measure_unkept(*, count: int = 20, budget: float = 60.0) -> OverviewRun:
-    """The warm overview with RETORT_READ_KEEPALIVE=0: every read opens its own connection."""
-    versions.close_kept_connections()
-    with override_settings(RETORT_READ_KEEPALIVE=0):
-        build_overview()  # untimed, like 2a's warm-up
-        return _timed_runs(count, budget)
 
 
 def measure_parts(project: Project, *, count: int = 20, budget: float = 30.0) -> Parts:

@@ -185,8 +185,7 @@ def measure_overviews(
     log("2/3 warm overview")
     first, warm = overview.measure_warm()
     parts = overview.measure_parts(project)
-    unkept = overview.measure_unkept()
-    report.add(*overview_figures(first, warm, parts, unkept))
+    report.add(*overview_figures(first, warm, parts))
     report.notes.append(overview_note(warm, stamping))
 
     timeout = float(settings.RETORT_CONNECT_TIMEOUT)
@@ -397,9 +396,7 @@ def read_notes(caches: tuple[str, ...]) -> list[str]:
     return [cold, bytecode, warm]
 
 
-def overview_figures(
-    first: float, warm: OverviewRun, parts: Parts, unkept: OverviewRun
-) -> list[Figure]:
+def overview_figures(first: float, warm: OverviewRun, parts: Parts) -> list[Figure]:
     median, p95 = warm.samples.median, warm.samples.p95
     failures = _failures(warm)
     remark = f"p95 {'within' if p95 <= WARM_OVERVIEW_AIM else 'over'} the aim"
@@ -407,7 +404,9 @@ def overview_figures(
         remark += f"; {failures} environment(s) could not be read"
     return [
         Figure(
-            f"2a. Warm overview, {ENVIRONMENTS} environments (`overview_build`)",
+            f"2a. Read and show, {ENVIRONMENTS} environments: all read and stored, as a "
+            "worker's batch does, then the overview built from what was stored "
+            "(`overview_build(refresh=True)`)",
             f"median {ms(median)}, p95 {ms(p95)}, min {ms(warm.samples.minimum)} "
             f"(n={warm.samples.count})",
             f"median ≤ {ms(WARM_OVERVIEW_AIM)}",
@@ -429,17 +428,10 @@ def overview_figures(
             "the parallel reads, the state update)",
             _spread(parts.environments_read),
         ),
-        Figure(
-            "2f. For comparison: 2a with `RETORT_READ_KEEPALIVE=0`, a new connection per read",
-            f"median {ms(unkept.samples.median)}, p95 {ms(unkept.samples.p95)}, min "
-            f"{ms(unkept.samples.minimum)} (n={unkept.samples.count}); "
-            f"{unkept.samples.median / median:.2f}× 2a's median; {_statuses(unkept)}",
-        ),
     ]
 
 
 def overview_note(warm: OverviewRun, stamping: str) -> str:
-    from django.conf import settings
 
     return (
         f"Overview: one project (the {REVISIONS}-revision history) with {ENVIRONMENTS} "
@@ -450,13 +442,9 @@ def overview_note(warm: OverviewRun, stamping: str) -> str:
         f"{stamping}). Each timed call is "
         '`overview_build(projects=Project.objects.prefetch_related("environments__project"))` '
         "with a fresh queryset: the registry query, the script index check, the parallel reads "
-        "and the state updates in the dashboard database (PostgreSQL). Reads run as the "
-        "dashboard's do, with `RETORT_READ_KEEPALIVE` "
-        f"{settings.RETORT_READ_KEEPALIVE:g} s: each PostgreSQL read goes through the idle "
-        "session the previous call kept (pinged, then Alembic's version-table query, every "
-        "time; nothing read is cached), so 2a holds no connection start-up; 2b starts with no "
-        "session kept, and 2f opens a new connection for every read, as a reader that keeps "
-        "none would."
+        "and the state updates in the dashboard database (PostgreSQL). Each read opens its own "
+        "connection and closes it, as the workers' do (nothing read is cached). The pages "
+        "themselves no longer read: they render what the workers stored."
     )
 
 

@@ -118,9 +118,6 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # Reading target databases
 RETORT_CONNECT_TIMEOUT = env_float("RETORT_CONNECT_TIMEOUT", 3.0)
 RETORT_READ_WORKERS = int(env_float("RETORT_READ_WORKERS", 16))
-# Seconds a connection to a server database (not SQLite) stays open after a dashboard read, for
-# the next one (the overview re-reads every 30 s); 0 closes each connection after its read.
-RETORT_READ_KEEPALIVE = env_float("RETORT_READ_KEEPALIVE", 60.0)
 # Workers read each environment at most every RETORT_REFRESH_SECONDS (and at once when someone
 # presses Refresh); every RETORT_REFRESH_TICK_SECONDS Celery beat sends the reads that are due,
 # RETORT_READ_BATCH environments to a task, so the reads spread over every worker.

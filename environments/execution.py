@@ -288,8 +288,7 @@ def _read_after(job: Job, log: JobLog) -> None:
     and the change it finds is recorded as this job's (it is still `running`)."""
     close_old_connections()
     try:
-        # The worker reads once and keeps no connection to the database it has just changed.
-        environment_read(environment=job.environment, keep_alive=0)
+        environment_read(environment=job.environment)
     except Exception as exc:  # noqa: BLE001 - a failed read must not keep the job running
         log.add(f"The state could not be re-read afterwards: {exc}")
         log.flush()

@@ -45,12 +45,8 @@ def environments_read(
     *,
     environments: Sequence[Environment],
     indexes: Indexes | None = None,
-    keep_alive: float | None = None,
 ) -> dict[int, CurrentState]:
-    """Read every environment in parallel and store what each read found.
-
-    `keep_alive`: seconds each server database's connection stays open for the next read
-    (default `RETORT_READ_KEEPALIVE`; 0 closes it now)."""
+    """Read every environment, RETORT_READ_WORKERS at a time, and store what each found."""
     indexes = {} if indexes is None else indexes
     targets = []
     for environment in environments:
@@ -62,7 +58,6 @@ def environments_read(
         targets,
         timeout=settings.RETORT_CONNECT_TIMEOUT,
         workers=settings.RETORT_READ_WORKERS,
-        keep_alive=settings.RETORT_READ_KEEPALIVE if keep_alive is None else keep_alive,
     )
     return reads_store(environments, found)
 
@@ -197,8 +192,8 @@ def _explain(change: StateChange, since) -> None:
         )
 
 
-def environment_read(*, environment: Environment, keep_alive: float | None = None) -> CurrentState:
-    return environments_read(environments=[environment], keep_alive=keep_alive)[environment.pk]
+def environment_read(*, environment: Environment) -> CurrentState:
+    return environments_read(environments=[environment])[environment.pk]
 
 
 def read_request(*, environment: Environment) -> bool:

@@ -229,3 +229,18 @@ def test_the_history_lists_changes_not_reads_and_names_who_made_them(client_alic
     assert len(rows) == 2  # the first read, and the upgrade; not one row per read
     assert "outside Retort" in rows[0] and ">current</span>" in rows[0]
     assert "first read" in rows[1] and "3 pending" in rows[1]
+
+
+def test_a_database_that_stops_answering_is_shown_stale_with_what_was_last_known(
+    client_alice, demo_project, closed_port
+):
+    prod = env(demo_project, "prod")
+    prod.set_url(pg_url("x", port=closed_port))
+    prod.save()
+    read_all(demo_project)  # the workers' next read fails
+
+    card = _card_html(client_alice.get(reverse("overview")).content.decode(), "prod")
+
+    assert ">unreachable</span>" in card
+    assert "Stale:" in card and "the last read failed just now" in card
+    assert inv.PROD_TARGET[:12] in card.split("Stale:")[1]  # what it held when last read

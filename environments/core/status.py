@@ -126,7 +126,7 @@ def _unknown_message(unknown: Sequence[str]) -> str:
     )
 
 
-def read_one(target: Target, *, timeout: float, keep_alive: float = 0.0) -> EnvironmentState:
+def read_one(target: Target, *, timeout: float) -> EnvironmentState:
     started = time.perf_counter()
     try:
         url = target.url()
@@ -138,7 +138,6 @@ def read_one(target: Target, *, timeout: float, keep_alive: float = 0.0) -> Envi
             version_table=target.version_table,
             version_table_schema=target.version_table_schema,
             timeout=timeout,
-            keep_alive=keep_alive,
         )
     state = evaluate(target.index, read, index_error=target.index_error)
     elapsed = int((time.perf_counter() - started) * 1000)
@@ -151,35 +150,48 @@ def read_many(
     timeout: float,
     workers: int = 16,
     grace: float = 0.5,
-    keep_alive: float = 0.0,
 ) -> dict[object, EnvironmentState]:
-    """Read every target in parallel; a dead database costs at most its own timeout.
+    """Read every target, `workers` at a time; a dead database costs its own read slot its
+    own timeout, never the others theirs.
 
-    A read that has not answered by `timeout + grace` is reported as unreachable and left to
-    finish (or time out) in the background. `keep_alive`: see `versions.read_versions`.
+    Each read has `timeout + grace` from the moment it starts (not from the call: a read
+    waiting for a free slot is not late); one that has not answered by then is reported as
+    unreachable and left to finish (or time out) in the background.
     """
     if not targets:
         return {}
     results: dict[object, EnvironmentState] = {}
+    started: dict[object, float] = {}
+    late_after = timeout + grace
+
+    def read(target: Target) -> EnvironmentState:
+        started[target.key] = time.monotonic()
+        return read_one(target, timeout=timeout)
+
     pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=max(1, min(workers, len(targets))), thread_name_prefix="retort-read"
     )
     try:
-        futures = {
-            pool.submit(read_one, target, timeout=timeout, keep_alive=keep_alive): target
-            for target in targets
-        }
-        done, not_done = concurrent.futures.wait(futures, timeout=timeout + grace)
-        for future in done:
-            results[futures[future].key] = future.result()
-        for future in not_done:
-            target = futures[future]
-            results[target.key] = EnvironmentState(
-                status=Status.UNREACHABLE,
-                script_heads=target.index.heads if target.index else (),
-                error=f"Cannot reach the database: no answer within {timeout:g} seconds.",
-                duration_ms=int((timeout + grace) * 1000),
+        futures = {pool.submit(read, target): target for target in targets}
+        pending = set(futures)
+        while pending:
+            done, pending = concurrent.futures.wait(
+                pending, timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
             )
+            for future in done:
+                results[futures[future].key] = future.result()
+            now = time.monotonic()
+            for future in list(pending):
+                target = futures[future]
+                began = started.get(target.key)
+                if began is not None and now - began > late_after:
+                    pending.discard(future)
+                    results[target.key] = EnvironmentState(
+                        status=Status.UNREACHABLE,
+                        script_heads=target.index.heads if target.index else (),
+                        error=f"Cannot reach the database: no answer within {timeout:g} seconds.",
+                        duration_ms=int(late_after * 1000),
+                    )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return results

@@ -2,33 +2,23 @@
 
 Connections are time-limited and read-only in intent: the version table is read through
 Alembic's `MigrationContext`, so custom table names and schemas are quoted exactly as Alembic
-quotes them. Any failure comes back as a sentence with the password removed.
-
-A reader that reads the same databases again and again (the overview, every 30 seconds) may keep
-one idle connection per server database for `keep_alive` seconds: the next read then skips the
-connection start-up (a new server process on PostgreSQL, authentication, a cold catalog cache).
-A kept connection holds no transaction and no lock, is checked before it is used and replaced
-if the server has closed it, and is closed once it has been idle for `keep_alive` seconds.
-SQLite files are never kept open.
+quotes them. Any failure comes back as a sentence with the password removed. Each read opens
+its own connection and closes it: the workers read each database once a refresh interval, so a
+fleet of databases never holds an idle session of Retort's between reads.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import re
 import sqlite3
-import threading
-import time
 import urllib.parse
-from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -87,13 +77,8 @@ def read_versions(
     version_table: str = "alembic_version",
     version_table_schema: str | None = None,
     timeout: float = 3.0,
-    keep_alive: float = 0.0,
 ) -> VersionRead:
-    """Connect with a short timeout and read the heads stored in the version table.
-
-    `keep_alive` > 0 keeps the connection to a server database open that many idle seconds for
-    the next read of the same database (see the module's docstring); 0 closes it now.
-    """
+    """Connect with a short timeout, read the heads stored in the version table, close."""
     if url_problem(url) == AMBIGUOUS_URL:
         # a URL stored before this check: connecting would look part of its password up as a
         # host name, on this machine's resolver and beyond
@@ -106,7 +91,7 @@ def read_versions(
             message="The database URL is not valid; expected dialect+driver://user@host/database.",
         )
     try:
-        cached = _cached_engine(target, timeout, keep_alive)
+        engine = open_engine(target, timeout)
     except ReadFailure as exc:
         return VersionRead(failure=exc.kind, message=redact(exc.message, target))
     except NoSuchModuleError:
@@ -124,7 +109,7 @@ def read_versions(
             failure=Failure.ERROR, message=redact(f"The URL is not usable: {exc}", target)
         )
     try:
-        with cached.engine.connect() as connection:
+        with engine.connect() as connection:
             context = MigrationContext.configure(
                 connection,
                 opts={
@@ -146,132 +131,7 @@ def read_versions(
         kind, message = classify(exc)
         return VersionRead(failure=kind, message=redact(message, target))
     finally:
-        cached.used()
-
-
-# One engine per URL: it remembers its dialect's first-connect checks, which cost several round
-# trips, so a re-read is one connection (or none, when one is kept) and one or two queries.
-@dataclass(eq=False)
-class _CachedEngine:
-    engine: Engine
-    keep_alive: float  # seconds an idle connection is kept; 0: the engine keeps none
-    last_used: float = 0.0
-
-    def used(self) -> None:
-        self.last_used = time.monotonic()
-        if self.keep_alive:
-            with _engines_lock:
-                _start_closer()
-
-    def idle_connections(self) -> int:
-        return self.engine.pool.checkedin() if self.keep_alive else 0
-
-
-_engines: OrderedDict[tuple[str, float, float], _CachedEngine] = OrderedDict()
-_engines_lock = threading.Lock()
-_MAX_ENGINES = 512
-_closer: threading.Thread | None = None
-_closer_wake = threading.Event()  # set when an engine with a shorter keep_alive may have come
-
-
-def _cached_engine(target: URL, timeout: float, keep_alive: float = 0.0) -> _CachedEngine:
-    keep_alive = max(0.0, keep_alive) if target.get_backend_name() != "sqlite" else 0.0
-    key = (target.render_as_string(hide_password=False), timeout, keep_alive)
-    with _engines_lock:
-        cached = _engines.get(key)
-        if cached is not None:
-            _engines.move_to_end(key)
-            return cached
-    if keep_alive:
-        engine = _kept_engine(target, timeout, keep_alive)
-    else:
-        engine = open_engine(target, timeout)
-    cached = _CachedEngine(engine, keep_alive)
-    with _engines_lock:
-        cached = _engines.setdefault(key, cached)
-        while len(_engines) > _MAX_ENGINES:
-            _engines.popitem(last=False)[1].engine.dispose()
-    if keep_alive:
-        _closer_wake.set()
-    return cached
-
-
-def _kept_engine(target: URL, timeout: float, keep_alive: float) -> Engine:
-    """An engine that keeps one idle connection, pinged before each use. TCP keepalives and,
-    on PostgreSQL, a user timeout make a kept connection to a host that went silent fail within
-    `timeout` instead of hanging until the operating system gives up."""
-    arguments = connect_args(target, timeout, None)
-    if target.get_backend_name() == "postgresql":
-        arguments |= {
-            "keepalives": 1,
-            "keepalives_idle": max(1, math.ceil(keep_alive)),
-            "keepalives_interval": max(1, math.ceil(timeout / 3)),
-            "keepalives_count": 3,
-            "tcp_user_timeout": int(timeout * 1000),
-        }
-    return create_engine(
-        target,
-        pool_size=1,
-        max_overflow=8,  # concurrent reads of one database open more, closed after use
-        pool_timeout=timeout,
-        pool_pre_ping=True,
-        pool_recycle=max(keep_alive, 300.0),
-        connect_args=arguments,
-    )
-
-
-def _kept_engines() -> list[_CachedEngine]:
-    """The cached engines that keep connections (caller holds _engines_lock)."""
-    return [cached for cached in _engines.values() if cached.keep_alive]
-
-
-def _start_closer() -> None:
-    """Start the thread that closes kept connections once idle (caller holds _engines_lock)."""
-    global _closer
-    if _closer is None or not _closer.is_alive():
-        _closer = threading.Thread(target=_close_idle, name="retort-idle-close", daemon=True)
-        _closer.start()
-
-
-def _close_idle() -> None:
-    """Close every kept connection idle for its engine's `keep_alive`; stop when none is left."""
-    global _closer
-    while True:
-        with _engines_lock:
-            kept = _kept_engines()
-            if not kept or not any(c.idle_connections() for c in kept):
-                _closer = None
-                return
-            wait = min(c.keep_alive for c in kept) / 4
-        if _closer_wake.wait(min(max(wait, 0.05), 15.0)):
-            _closer_wake.clear()
-            continue
-        now = time.monotonic()
-        for cached in kept:
-            if cached.idle_connections() and now - cached.last_used >= cached.keep_alive:
-                cached.engine.pool.dispose()  # closes the idle ones; checked-out ones finish
-
-
-def close_kept_connections() -> None:
-    """Close every connection kept for a next read (engines stay usable)."""
-    with _engines_lock:
-        kept = _kept_engines()
-    for cached in kept:
-        cached.engine.pool.dispose()
-
-
-def _forget_after_fork() -> None:
-    # A forked child (a Celery pool process) must not use or close its parent's sockets, nor
-    # wait on a lock another of the parent's threads held at the fork.
-    global _closer, _engines_lock
-    for cached in _engines.values():
-        cached.engine.dispose(close=False)
-    _engines.clear()
-    _engines_lock = threading.Lock()
-    _closer = None
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
+        engine.dispose()
 
 
 class ReadFailure(Exception):
