@@ -191,6 +191,12 @@ def api_status(request: HttpRequest) -> JsonResponse:
     projects = lookup.projects_named(wanted)
     if wanted and not projects.exists():
         return JsonResponse({"error": f"No project {wanted!r}.", "code": "not_found"}, status=404)
+    try:
+        wanted_cards = overviews.CardFilter.parse(
+            request.GET.getlist("status"), request.GET.getlist("label")
+        )
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc), "code": "bad_request"}, status=400)
     built = overviews.overview_build(projects=projects)
     env_filter = request.GET.get("env")
     cards = [
@@ -203,6 +209,7 @@ def api_status(request: HttpRequest) -> JsonResponse:
         return JsonResponse(
             {"error": f"No environment {env_filter!r}.", "code": "not_found"}, status=404
         )
+    cards = [(overview, card) for overview, card in cards if wanted_cards(card)]
     rows = [
         card.state.as_status_dict() | overview.heads_dict()
         for overview, card in cards

@@ -19,7 +19,7 @@ from django.db import models, transaction
 from django.utils.text import slugify
 from sqlalchemy.engine import make_url
 
-from environments.forms import EnvironmentForm, ProjectForm, as_data, bound_data
+from environments.forms import EnvironmentForm, LabelsField, ProjectForm, as_data, bound_data
 from environments.models import Environment, Project, UrlUnavailable
 
 _PROJECT_TABLES = {"environment"}  # a project's keys beyond its form's fields
@@ -86,6 +86,9 @@ def _sqlite_path(url: str, base: Path) -> str:
 def _type_problem(field: forms.Field, value: object) -> str | None:
     """What a TOML value should have been for `field`: TOML has types of its own, and a form,
     made for text, would read the string 'no' as true or '3' as a number."""
+    if isinstance(field, LabelsField):
+        table = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        return None if table else 'a table of names and values, like { tier = "prod" }'
     if isinstance(field, forms.BooleanField):  # NullBooleanField too
         return None if isinstance(value, bool) else "true or false"
     if isinstance(field, forms.IntegerField):

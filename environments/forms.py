@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from django import forms
 from django.contrib.auth import get_user_model
@@ -51,6 +52,38 @@ def errors_sentence(form: forms.BaseForm) -> str:
     return " ".join(parts)
 
 
+_LABEL_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
+
+
+class LabelsField(forms.Field):
+    """Free-form labels, `tier=prod, region=eu` as typed in the admin, or a table of names and
+    values (`labels = { tier = "prod" }` in the TOML file); stored as a dict."""
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return ", ".join(f"{key}={item}" for key, item in sorted(value.items()))
+        return value
+
+    def to_python(self, value) -> dict[str, str]:
+        if value in self.empty_values or value == {}:
+            return {}
+        if isinstance(value, str):
+            pairs = [part.strip() for part in value.split(",") if part.strip()]
+            if not all(pair.count("=") == 1 for pair in pairs):
+                raise forms.ValidationError("Write labels as name=value, separated by commas.")
+            value = dict(pair.split("=") for pair in pairs)
+        if not isinstance(value, dict):
+            raise forms.ValidationError("Labels are names with a value each.")
+        labels = {str(key).strip(): str(item).strip() for key, item in value.items()}
+        for key, item in labels.items():
+            if not _LABEL_PART.match(key) or not _LABEL_PART.match(item):
+                raise forms.ValidationError(
+                    f"{key}={item} is not a label: names and values are letters, digits and "
+                    "_ . - / (up to 63 each, starting with a letter or digit)."
+                )
+        return labels
+
+
 class EnvironmentForm(forms.ModelForm):
     """One database of a project. The URL is write-only: encrypted on save, never rendered."""
 
@@ -58,6 +91,10 @@ class EnvironmentForm(forms.ModelForm):
         required=False,
         widget=forms.PasswordInput(render_value=False),
         help_text="SQLAlchemy URL. Stored encrypted; leave empty to keep the current one.",
+    )
+    labels = LabelsField(
+        required=False,
+        help_text="To group and filter environments by: tier=prod, region=eu, tenant=acme.",
     )
     approver_group = forms.ModelChoiceField(
         Group.objects.order_by("name"),
@@ -72,7 +109,16 @@ class EnvironmentForm(forms.ModelForm):
 
     class Meta:
         model = Environment
-        fields = ["project", "name", "slug", "position", "url", "url_from_env", *POLICY_FIELDS]
+        fields = [
+            "project",
+            "name",
+            "slug",
+            "position",
+            "url",
+            "url_from_env",
+            "labels",
+            *POLICY_FIELDS,
+        ]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

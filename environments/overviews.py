@@ -101,6 +101,35 @@ def _card(
     return EnvironmentCard(environment, state, heads, found, row)
 
 
+@dataclass(frozen=True)
+class CardFilter:
+    """Which environments to show: any of `statuses` (none: all), every one of `labels`."""
+
+    statuses: frozenset[str] = frozenset()
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, statuses: Iterable[str], labels: Iterable[str]) -> CardFilter:
+        """From `?status=behind&label=tier:prod` (or `tier=prod`); ValueError with a sentence
+        for a label that names no value."""
+        pairs = []
+        for label in labels:
+            name, sep, value = label.replace("=", ":", 1).partition(":")
+            if not sep or not name or not value:
+                raise ValueError(f"{label!r} is not a label filter: write name:value.")
+            pairs.append((name, value))
+        return cls(frozenset(s for s in statuses if s), tuple(pairs))
+
+    def __call__(self, card: EnvironmentCard) -> bool:
+        labels = card.environment.labels or {}
+        if any(labels.get(name) != value for name, value in self.labels):
+            return False
+        if self.statuses:
+            status = card.state.status if card.state is not None else "not_read"
+            return status in self.statuses
+        return True
+
+
 def overview_build(*, projects: Iterable[Project], refresh: bool = False) -> list[ProjectOverview]:
     """Every project with its environments in promotion order, as last read (the pages: they
     never connect to a target), or read now (`refresh`: the CLI gate)."""

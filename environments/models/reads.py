@@ -91,6 +91,7 @@ class CurrentState(models.Model):
         return {
             "project": self.environment.project.slug,
             "environment": self.environment.slug,
+            "labels": dict(self.environment.labels or {}),
             "status": self.status,
             "heads": list(self.heads),
             "script_heads": list(self.script_heads),

@@ -217,6 +217,8 @@ class Environment(AuditedModel):
     url_from_env = models.CharField(
         max_length=100, blank=True, help_text="Name of an environment variable holding the URL."
     )
+    # free-form labels to group and filter a fleet by: {"tier": "prod", "tenant": "acme"}
+    labels = models.JSONField(default=dict, blank=True)
     backup_before_jobs = models.BooleanField(
         default=True, help_text="Back the database up before every upgrade and downgrade."
     )

@@ -84,3 +84,10 @@ def audit_details(details: dict) -> str:
     if set(details) == {"changed"} or set(details) == {"fields"}:
         details = next(iter(details.values()))
     return _detail_text(details)
+
+
+@register.filter
+def label_pairs(labels: dict | None) -> list[str]:
+    """An environment's labels as `name=value`, sorted (never `labels.items` in a template: a
+    label named "items" would answer it)."""
+    return [f"{key}={value}" for key, value in sorted((labels or {}).items())]

@@ -19,6 +19,15 @@ class Command(BaseCommand):
         parser.add_argument("--project", help="project slug or name")
         parser.add_argument("--env", help="environment slug or name")
         parser.add_argument("--json", action="store_true", help="print a JSON array")
+        parser.add_argument(
+            "--label",
+            action="append",
+            default=[],
+            help="only environments with this label, name:value (repeat: all of them)",
+        )
+        parser.add_argument(
+            "--status", action="append", default=[], help="only environments in this status"
+        )
 
     def handle(self, *args, **options) -> None:
         projects = Project.objects.prefetch_related("environments__project")
@@ -26,8 +35,12 @@ class Command(BaseCommand):
             projects = projects.filter(Q(slug=options["project"]) | Q(name=options["project"]))
             if not projects.exists():
                 raise CommandError(f"No project {options['project']!r}.", returncode=2)
+        try:
+            wanted = overviews.CardFilter.parse(options["status"], options["label"])
+        except ValueError as exc:
+            raise CommandError(str(exc), returncode=2) from None
         built = overviews.overview_build(projects=projects, refresh=True)
-        rows, states, unexpected_heads = [], [], False
+        rows, unexpected_heads = [], False
         for overview in built:
             cards = [
                 card
@@ -37,11 +50,11 @@ class Command(BaseCommand):
             ]
             if cards and overview.heads is not None and not overview.heads.expected:
                 unexpected_heads = True
-            for card in cards:
-                states.append(card.state)
-                rows.append((overview, card))
+            rows += [(overview, card) for card in cards]
         if options["env"] and not rows:
             raise CommandError(f"No environment {options['env']!r}.", returncode=2)
+        rows = [(overview, card) for overview, card in rows if wanted(card)]
+        states = [card.state for _, card in rows]
         if options["json"]:
             payload = [
                 card.state.as_status_dict() | overview.heads_dict() for overview, card in rows
