@@ -125,6 +125,9 @@ def _fields(form_class, raw: dict, where: str, extra: set[str]) -> dict:
 
 def _project_fields(raw: dict, base: Path, where: str) -> dict:
     fields = _fields(ProjectForm, raw, where, _PROJECT_TABLES)
+    if not str(fields.get("webhook_url", "https://")).startswith(("http://", "https://")):
+        # the admin's field assumes https://; the file is compared as written, so say it whole
+        raise ConfigError(f"{where}.webhook_url must be an http:// or https:// URL.")
     for key in _PATHS & set(fields):
         fields[key] = _path(fields[key], base, f"{where}.{key}")
     if "version_locations" in fields:

@@ -4,6 +4,7 @@ environment's pending and applied revisions and its history (the changes its rea
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -113,11 +114,14 @@ class CardFilter:
         """From `?status=behind&label=tier:prod` (or `tier=prod`); ValueError with a sentence
         for a label that names no value."""
         pairs = []
-        for label in labels:
-            name, sep, value = label.replace("=", ":", 1).partition(":")
-            if not sep or not name or not value:
-                raise ValueError(f"{label!r} is not a label filter: write name:value.")
-            pairs.append((name, value))
+        for text in labels:  # several in one, as typed in a filter box: "tier:prod region:eu"
+            for label in re.split(r"[\s,]+", text.strip()):
+                if not label:
+                    continue
+                name, sep, value = label.replace("=", ":", 1).partition(":")
+                if not sep or not name or not value:
+                    raise ValueError(f"{label!r} is not a label filter: write name:value.")
+                pairs.append((name, value))
         return cls(frozenset(s for s in statuses if s), tuple(pairs))
 
     def __call__(self, card: EnvironmentCard) -> bool:

@@ -74,6 +74,7 @@ _STORED = [
     "changed_at",
     "known_heads",
     "known_at",
+    "requested_at",
 ]
 
 
@@ -156,6 +157,7 @@ def _apply(state: CurrentState, read: core_status.EnvironmentState, *, changed: 
     state.unknown = list(read.unknown)
     state.error = read.error or ""
     state.duration_ms = read.duration_ms
+    state.requested_at = None  # a Refresh asked before is answered (whatever the clocks say)
     if changed:
         state.changed_at = read.checked_at
     if not read.status.is_read_failure:

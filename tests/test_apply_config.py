@@ -126,6 +126,10 @@ def test_the_url_is_stored_encrypted(tmp_path):
             "[[project]]\nname='x'\nscript_location='m'\nmultiple_heads='maybe'\n",
             "multiple_heads must be one of 'auto', 'expected', 'single'",
         ),
+        (
+            "[[project]]\nname='x'\nscript_location='m'\nwebhook_url='hooks.example.com/x'\n",
+            "webhook_url must be an http:// or https:// URL",
+        ),
         ("[[project]\nname = 'x'", "not valid TOML"),
         ("title = 'nothing'\n", "declares no [[project]]"),
     ],

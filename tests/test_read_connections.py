@@ -6,6 +6,7 @@ ahead of healthy ones hide none of them."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 
@@ -83,3 +84,31 @@ def test_silent_databases_ahead_of_healthy_ones_hide_none_of_them(
     assert {states[f"good{i}"].status for i in range(12)} == {core_status.Status.CURRENT}
     # two rounds of silent reads in four slots, then the healthy ones: not one per database
     assert elapsed < 2 * (2.0 + 0.5) + 2.0, f"took {elapsed:.2f}s"
+
+
+def test_reads_stuck_past_their_deadline_never_keep_the_others_waiting_for_ever(
+    inventory, sqlite_url
+):
+    """Two reads hang outside any driver timeout and keep their two slots: the call still
+    ends once every read could have had its turn, naming what did not answer."""
+    index = load_index(config_from_ini(inventory))
+    good = sqlite_url("good")
+    alembic(inventory, good, "upgrade", "head")
+    release = threading.Event()
+
+    def hang() -> str:
+        release.wait(30)
+        return good
+
+    stuck = [core_status.Target(key=f"stuck{i}", url=hang, index=index) for i in range(2)]
+    healthy = [core_status.Target(key=f"good{i}", url=lambda: good, index=index) for i in range(3)]
+    started = time.monotonic()
+    try:
+        states = core_status.read_many([*stuck, *healthy], timeout=1.0, workers=2)
+    finally:
+        elapsed = time.monotonic() - started
+        release.set()
+
+    assert {states[f"stuck{i}"].status for i in range(2)} == {core_status.Status.UNREACHABLE}
+    assert set(states) == {"stuck0", "stuck1", "good0", "good1", "good2"}
+    assert elapsed < 3 * (1.0 + 0.5) + 0.5 + 1.0, f"took {elapsed:.2f}s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -156,20 +157,24 @@ def read_many(
 
     Each read has `timeout + grace` from the moment it starts (not from the call: a read
     waiting for a free slot is not late); one that has not answered by then is reported as
-    unreachable and left to finish (or time out) in the background.
+    unreachable and left to finish (or time out) in the background. Reads stuck past their
+    deadline keep their slots, so the whole call is bounded too: once every read could have
+    had its turn, whatever has not answered (started or not) is reported unreachable.
     """
     if not targets:
         return {}
     results: dict[object, EnvironmentState] = {}
     started: dict[object, float] = {}
     late_after = timeout + grace
+    slots = max(1, min(workers, len(targets)))
+    give_up_at = time.monotonic() + math.ceil(len(targets) / slots) * late_after + grace
 
     def read(target: Target) -> EnvironmentState:
         started[target.key] = time.monotonic()
         return read_one(target, timeout=timeout)
 
     pool = concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(1, min(workers, len(targets))), thread_name_prefix="retort-read"
+        max_workers=slots, thread_name_prefix="retort-read"
     )
     try:
         futures = {pool.submit(read, target): target for target in targets}
@@ -184,7 +189,7 @@ def read_many(
             for future in list(pending):
                 target = futures[future]
                 began = started.get(target.key)
-                if began is not None and now - began > late_after:
+                if now > give_up_at or (began is not None and now - began > late_after):
                     pending.discard(future)
                     results[target.key] = EnvironmentState(
                         status=Status.UNREACHABLE,

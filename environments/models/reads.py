@@ -48,7 +48,7 @@ class CurrentState(models.Model):
     # the heads of the newest read that succeeded, and when: what a failed read leaves known
     known_heads = models.JSONField(default=list)
     known_at = models.DateTimeField(null=True, blank=True)
-    # someone asked for a read (Refresh): it is under way while this is after checked_at
+    # someone asked for a read (Refresh): it is under way until a read is stored (which clears it)
     requested_at = models.DateTimeField(null=True, blank=True)
     # the scheduled refresh sent a read to the workers (so the next tick does not send another)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -64,10 +64,8 @@ class CurrentState(models.Model):
 
     @property
     def unanswered(self) -> bool:
-        """A read was asked for after the newest one stored."""
-        return self.requested_at is not None and (
-            self.checked_at is None or self.requested_at > self.checked_at
-        )
+        """A read was asked for and none was stored since."""
+        return self.requested_at is not None
 
     @property
     def reading(self) -> bool:

@@ -8,8 +8,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.lib import live
-from environments import overviews, reads, roles
+from dashboard.lib import badinput, live
+from environments import fleet, overviews, reads, roles
 from environments.core.scripts import ScriptIndex
 from environments.models import CurrentState, DriftState, Environment, Job, Project
 from environments.pages import live_parts, lookup
@@ -31,13 +31,42 @@ def project_detail(request: HttpRequest, project_slug: str) -> HttpResponse:
 
 
 def _overview_page(request: HttpRequest, projects, *, single: bool) -> HttpResponse:
-    """The cards as the workers last stored them; the projects region polls and is rendered
+    """The counts, what needs attention and the cards, as the workers last stored them,
+    narrowed by `?q=`, `?status=` and `?label=name:value`; the region polls and is rendered
     again only when a stored state changed (or time moved what "3 minutes ago" says)."""
+    try:
+        filters = overviews.CardFilter.parse(
+            request.GET.getlist("status"), request.GET.getlist("label")
+        )
+    except ValueError as exc:
+        return badinput.refuse(request, str(exc))
+    query = request.GET.get("q", "").strip()[:200]
+    group_by = request.GET.get("group", "").strip()[:63]
+    page_text = request.GET.get("page", "1")
+    try:
+        page_number = int(page_text) if len(page_text) <= 9 else None
+    except ValueError:
+        page_number = None
+    if page_number is None:
+        return badinput.refuse(request, f"The page must be a whole number, not {page_text[:20]!r}.")
     key = _overview_key(projects)
+    kept = request.GET.copy()
+    kept.pop("since", None)
+    poll_url = f"{request.path}?{kept.urlencode()}" if kept else request.path
 
     def page(template: str) -> HttpResponse:
         built = overviews.overview_build(projects=projects)
-        context = {"overviews": built, "single_project": single, "live_key": key}
+        context = {
+            "fleet": fleet.fleet_build(
+                built, query=query, filters=filters, group_by=group_by, page=page_number
+            ),
+            "single_project": single,
+            "title": projects[0].name if single else "Migration state",
+            "live_key": key,
+            "poll_url": poll_url,
+            "statuses": fleet.STATUS_ORDER,
+            "label_text": " ".join(f"{name}:{value}" for name, value in filters.labels),
+        }
         return render(request, template, context)
 
     if request.htmx:
@@ -47,11 +76,12 @@ def _overview_page(request: HttpRequest, projects, *, single: bool) -> HttpRespo
 
 def _overview_key(projects) -> str:
     environments = Environment.objects.filter(project__in=projects)
-    states = CurrentState.objects.filter(environment__in=environments).aggregate(
-        count=Count("pk"),
-        checked=Max("checked_at"),
-        asked=Max("requested_at"),
-        changed=Max("changed_at"),
+    # every state's own times, not their maximum: a batch stored late, with reads older than
+    # one already shown, must still change the fingerprint
+    states = list(
+        CurrentState.objects.filter(environment__in=environments)
+        .order_by("environment_id")
+        .values_list("environment_id", "checked_at", "requested_at")
     )
     registry = environments.aggregate(count=Count("pk"), edited=Max("updated_at"))
     drift = DriftState.objects.filter(project__in=projects).aggregate(checked=Max("checked_at"))

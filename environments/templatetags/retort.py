@@ -91,3 +91,12 @@ def label_pairs(labels: dict | None) -> list[str]:
     """An environment's labels as `name=value`, sorted (never `labels.items` in a template: a
     label named "items" would answer it)."""
     return [f"{key}={value}" for key, value in sorted((labels or {}).items())]
+
+
+@register.simple_tag(takes_context=True)
+def page_query(context, page: int) -> str:
+    """This page's query string with another page number (and no poll fingerprint)."""
+    params = context["request"].GET.copy()
+    params.pop("since", None)
+    params["page"] = page
+    return params.urlencode()
