@@ -36,10 +36,6 @@ CARDS_UP_TO = 24  # more environments than this are shown as a table, a page at 
 PAGE_SIZE = 100
 
 
-def status_of(card: EnvironmentCard) -> str:
-    return card.state.status if card.state is not None else "not_read"
-
-
 @dataclass
 class Group:
     """A heading and its environments: a project, or a value of the label grouped by."""
@@ -79,27 +75,24 @@ def _matches_text(card: EnvironmentCard, words: Sequence[str]) -> bool:
     return all(word in haystack for word in words)
 
 
+def _group_of(card: EnvironmentCard, group_by: str) -> tuple[bool, str]:
+    """Where a card is listed: its project, or its value of the label (those without it last)."""
+    environment = card.environment
+    if not group_by:
+        return False, environment.project.name
+    value = (environment.labels or {}).get(group_by)
+    return (False, f"{group_by}={value}") if value else (True, f"no {group_by} label")
+
+
 def _grouped(cards: list[EnvironmentCard], group_by: str) -> list[tuple[str, EnvironmentCard]]:
     """Each card with the title of its group, in the order they are listed."""
-    if not group_by:
-        keyed = [(card.environment.project.name, card) for card in cards]
-    else:
-        keyed = [
-            (f"{group_by}={(card.environment.labels or {}).get(group_by, '')}", card)
-            if (card.environment.labels or {}).get(group_by)
-            else (f"no {group_by} label", card)
-            for card in cards
-        ]
-    return sorted(
-        keyed,
-        key=lambda pair: (
-            pair[0].startswith("no "),
-            pair[0],
-            pair[1].environment.project.name,
-            pair[1].environment.position,
-            pair[1].environment.name,
-        ),
-    )
+
+    def order(card: EnvironmentCard):
+        environment = card.environment
+        group = _group_of(card, group_by)
+        return (*group, environment.project.name, environment.position, environment.name)
+
+    return [(_group_of(card, group_by)[1], card) for card in sorted(cards, key=order)]
 
 
 def _paged(fleet: Fleet, visible: list[EnvironmentCard], page: int) -> None:
@@ -130,7 +123,7 @@ def fleet_build(
     project or by the label `group_by`."""
     filters = filters or CardFilter()
     cards = [card for overview in built for card in overview.cards]
-    tally = Counter(status_of(card) for card in cards)
+    tally = Counter(card.status for card in cards)
     counts = [(status, tally[status]) for status in STATUS_ORDER if tally[status]]
     words = query.lower().split()
     kept = []
@@ -140,9 +133,9 @@ def fleet_build(
             kept.append(replace(overview, cards=shown))
     visible = [card for overview in kept for card in overview.cards]
     urgent = sorted(
-        (card for card in visible if status_of(card) in _URGENCY),
+        (card for card in visible if card.status in _URGENCY),
         key=lambda card: (
-            _URGENCY[status_of(card)],
+            _URGENCY[card.status],
             -len(card.state.pending) if card.state is not None else 0,
             card.environment.project.name,
             card.environment.position,

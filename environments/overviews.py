@@ -34,6 +34,11 @@ class EnvironmentCard:
     row: CurrentState | None = None  # the state's row, read or not: a read may be under way
 
     @property
+    def status(self) -> str:
+        """The stored read's status; "not_read" for an environment none was stored for."""
+        return self.state.status if self.state is not None else "not_read"
+
+    @property
     def reading(self) -> bool:
         return self.row is not None and self.row.reading
 
@@ -128,10 +133,7 @@ class CardFilter:
         labels = card.environment.labels or {}
         if any(labels.get(name) != value for name, value in self.labels):
             return False
-        if self.statuses:
-            status = card.state.status if card.state is not None else "not_read"
-            return status in self.statuses
-        return True
+        return not self.statuses or card.status in self.statuses
 
 
 def overview_build(*, projects: Iterable[Project], refresh: bool = False) -> list[ProjectOverview]:

@@ -62,19 +62,11 @@ def environments_read(
     return reads_store(environments, found)
 
 
+# what a stored read writes: every field of the row but its key and the refresh's own mark
 _STORED = [
-    "checked_at",
-    "status",
-    "heads",
-    "script_heads",
-    "pending",
-    "unknown",
-    "error",
-    "duration_ms",
-    "changed_at",
-    "known_heads",
-    "known_at",
-    "requested_at",
+    field.name
+    for field in CurrentState._meta.concrete_fields
+    if field.name not in {"environment", "queued_at"}
 ]
 
 
@@ -87,9 +79,7 @@ def reads_store(
     two overlapping reads record a change once."""
     ids = sorted(environment.pk for environment in environments)
     with transaction.atomic():
-        CurrentState.objects.bulk_create(
-            [CurrentState(environment_id=pk) for pk in ids], ignore_conflicts=True
-        )
+        CurrentState.objects.ensure(ids)
         states = {
             state.environment_id: state
             for state in CurrentState.objects.select_for_update()
@@ -202,8 +192,7 @@ def read_request(*, environment: Environment) -> bool:
     """A person's Refresh: a worker reads the environment at once, and the card follows until
     the read is stored. False when the broker could not take it (nothing is left waiting)."""
     now = timezone.now()
-    CurrentState.objects.get_or_create(environment=environment)
-    CurrentState.objects.filter(environment=environment).update(requested_at=now)
+    CurrentState.objects.update_or_create(environment=environment, defaults={"requested_at": now})
     if dispatch.send("environment_refresh", environment.pk):
         return True
     CurrentState.objects.filter(environment=environment, requested_at=now).update(requested_at=None)
@@ -227,9 +216,7 @@ def reads_send_due(*, now=None) -> int:
         .order_by("pk")
     )
     ids = list(due.values_list("pk", flat=True))
-    CurrentState.objects.bulk_create(
-        [CurrentState(environment_id=pk) for pk in ids], ignore_conflicts=True
-    )
+    CurrentState.objects.ensure(ids)
     sent = 0
     size = max(settings.RETORT_READ_BATCH, 1)
     for start in range(0, len(ids), size):

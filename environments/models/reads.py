@@ -15,6 +15,12 @@ from environments.models.registry import Environment, Project
 
 
 class CurrentStateQuerySet(models.QuerySet):
+    def ensure(self, environment_ids) -> None:
+        """A row for each of these environments (unread ones get an empty one)."""
+        self.bulk_create(
+            [CurrentState(environment_id=pk) for pk in environment_ids], ignore_conflicts=True
+        )
+
     def of(self, environments, *, unread: bool = False) -> dict[int, CurrentState]:
         """Each environment's current state, by environment id, in one query however many
         environments there are; none for one never read (unless `unread`: a row may say a

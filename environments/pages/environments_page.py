@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard.lib import badinput, live
 from environments import fleet, overviews, reads, roles
 from environments.core.scripts import ScriptIndex
-from environments.models import CurrentState, DriftState, Environment, Job, Project
+from environments.models import DriftState, Environment, Job, Project
 from environments.pages import live_parts, lookup
 
 
@@ -76,13 +76,9 @@ def _overview_page(request: HttpRequest, projects, *, single: bool) -> HttpRespo
 
 def _overview_key(projects) -> str:
     environments = Environment.objects.filter(project__in=projects)
-    # every state's own times, not their maximum: a batch stored late, with reads older than
-    # one already shown, must still change the fingerprint
-    states = list(
-        CurrentState.objects.filter(environment__in=environments)
-        .order_by("environment_id")
-        .values_list("environment_id", "checked_at", "requested_at")
-    )
+    # every state's own time, not their maximum: a batch stored late, with reads older than
+    # one already shown, must still change the fingerprint (a card being read polls itself)
+    states = live_parts.newest_reads(environments)
     registry = environments.aggregate(count=Count("pk"), edited=Max("updated_at"))
     drift = DriftState.objects.filter(project__in=projects).aggregate(checked=Max("checked_at"))
     edited = Project.objects.filter(pk__in=projects).aggregate(edited=Max("updated_at"))

@@ -42,6 +42,14 @@ def status_label(status: str) -> str:
 
 
 @register.filter
+def badge_text(state) -> str:
+    """What a state's badge says: "6 behind", else its status in words."""
+    if state.status == "behind":
+        return f"{len(state.pending)} behind"
+    return status_label(state.status)
+
+
+@register.filter
 def short_rev(revision: str) -> str:
     return revision[:12]
 
