@@ -19,6 +19,7 @@ from django.db import models, transaction
 from django.utils.text import slugify
 from sqlalchemy.engine import make_url
 
+from environments.core.database_urls import url_problem
 from environments.forms import EnvironmentForm, LabelsField, ProjectForm, as_data, bound_data
 from environments.models import Environment, Project, UrlUnavailable
 
@@ -67,9 +68,13 @@ def _path(value: str, base: Path, where: str) -> str:
     return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
 
 
-def _sqlite_path(url: str, base: Path) -> str:
-    """A `sqlite:///relative.db` URL with its file resolved against the file's folder; any
-    other URL as written (the form says what is wrong with one that does not parse)."""
+def _url(url: str, base: Path, where: str) -> str:
+    """The URL as the file means it: one that does not parse one way only is refused at its
+    key (`url_problem`, the admin's rule too); a `sqlite:///relative.db` file resolves against
+    the file's folder."""
+    problem = url_problem(url)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     try:
         parsed = make_url(url)
     except Exception:
@@ -151,7 +156,7 @@ def _environment_fields(raw: object, base: Path, where: str, position: int) -> d
     fields.setdefault("position", position)
     fields.setdefault("url_from_env", "")
     if "url" in fields:
-        fields["url"] = _sqlite_path(fields["url"], base)
+        fields["url"] = _url(fields["url"], base, f"{where}.url")
     return fields
 
 
@@ -205,11 +210,11 @@ def _refuse_repeat(seen: dict[str, str], fields: dict, where: str, what: str, sc
 
 def _saved(form: forms.ModelForm, where: str, changed: bool) -> models.Model:
     """The form's row, saved when `changed`; its first error said as a ConfigError naming the
-    table (and the key) otherwise, the same sentence the admin shows beside the field."""
+    table and the field otherwise, the same sentence the admin shows beside the field."""
     if not form.is_valid():
         field, errors = next(iter(form.errors.items()))
         name = form.data.get("name", "")
-        place = f"{where} ({name})" if field == "__all__" else f"{where}.{field}"
+        place = f"{where} ({name})" if field == "__all__" else f"{where}: {field}"
         raise ConfigError(f"{place}: {' '.join(errors)}")
     return form.save() if changed else form.instance
 

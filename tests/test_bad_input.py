@@ -135,7 +135,7 @@ PROJECT = '[[project]]\nname = "inventory"\nscript_location = "m"\n'
         ),
         (
             '[[project]]\nname = "inventory"\nslug = "not a slug"\nscript_location = "m"\n',
-            "retort.toml line 3: project #1.slug: Enter a valid “slug” consisting of letters, "
+            "retort.toml line 1: project #1: slug: Enter a valid “slug” consisting of letters, "
             "numbers, underscores or hyphens.",
         ),
         (

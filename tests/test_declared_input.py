@@ -86,8 +86,8 @@ def test_the_admin_and_the_file_refuse_a_policy_with_the_same_sentence(
     file = _apply_text(tmp_path, FILE.format(line=f"{key} = {value}"))
 
     assert sentence in page
-    assert file.endswith(f"project #1 environment #1.{key}: {sentence}")
-    assert "line 9" in file  # the key's own line
+    assert file.endswith(f"project #1 environment #1: {key}: {sentence}")
+    assert "line 6" in file  # the environment's table
     prod.refresh_from_db()
     assert prod.keep_backups == kept
     assert not Environment.objects.filter(project__slug="inventory", slug="prod").exclude(
