@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from environments.models import Project
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/14"
 REVISIONS = 2000
 HISTORY_SHAPE = {"seed": 2, "branch_every": 40, "depends_on_every": 50}
 ENVIRONMENTS = 20
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["reads", "jobs", "overview", "drift", "load"],
+        choices=["reads", "jobs", "overview", "drift", "load", "fleet"],
         help="run only this section and print its figures; bench/RESULTS.md is left alone",
     )
     only = parser.parse_args(argv).only
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                 measure_drift(report, databases)
             elif only == "load":
                 measure_load(report, databases, Path(tmp))
+            elif only == "fleet":
+                setup_django(databases.create(), Path(tmp))
+                measure_fleet(report, databases, Path(tmp))
             elif only == "overview":
                 history = write_history(Path(tmp) / "history", REVISIONS, **HISTORY_SHAPE)
                 setup_django(databases.create(), Path(tmp))
@@ -103,6 +107,7 @@ def run(report: Report, databases: Databases, tmp: Path) -> None:
     measure_reads(report, history)
     measure_graph(report, history)
     setup_django(databases.create(), tmp)
+    measure_fleet(report, databases, tmp)  # first: its overview is of the fleet alone
     project = measure_overviews(report, history, databases, tmp)
     measure_audit(report, history, project)
     measure_drift(report, databases)
@@ -272,8 +277,18 @@ def measure_load(report: Report, databases: Databases, tmp: Path) -> None:
         "environments), gunicorn as docker-compose.yml runs it (RETORT_DB_CONN_MAX_AGE=60), "
         f"{figures.clients} threads on loopback, each logged in with a session of its own, "
         "loading the overview one request after another; connections sampled every 0.5 s from "
-        "pg_stat_activity. Every overview still reads the three databases live."
+        "pg_stat_activity. The overview renders the states `seed_demo` stored; no request reads "
+        "a target database."
     )
+
+
+def measure_fleet(report: Report, databases: Databases, tmp: Path) -> None:
+    from bench import fleet  # needs django.setup()
+    from bench.fleet_figures import fleet_figures, fleet_note
+
+    figures = fleet.measure(databases, tmp / "fleet", log=log)
+    report.add(*fleet_figures(figures))
+    report.notes.append(fleet_note(figures))
 
 
 JOB_AIM = 1.10  # Retort's backup-then-upgrade job ÷ pg_dump then alembic upgrade head, direct
@@ -297,6 +312,9 @@ def setup_django(dashboard_url: str, tmp: Path) -> None:
     os.environ["DATABASE_URL"] = dashboard_url
     os.environ["RETORT_DATA_DIR"] = str(tmp / "var")
     os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    # the fleet's worker and this process share a Redis broker, on a queue of their own
+    os.environ["CELERY_BROKER_URL"] = os.environ.get("BENCH_BROKER_URL", DEFAULT_BROKER_URL)
+    os.environ["RETORT_CELERY_QUEUE"] = f"retort-bench-{os.getpid()}"
     import django
     from django.conf import settings
     from django.core.management import call_command

@@ -1,13 +1,34 @@
 """The overview of a fleet: how many environments are in each status, the ones that need
 attention first, and the filters a person narrows hundreds of environments down with (a text,
-a status, labels). Built from the cards of `overviews.overview_build`, so from stored state."""
+a status, labels), from the stored states.
+
+The database counts, filters, orders and pages; cards are built only for the rows a page
+shows (the attention list and one page of the table, or the few cards of a small project), so
+a page costs about the same for 10 environments as for 1,000."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    F,
+    IntegerField,
+    Q,
+    QuerySet,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, NullIf
+
+from dashboard.lib.dbfunctions import JSONArrayLength
+from environments import overviews
+from environments.models import Environment, Project
 from environments.overviews import CardFilter, EnvironmentCard, ProjectOverview
 
 # the order the counts are said in; "not_read": an environment no read has stored yet
@@ -66,91 +87,135 @@ class Fleet:
         return bool(self.query or self.filters.statuses or self.filters.labels)
 
 
-def _matches_text(card: EnvironmentCard, words: Sequence[str]) -> bool:
-    environment = card.environment
-    haystack = " ".join(
-        [environment.name, environment.slug, environment.project.name, environment.project.slug]
-        + [f"{key}={value}" for key, value in (environment.labels or {}).items()]
-    ).lower()
-    return all(word in haystack for word in words)
+def _annotated(environments: QuerySet[Environment]) -> QuerySet[Environment]:
+    """Each environment with the status its card shows and how many revisions it lacks."""
+    return environments.annotate(
+        shown_status=Case(
+            When(current_state__checked_at__isnull=False, then=F("current_state__status")),
+            default=Value("not_read"),
+            output_field=CharField(),
+        ),
+        pending_count=Coalesce(JSONArrayLength("current_state__pending"), 0),
+    )
 
 
-def _group_of(card: EnvironmentCard, group_by: str) -> tuple[bool, str]:
-    """Where a card is listed: its project, or its value of the label (those without it last)."""
-    environment = card.environment
+def _label(name: str) -> Cast:
+    """A label's value as plain text (NULL without it), compared as text on both backends."""
+    return Cast(KeyTextTransform(name, "labels"), TextField())
+
+
+def _word(word: str) -> Q:
+    """One word of the text filter: in the name, the project's name, or the labels (written
+    `name=value`, as they are shown)."""
+    in_labels = word.replace("=", '": "')  # as the labels' JSON text spells a pair
+    return (
+        Q(name__icontains=word)
+        | Q(slug__icontains=word)
+        | Q(project__name__icontains=word)
+        | Q(project__slug__icontains=word)
+        | Q(labels_text__icontains=in_labels)
+    )
+
+
+def _filtered(
+    environments: QuerySet[Environment], words: list[str], filters: CardFilter
+) -> QuerySet[Environment]:
+    if filters.statuses:
+        environments = environments.filter(shown_status__in=filters.statuses)
+    for position, (name, value) in enumerate(filters.labels):
+        alias = f"label_{position}"
+        environments = environments.alias(**{alias: _label(name)})
+        environments = environments.filter(**{alias: value})
+    if words:
+        environments = environments.alias(labels_text=Cast("labels", TextField()))
+        for word in words:
+            environments = environments.filter(_word(word))
+    return environments
+
+
+_URGENCY_ORDER = Case(
+    *(When(shown_status=status, then=Value(rank)) for status, rank in _URGENCY.items()),
+    output_field=IntegerField(),
+)
+
+
+def _group_of(environment: Environment, group_by: str) -> str:
+    """The heading an environment is listed under: its project, or its value of the label."""
     if not group_by:
-        return False, environment.project.name
+        return environment.project.name
     value = (environment.labels or {}).get(group_by)
-    return (False, f"{group_by}={value}") if value else (True, f"no {group_by} label")
+    return f"{group_by}={value}" if value else f"no {group_by} label"
 
 
-def _grouped(cards: list[EnvironmentCard], group_by: str) -> list[tuple[str, EnvironmentCard]]:
-    """Each card with the title of its group, in the order they are listed."""
+def _table_order(environments: QuerySet[Environment], group_by: str) -> QuerySet[Environment]:
+    """By project, or by the label's value (those without it last), then as the admin lists."""
+    if not group_by:
+        return environments.order_by("project__name", "position", "name")
+    environments = environments.alias(group_value=NullIf(_label(group_by), Value("")))
+    return environments.order_by(
+        F("group_value").asc(nulls_last=True), "project__name", "position", "name"
+    )
 
-    def order(card: EnvironmentCard):
-        environment = card.environment
-        group = _group_of(card, group_by)
-        return (*group, environment.project.name, environment.position, environment.name)
 
-    return [(_group_of(card, group_by)[1], card) for card in sorted(cards, key=order)]
-
-
-def _paged(fleet: Fleet, visible: list[EnvironmentCard], page: int) -> None:
+def _paged(fleet: Fleet, visible: QuerySet[Environment], page: int) -> None:
     """Past CARDS_UP_TO environments: this page's rows as a table, in their groups."""
-    if len(visible) <= CARDS_UP_TO:
-        return
-    keyed = _grouped(visible, fleet.group_by)
     fleet.table = True
-    fleet.pages = max((len(keyed) + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    fleet.pages = max((fleet.shown + PAGE_SIZE - 1) // PAGE_SIZE, 1)
     fleet.page = min(max(page, 1), fleet.pages)
     start = (fleet.page - 1) * PAGE_SIZE
-    for title, card in keyed[start : start + PAGE_SIZE]:
+    rows = list(_table_order(visible, fleet.group_by)[start : start + PAGE_SIZE])
+    for card in overviews.cards_build(rows):
+        title = _group_of(card.environment, fleet.group_by)
         if not fleet.groups or fleet.groups[-1].title != title:
             fleet.groups.append(Group(title, []))
         fleet.groups[-1].cards.append(card)
 
 
+def _project_cards(fleet: Fleet, projects: list[Project], visible: QuerySet[Environment]) -> None:
+    """Up to CARDS_UP_TO environments: their cards under their projects (every project when
+    nothing is filtered, so an empty one still says how to add environments)."""
+    environments = list(visible.order_by("project__name", "position", "name"))
+    holding = {environment.project_id for environment in environments}
+    kept = [p for p in projects if p.pk in holding or not fleet.filtered]
+    fleet.overviews = overviews.overview_build(projects=kept, environments=environments)
+
+
 def fleet_build(
-    built: list[ProjectOverview],
+    projects: Iterable[Project],
     *,
     query: str = "",
     filters: CardFilter | None = None,
     group_by: str = "",
     page: int = 1,
 ) -> Fleet:
-    """The counts of every environment, then the cards the text and the filters leave, those
-    that need attention listed first; past CARDS_UP_TO, a page of them as a table, grouped by
-    project or by the label `group_by`."""
+    """The counts of every environment, then the environments the text and the filters
+    leave, those that need attention listed first; past CARDS_UP_TO, a page of them as a
+    table, grouped by project or by the label `group_by`."""
+    projects = list(projects)
     filters = filters or CardFilter()
-    cards = [card for overview in built for card in overview.cards]
-    tally = Counter(card.status for card in cards)
-    counts = [(status, tally[status]) for status in STATUS_ORDER if tally[status]]
-    words = query.lower().split()
-    kept = []
-    for overview in built:
-        shown = [c for c in overview.cards if filters(c) and _matches_text(c, words)]
-        if shown or not (words or filters.statuses or filters.labels):
-            kept.append(replace(overview, cards=shown))
-    visible = [card for overview in kept for card in overview.cards]
-    urgent = sorted(
-        (card for card in visible if card.status in _URGENCY),
-        key=lambda card: (
-            _URGENCY[card.status],
-            -len(card.state.pending) if card.state is not None else 0,
-            card.environment.project.name,
-            card.environment.position,
-        ),
+    everything = _annotated(
+        Environment.objects.filter(project__in=projects).select_related("project")
     )
+    tally = dict(everything.order_by().values_list("shown_status").annotate(count=Count("pk")))
+    visible = _filtered(everything, query.lower().split(), filters)
+    urgent = visible.filter(shown_status__in=list(_URGENCY)).order_by(
+        _URGENCY_ORDER, "-pending_count", "project__name", "position"
+    )
+    attention = list(urgent[:ATTENTION_SHOWN])
+    urgent_count = len(attention) if len(attention) < ATTENTION_SHOWN else urgent.count()
     fleet = Fleet(
-        overviews=kept,
-        counts=counts,
-        attention=urgent[:ATTENTION_SHOWN],
-        attention_more=max(len(urgent) - ATTENTION_SHOWN, 0),
-        total=len(cards),
-        shown=len(visible),
+        overviews=[],
+        counts=[(status, tally[status]) for status in STATUS_ORDER if tally.get(status)],
+        attention=overviews.cards_build(attention),
+        attention_more=urgent_count - len(attention),
+        total=sum(tally.values()),
         query=query,
         filters=filters,
         group_by=group_by,
     )
-    _paged(fleet, visible, page)
+    fleet.shown = visible.count() if fleet.filtered else fleet.total
+    if fleet.shown > CARDS_UP_TO:
+        _paged(fleet, visible, page)
+    else:
+        _project_cards(fleet, projects, visible)
     return fleet

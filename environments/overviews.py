@@ -5,7 +5,7 @@ environment's pending and applied revisions and its history (the changes its rea
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dashboard.lib import live
@@ -136,26 +136,56 @@ class CardFilter:
         return not self.statuses or card.status in self.statuses
 
 
-def overview_build(*, projects: Iterable[Project], refresh: bool = False) -> list[ProjectOverview]:
-    """Every project with its environments in promotion order, as last read (the pages: they
-    never connect to a target), or read now (`refresh`: the CLI gate)."""
-    projects = list(projects)
-    environments = [env for project in projects for env in project.environments.all()]
-    indexes: Indexes = {project.pk: project.load_scripts() for project in projects}
-    if refresh:
-        states = environments_read(environments=environments, indexes=indexes)
-    else:
+def _cards(
+    environments: Sequence[Environment],
+    indexes: Indexes,
+    states: dict[int, CurrentState] | None = None,
+) -> dict[int, EnvironmentCard]:
+    """Each environment's card, by id, from its stored state (or `states`, just read)."""
+    if states is None:
         states = CurrentState.objects.of(environments, unread=True)
+    projects = {environment.project_id for environment in environments}
     drift = {d.project_id: d for d in DriftState.objects.filter(project__in=projects)}
-    overviews = []
-    for project in projects:
-        index, error = indexes[project.pk]
-        verdict = drift.get(project.pk)
-        cards = [
-            _card(env, states.get(env.pk), index, verdict) for env in project.environments.all()
-        ]
-        overviews.append(ProjectOverview(project, index, error, cards))
-    return overviews
+    return {
+        env.pk: _card(
+            env, states.get(env.pk), indexes[env.project_id][0], drift.get(env.project_id)
+        )
+        for env in environments
+    }
+
+
+def cards_build(environments: Sequence[Environment]) -> list[EnvironmentCard]:
+    """The cards of these environments alone (a page of a fleet), as last stored."""
+    indexes: Indexes = {}
+    for environment in environments:
+        if environment.project_id not in indexes:
+            indexes[environment.project_id] = environment.project.load_scripts()
+    cards = _cards(environments, indexes)
+    return [cards[environment.pk] for environment in environments]
+
+
+def overview_build(
+    *,
+    projects: Iterable[Project],
+    refresh: bool = False,
+    environments: Sequence[Environment] | None = None,
+) -> list[ProjectOverview]:
+    """Every project with its environments in promotion order (or only `environments`), as
+    last read (the pages: they never connect to a target), or read now (`refresh`: the CLI
+    gate)."""
+    projects = list(projects)
+    if environments is None:
+        environments = [env for project in projects for env in project.environments.all()]
+    indexes: Indexes = {project.pk: project.load_scripts() for project in projects}
+    states = environments_read(environments=environments, indexes=indexes) if refresh else None
+    cards = _cards(environments, indexes, states)
+    by_project: dict[int, list[EnvironmentCard]] = {project.pk: [] for project in projects}
+    for environment in environments:
+        by_project[environment.project_id].append(cards[environment.pk])
+    return [
+        ProjectOverview(project, *indexes[project.pk], by_project[project.pk])
+        for project in projects
+    ]
 
 
 def environment_card(*, environment: Environment, refresh: bool = False) -> EnvironmentCard:

@@ -18,13 +18,13 @@ from environments.pages import live_parts, lookup
 @require_GET
 @live.login_required_live
 def overview(request: HttpRequest) -> HttpResponse:
-    return _overview_page(request, lookup.projects_named(), single=False)
+    return _overview_page(request, Project.objects.all(), single=False)
 
 
 @require_GET
 @live.login_required_live
 def project_detail(request: HttpRequest, project_slug: str) -> HttpResponse:
-    projects = lookup.projects_named(project_slug)
+    projects = Project.objects.filter(slug=project_slug)
     if not projects:
         get_object_or_404(Project, slug=project_slug)
     return _overview_page(request, projects, single=True)
@@ -55,10 +55,9 @@ def _overview_page(request: HttpRequest, projects, *, single: bool) -> HttpRespo
     poll_url = f"{request.path}?{kept.urlencode()}" if kept else request.path
 
     def page(template: str) -> HttpResponse:
-        built = overviews.overview_build(projects=projects)
         context = {
             "fleet": fleet.fleet_build(
-                built, query=query, filters=filters, group_by=group_by, page=page_number
+                projects, query=query, filters=filters, group_by=group_by, page=page_number
             ),
             "single_project": single,
             "title": projects[0].name if single else "Migration state",

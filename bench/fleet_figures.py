@@ -1,0 +1,130 @@
+"""Figure 10's lines in bench/RESULTS.md (bench/fleet.py measures them)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bench.report import Figure
+from bench.stats import Samples, ms
+
+if TYPE_CHECKING:
+    from bench.fleet import FleetFigures
+
+OVERVIEW_AIM = 0.100  # seconds, median, at 1,000 environments
+GROWTH_AIM = 3.0  # median at 1,000 ÷ median at 10 (linear in environments would be 100)
+REFRESH_AIM = 10.0  # seconds: a full refresh of 1,000 by 2 worker processes
+REFRESH_PER_HOUR = 60  # refreshes an hour at the default RETORT_REFRESH_SECONDS = 60
+
+
+def _spread(samples: Samples) -> str:
+    return (
+        f"median {ms(samples.median)}, p95 {ms(samples.p95)}, "
+        f"min {ms(samples.minimum)} ({samples.count} requests)"
+    )
+
+
+def _seconds(samples: Samples) -> str:
+    if samples.count == 1:
+        return f"{samples.median:.1f} s"
+    return f"median {samples.median:.2f} s (min {samples.minimum:.2f}, max {samples.maximum:.2f})"
+
+
+def fleet_figures(f: FleetFigures) -> list[Figure]:
+    small, middle, large = (f.overview[size] for size in sorted(f.overview))
+    growth = large.median / small.median
+    refresh = f.refresh.median
+    loop = f.extrapolated(f.loop, f.loop_sample)
+    xargs = f.extrapolated(f.xargs, f.xargs_sample)
+    changes = f.rows.per_cycle(f.change_table, "INSERT")
+    updates = f.rows.per_cycle(f.state_table, "UPDATE")
+    other = {
+        key: n
+        for key, n in f.rows.rows.items()
+        if key not in {(f.state_table, "UPDATE"), (f.change_table, "INSERT")}
+    }
+    return [
+        Figure(
+            "10a. Fleet: the overview page, server time, 1,000 environments (500 PostgreSQL, "
+            "500 SQLite), as the worker stored them",
+            _spread(large),
+            f"median ≤ {ms(OVERVIEW_AIM)}",
+            large.median <= OVERVIEW_AIM,
+        ),
+        Figure(
+            "10b. Fleet: the overview's growth, 10 → 100 → 1,000 environments",
+            f"{ms(small.median)} → {ms(middle.median)} → {ms(large.median)}: "
+            f"×{growth:.1f} for 100× the environments",
+            f"×{GROWTH_AIM:g} at most (linear would be ×100)",
+            growth <= GROWTH_AIM,
+        ),
+        Figure(
+            "10c. Fleet: the overview's poll when nothing changed (204), 1,000 environments",
+            _spread(f.poll),
+        ),
+        Figure(
+            "10d. Fleet: the overview filtered (`?status=behind&label=tier:enterprise`), 1,000",
+            _spread(f.filtered),
+        ),
+        Figure(
+            "10e. Baseline: the same overview reading every environment in the request (the "
+            "design before the workers), 1,000",
+            f"{_seconds(f.read_in_request)}; ÷ the stored overview: "
+            f"{f.read_in_request.median / large.median:.0f}×",
+        ),
+        Figure(
+            f"10f. Fleet: a full refresh of 1,000 environments by {f.worker_processes} worker "
+            "processes, from beat's tick until every read is stored",
+            _seconds(f.refresh),
+            f"≤ {REFRESH_AIM:g} s",
+            refresh <= REFRESH_AIM,
+        ),
+        Figure(
+            f"10g. Baseline: `alembic current` per database, in a loop — `{f.loop_command}`",
+            f"{f.loop.median:.1f} s for {f.loop_sample} databases → {loop:.0f} s for 1,000; "
+            f"÷ Retort's refresh: {loop / refresh:.0f}×",
+        ),
+        Figure(
+            f"10h. Baseline: the same loop {f.xargs_width} wide — `{f.xargs_command}`",
+            f"{f.xargs.median:.1f} s for {f.xargs_sample} databases → {xargs:.0f} s for 1,000; "
+            f"÷ Retort's refresh: {xargs / refresh:.0f}×",
+        ),
+        Figure(
+            "10i. Fleet: change rows written per hour by 1,000 steady environments at a 60 s "
+            "refresh",
+            f"{changes * REFRESH_PER_HOUR:.0f} (measured over {f.rows.cycles} refreshes)",
+            "0",
+            changes == 0,
+        ),
+        Figure(
+            "10j. Fleet: rows updated in place per hour by the same",
+            f"{updates * REFRESH_PER_HOUR:,.0f} ({updates:,.0f} a refresh: each state row "
+            "marked sent, then its read stored); other rows written: "
+            + (", ".join(f"{op.lower()} {table} {n}" for (table, op), n in other.items()) or "0"),
+        ),
+    ]
+
+
+def fleet_note(f: FleetFigures) -> str:
+    kinds = ", ".join(f"{n} {kind}" for kind, n in f.kinds.most_common())
+    statuses = ", ".join(
+        f"{n} {status.replace('_', ' ')}" for status, n in f.statuses.most_common()
+    )
+    return (
+        f"Fleet: one project of {sum(f.kinds.values()):,} environments over a {f.revisions}-"
+        "revision history, PostgreSQL databases and SQLite files alternating (so the 10 and "
+        f"the 100 are half and half too), stamped by SQL from templates ({kinds}; built in "
+        f"{f.setup_seconds:.0f} s); the worker stored {statuses}. Each environment carries "
+        "three labels (tier, region, tenant). A real `celery worker` with "
+        f"{f.worker_processes} prefork processes on a Redis broker reads; beat's tick "
+        "(`reads.reads_send_due`, the task body beat runs) is called in the bench process with "
+        "RETORT_REFRESH_SECONDS shortened to 1 s, so each refresh makes every environment due "
+        "at once (a 60 s refresh does the same each minute). Pages are timed through Django's "
+        "test client, logged in: the whole request, middleware, session, queries and template; "
+        "the 1,000 are shown as a table of 100 rows a page, with the attention list. `alembic "
+        f"current` is timed once over every {sum(f.kinds.values()) // f.loop_sample}th "
+        f"(loop) and every {sum(f.kinds.values()) // f.xargs_sample}th (xargs) database, all "
+        "kinds alike, after one untimed call wrote the revision files' bytecode, and scaled to "
+        "1,000; the loops would take minutes in full. Rows written are counted by "
+        "statement-level triggers on every table of the dashboard database, whichever process "
+        "writes them. This section alone: `.venv/bin/python -m bench --only fleet`."
+    )
