@@ -24,6 +24,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -57,6 +58,7 @@ COUNTED_CYCLES = 3  # refreshes whose writes are counted
 LOOP_SAMPLE = 50  # databases `alembic current` reads one after another (then extrapolated)
 XARGS_SAMPLE = 200  # databases the 16-wide loop reads (then extrapolated)
 XARGS_WIDTH = 16
+BENCH_USER = "bench-fleet"
 VERSION_TABLE = "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
 
 
@@ -96,6 +98,7 @@ class FleetFigures:
     statuses: Counter[str]
     setup_seconds: float
     overview: dict[int, Samples]  # page server time by number of environments
+    shown: dict[int, str]  # what the page showed at each size
     poll: Samples  # the overview region's poll when nothing changed, at 1,000
     filtered: Samples  # the overview at 1,000 filtered by status and label
     read_in_request: Samples  # at 1,000: every environment read in the request, then built
@@ -133,20 +136,21 @@ def measure(databases: Databases, tmp: Path, *, log: Callable[[str], None] = pri
         client = _logged_in_client()
         with worker(tmp / "worker.log", log=log):
             overview: dict[int, Samples] = {}
+            shown: dict[int, str] = {}
             registered = 0
             for size in SIZES:
                 register(project, tenants[registered:size], start=registered)
                 registered = size
                 refresh_all(project)
                 log(f"fleet: the overview of {size} environments")
-                overview[size] = time_page(client, reverse("overview"))
+                overview[size], shown[size] = time_page(client, reverse("overview"))
             statuses = Counter(
                 CurrentState.objects.filter(environment__project=project).values_list(
                     "status", flat=True
                 )
             )
             poll = time_poll(client)
-            filtered = time_page(
+            filtered, _ = time_page(
                 client, reverse("overview") + "?status=behind&label=tier:enterprise"
             )
             log(f"fleet: {REFRESH_RUNS} full refreshes by {WORKER_PROCESSES} worker processes")
@@ -164,13 +168,17 @@ def measure(databases: Databases, tmp: Path, *, log: Callable[[str], None] = pri
             history, tenants, tmp, sample=XARGS_SAMPLE, width=XARGS_WIDTH
         )
     finally:
-        Project.objects.filter(slug="tenants").delete()
-        databases.drop(*(set(databases.created) - before))
+        try:
+            Project.objects.filter(slug="tenants").delete()
+            get_user_model().objects.filter(username=BENCH_USER).delete()
+        finally:
+            databases.drop(*(set(databases.created) - before))
     return FleetFigures(
         kinds=Counter(tenant.kind for tenant in tenants),
         statuses=statuses,
         setup_seconds=setup_seconds,
         overview=overview,
+        shown=shown,
         poll=poll,
         filtered=filtered,
         read_in_request=read_in_request,
@@ -278,32 +286,24 @@ def register(project: Project, tenants: Sequence[Tenant], *, start: int) -> None
 
 @contextlib.contextmanager
 def worker(log_path: Path, *, log: Callable[[str], None]) -> Iterator[None]:
-    """A real `celery worker` with WORKER_PROCESSES processes on the bench's own queue."""
+    """A real `celery worker` with WORKER_PROCESSES processes on the bench's own queue, in a
+    process group of its own (stopped whole); the queue is emptied afterwards."""
+    _broker_check()
     with open(log_path, "w") as output:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "dashboard",
-                "worker",
-                "-Q",
-                settings.CELERY_TASK_DEFAULT_QUEUE,
-                f"--concurrency={WORKER_PROCESSES}",
-                "--pool=prefork",
-                "--loglevel=INFO",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{settings.CELERY_TASK_DEFAULT_QUEUE}@%h",
+                sys.executable, "-m", "celery", "-A", "dashboard", "worker",
+                "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
+                f"--concurrency={WORKER_PROCESSES}", "--pool=prefork", "--loglevel=INFO",
+                "--without-heartbeat", "--without-gossip", "--without-mingle",
+                "-n", f"{settings.CELERY_TASK_DEFAULT_QUEUE}@%h",
             ],
             cwd=REPO,
             env=os.environ.copy(),
             stdout=output,
             stderr=subprocess.STDOUT,
-        )
+            start_new_session=True,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while " ready." not in log_path.read_text():
@@ -313,12 +313,39 @@ def worker(log_path: Path, *, log: Callable[[str], None]) -> Iterator[None]:
         log(f"fleet: worker ready ({WORKER_PROCESSES} processes, broker {_broker()})")
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
+        _purge()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _broker_check() -> None:
+    from dashboard.celery import app
+
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001 - kombu, redis and socket errors alike
+        raise BenchSetupError(
+            f"the fleet section needs the Redis broker at {_broker()} (BENCH_BROKER_URL): {exc}"
+        ) from exc
+
+
+def _purge() -> None:
+    """Empty the bench's queue (reads a failed run left there)."""
+    from dashboard.celery import app
+
+    with contextlib.suppress(Exception), app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
 def _broker() -> str:
@@ -349,21 +376,32 @@ def refresh_all(project: Project, *, timeout: float = 180.0) -> float:
 
 def _logged_in_client() -> Client:
     user, _ = get_user_model().objects.get_or_create(
-        username="bench-fleet", defaults={"is_superuser": True, "is_staff": True}
+        username=BENCH_USER, defaults={"is_superuser": True, "is_staff": True}
     )
     client = Client()
     client.force_login(user)
     return client
 
 
-def time_page(client: Client, url: str, *, count: int = 30, budget: float = 30.0) -> Samples:
-    def get() -> None:
+def time_page(
+    client: Client, url: str, *, count: int = 30, budget: float = 30.0
+) -> tuple[Samples, str]:
+    """The page's server time, and what it showed (cards, table rows, attention rows)."""
+
+    def get() -> bytes:
         response = client.get(url)
         if response.status_code != 200 or b'data-testid="counts"' not in response.content:
             raise BenchSetupError(f"GET {url}: {response.status_code}, no counts on the page")
+        return response.content
 
-    get()  # warm-up: templates compiled, scripts indexed
-    return repeat(get, count=count, budget=budget)
+    page = get()  # warm-up: templates compiled, scripts indexed
+    shown = {
+        "cards": page.count(b'<article class="card'),
+        "table rows": page.count(b'data-testid="environment-row"'),
+        "attention rows": page.count(b'data-testid="attention-row"'),
+    }
+    said = ", ".join(f"{n} {what}" for what, n in shown.items() if n)
+    return repeat(get, count=count, budget=budget), said
 
 
 def time_poll(client: Client, *, count: int = 30, budget: float = 20.0) -> Samples:
@@ -412,7 +450,9 @@ def alembic_loop(
 ) -> tuple[str, Samples]:
     """`alembic current` for every `len(tenants) // sample`-th database (all kinds alike),
     `width` at a time; the command shown and its time (once: it is long)."""
-    picked = tenants[:: len(tenants) // sample][:sample]
+    step = len(tenants) // sample
+    # every step-th, one even and one odd in turn: PostgreSQL and SQLite half and half
+    picked = [tenants[i * step + i % 2] for i in range(sample)]
     urls = tmp / f"urls-{width}.txt"
     urls.write_text("".join(f"{tenant.url}\n" for tenant in picked))
     alembic = Path(sys.executable).parent / "alembic"
@@ -422,8 +462,10 @@ def alembic_loop(
             f'while read -r url; do DATABASE_URL="$url" {alembic} -c {ini} current; done < {urls}'
         )
     else:
+        # `|| true`: alembic exits 255 on an unknown revision, which would stop xargs there
         command = (
-            f"xargs -P {width} -I{{}} env DATABASE_URL={{}} {alembic} -c {ini} current < {urls}"
+            f"xargs -P {width} -I{{}} sh -c "
+            f"'DATABASE_URL=\"$1\" {alembic} -c {ini} current || true' _ {{}} < {urls}"
         )
     # warm-up, untimed: the revision files' bytecode written once, as on a user's machine
     subprocess.run(
@@ -434,14 +476,24 @@ def alembic_loop(
         check=False,
     )
 
+    readable = sum(tenant.kind in {"at head", "behind"} for tenant in picked)
+
     def run() -> None:
-        subprocess.run(
+        result = subprocess.run(
             ["bash", "-c", command],
             cwd=ini.parent,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            text=True,
             check=False,
         )
+        printed = [line for line in result.stdout.splitlines() if "FAILED" not in line]
+        read = len(re.findall(r"\b[0-9a-f]{12}\b", "\n".join(printed)))
+        if read != readable:
+            raise BenchSetupError(
+                f"`alembic current` printed {read} revisions for {readable} readable databases:"
+                f"\n{result.stdout[:2000]}"
+            )
 
     samples = repeat(run, count=1, budget=0)
     shown = command.replace(str(alembic), ".venv/bin/alembic").replace(str(tmp), "$TMP")
@@ -472,28 +524,31 @@ def counting_rows() -> Iterator[dict[tuple[str, str], int]]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         tables = [row[0] for row in cursor.fetchall()]
-        cursor.execute("CREATE TABLE bench_rows (tbl text, op text, n bigint)")
-        cursor.execute(_COUNT_FUNCTION)
-        for table in tables:
-            for operation, transition in (
-                ("INSERT", "NEW TABLE AS came"),
-                ("UPDATE", "NEW TABLE AS came"),
-                ("DELETE", "OLD TABLE AS gone"),
-            ):
-                cursor.execute(
-                    f"CREATE TRIGGER bench_count_{operation.lower()} "
-                    f'AFTER {operation} ON "{table}" '
-                    f"REFERENCING {transition} FOR EACH STATEMENT "
-                    "EXECUTE FUNCTION bench_count_rows()"
-                )
+    triggers = []
     try:
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE bench_rows (tbl text, op text, n bigint)")
+            cursor.execute(_COUNT_FUNCTION)
+            for table in tables:
+                for operation, transition in (
+                    ("INSERT", "NEW TABLE AS came"),
+                    ("UPDATE", "NEW TABLE AS came"),
+                    ("DELETE", "OLD TABLE AS gone"),
+                ):
+                    name = f"bench_count_{operation.lower()}"
+                    cursor.execute(
+                        f'CREATE TRIGGER {name} AFTER {operation} ON "{table}" '
+                        f"REFERENCING {transition} FOR EACH STATEMENT "
+                        "EXECUTE FUNCTION bench_count_rows()"
+                    )
+                    triggers.append((name, table))
         yield counted
-    finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT tbl, op, sum(n) FROM bench_rows GROUP BY tbl, op")
             counted.update({(table, op): int(n) for table, op, n in cursor.fetchall()})
-            for table in tables:
-                for operation in ("insert", "update", "delete"):
-                    cursor.execute(f'DROP TRIGGER bench_count_{operation} ON "{table}"')
-            cursor.execute("DROP FUNCTION bench_count_rows()")
-            cursor.execute("DROP TABLE bench_rows")
+    finally:
+        with connection.cursor() as cursor:
+            for name, table in triggers:
+                cursor.execute(f'DROP TRIGGER {name} ON "{table}"')
+            cursor.execute("DROP FUNCTION IF EXISTS bench_count_rows()")
+            cursor.execute("DROP TABLE IF EXISTS bench_rows")

@@ -17,16 +17,13 @@ from django.db.models import (
     Count,
     F,
     IntegerField,
-    Q,
     QuerySet,
-    TextField,
     Value,
     When,
 )
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Coalesce, NullIf
+from django.db.models.functions import Coalesce, NullIf
 
-from dashboard.lib.dbfunctions import JSONArrayLength
+from dashboard.lib.dbfunctions import BinaryOrder, JSONArrayLength, JSONKeyText
 from environments import overviews
 from environments.models import Environment, Project
 from environments.overviews import CardFilter, EnvironmentCard, ProjectOverview
@@ -99,22 +96,21 @@ def _annotated(environments: QuerySet[Environment]) -> QuerySet[Environment]:
     )
 
 
-def _label(name: str) -> Cast:
-    """A label's value as plain text (NULL without it), compared as text on both backends."""
-    return Cast(KeyTextTransform(name, "labels"), TextField())
-
-
-def _word(word: str) -> Q:
-    """One word of the text filter: in the name, the project's name, or the labels (written
-    `name=value`, as they are shown)."""
-    in_labels = word.replace("=", '": "')  # as the labels' JSON text spells a pair
-    return (
-        Q(name__icontains=word)
-        | Q(slug__icontains=word)
-        | Q(project__name__icontains=word)
-        | Q(project__slug__icontains=word)
-        | Q(labels_text__icontains=in_labels)
+def _matching_text(environments: QuerySet[Environment], words: list[str]) -> QuerySet[Environment]:
+    """The environments whose name, project or labels (as shown: `name=value`) hold every
+    word, in any case. Matched here rather than in SQL, so the text means the same on both
+    backends (SQLite folds ASCII case only, and writes labels' JSON with escapes); it reads
+    five short columns, only when a text is given."""
+    rows = environments.values_list(
+        "pk", "name", "slug", "project__name", "project__slug", "labels"
     )
+    matching = []
+    for pk, name, slug, project_name, project_slug, labels in rows:
+        pairs = [f"{key}={value}" for key, value in (labels or {}).items()]
+        haystack = " ".join([name, slug, project_name, project_slug, *pairs]).lower()
+        if all(word in haystack for word in words):
+            matching.append(pk)
+    return environments.filter(pk__in=matching)
 
 
 def _filtered(
@@ -124,12 +120,10 @@ def _filtered(
         environments = environments.filter(shown_status__in=filters.statuses)
     for position, (name, value) in enumerate(filters.labels):
         alias = f"label_{position}"
-        environments = environments.alias(**{alias: _label(name)})
+        environments = environments.alias(**{alias: JSONKeyText("labels", name)})
         environments = environments.filter(**{alias: value})
     if words:
-        environments = environments.alias(labels_text=Cast("labels", TextField()))
-        for word in words:
-            environments = environments.filter(_word(word))
+        environments = _matching_text(environments, words)
     return environments
 
 
@@ -150,10 +144,11 @@ def _group_of(environment: Environment, group_by: str) -> str:
 def _table_order(environments: QuerySet[Environment], group_by: str) -> QuerySet[Environment]:
     """By project, or by the label's value (those without it last), then as the admin lists."""
     if not group_by:
-        return environments.order_by("project__name", "position", "name")
-    environments = environments.alias(group_value=NullIf(_label(group_by), Value("")))
+        return environments.order_by("project__name", "position", "name", "pk")
+    label = BinaryOrder(NullIf(JSONKeyText("labels", group_by), Value("")))
+    environments = environments.alias(group_value=label)
     return environments.order_by(
-        F("group_value").asc(nulls_last=True), "project__name", "position", "name"
+        F("group_value").asc(nulls_last=True), "project__name", "position", "name", "pk"
     )
 
 
@@ -174,7 +169,7 @@ def _paged(fleet: Fleet, visible: QuerySet[Environment], page: int) -> None:
 def _project_cards(fleet: Fleet, projects: list[Project], visible: QuerySet[Environment]) -> None:
     """Up to CARDS_UP_TO environments: their cards under their projects (every project when
     nothing is filtered, so an empty one still says how to add environments)."""
-    environments = list(visible.order_by("project__name", "position", "name"))
+    environments = list(visible.order_by("project__name", "position", "name", "pk"))
     holding = {environment.project_id for environment in environments}
     kept = [p for p in projects if p.pk in holding or not fleet.filtered]
     fleet.overviews = overviews.overview_build(projects=kept, environments=environments)
@@ -199,7 +194,7 @@ def fleet_build(
     tally = dict(everything.order_by().values_list("shown_status").annotate(count=Count("pk")))
     visible = _filtered(everything, query.lower().split(), filters)
     urgent = visible.filter(shown_status__in=list(_URGENCY)).order_by(
-        _URGENCY_ORDER, "-pending_count", "project__name", "position"
+        _URGENCY_ORDER, "-pending_count", "project__name", "position", "name", "pk"
     )
     attention = list(urgent[:ATTENTION_SHOWN])
     urgent_count = len(attention) if len(attention) < ATTENTION_SHOWN else urgent.count()

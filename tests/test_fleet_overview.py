@@ -44,6 +44,10 @@ def _counts(html: str) -> list[str]:
     return [" ".join(text.split()) for text in re.findall(r'class="count[^>]*>([^<]*)<', counts)]
 
 
+def _cards(html: str) -> list[str]:
+    return re.findall(r'<article class="card[^"]*" id="env-\d+" data-environment="([^"]+)"', html)
+
+
 def _attention(html: str) -> list[str]:
     return re.findall(r'attention-row"><td data-label="Environment"><a [^>]*>([^<]*)</a>', html)
 
@@ -77,10 +81,7 @@ def test_the_overview_counts_every_status_and_lists_what_needs_attention_first(c
 def test_the_filters_narrow_the_cards_and_the_counts_stay_whole(client_alice, fleet, params, cards):
     html = _page(client_alice, **params)
 
-    assert (
-        re.findall(r'<article class="card[^"]*" id="env-\d+" data-environment="([^"]+)"', html)
-        == cards
-    )
+    assert _cards(html) == cards
     assert _counts(html) == ["1 current", "2 behind", "1 unreachable", "1 not read yet"]
     assert f"showing {len(cards)} of 5" in html
     assert ("No environment matches these filters." in html) == (not cards)
@@ -147,3 +148,27 @@ def test_the_overview_of_300_environments_asks_the_database_what_it_asks_for_90(
     assert re.findall(r'data-testid="group">([^<]+)<', large) == ["tier=dev"]
     second = _page(client_alice, page=2, **params)
     assert re.findall(r'data-testid="group">([^<]+)<', second) == ["tier=prod"]
+
+
+def test_a_label_named_like_a_number_is_a_name_and_an_odd_one_matches_nothing(client_alice, fleet):
+    prod = env(fleet, "prod")
+    prod.labels = {"tier": "prod", "2024": "cohort"}
+    prod.save()
+
+    by_number = _page(client_alice, label="2024:cohort")
+    grouped = _page(client_alice, group="2024", status="behind")
+    odd = client_alice.get(reverse("overview"), {"label": "-1:x", "group": '-1"'})
+
+    assert _cards(by_number) == ["prod"]
+    assert "showing 2 of 5" in grouped  # cards, not a table: two environments shown
+    assert odd.status_code == 200
+    assert "No environment matches these filters." in odd.content.decode()
+
+
+def test_the_text_filter_folds_case_beyond_ascii(client_alice, fleet):
+    zurich = env(fleet, "staging")
+    zurich.name = "Zürich"
+    zurich.save()
+
+    assert _cards(_page(client_alice, q="ZÜRICH")) == ["staging"]
+    assert _cards(_page(client_alice, q="zür tier=")) == []  # staging has no labels
