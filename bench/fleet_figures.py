@@ -8,7 +8,7 @@ from bench.report import Figure
 from bench.stats import Samples, ms
 
 if TYPE_CHECKING:
-    from bench.fleet import FleetFigures
+    from bench.fleet import FleetFigures, LoopRun
 
 OVERVIEW_AIM = 0.100  # seconds, median, at 1,000 environments
 GROWTH_AIM = 3.0  # median at 1,000 ÷ median at 10 (linear in environments would be 100)
@@ -29,12 +29,20 @@ def _seconds(samples: Samples) -> str:
     return f"median {samples.median:.2f} s (min {samples.minimum:.2f}, max {samples.maximum:.2f})"
 
 
+def _loop(run: LoopRun, whole: float, refresh: float) -> str:
+    return (
+        f"{run.samples.median:.1f} s for {run.databases} databases → {whole:.0f} s for 1,000; "
+        f"÷ Retort's refresh: {whole / refresh:.0f}× (it printed a revision for {run.printed} "
+        f"of the {run.readable} readable)"
+    )
+
+
 def fleet_figures(f: FleetFigures) -> list[Figure]:
     small, middle, large = (f.overview[size] for size in sorted(f.overview))
     growth = large.median / small.median
     refresh = f.refresh.median
-    loop = f.extrapolated(f.loop, f.loop_sample)
-    xargs = f.extrapolated(f.xargs, f.xargs_sample)
+    loop = f.extrapolated(f.loop)
+    xargs = f.extrapolated(f.xargs)
     changes = f.rows.per_cycle(f.change_table, "INSERT")
     updates = f.rows.per_cycle(f.state_table, "UPDATE")
     other = {
@@ -82,14 +90,12 @@ def fleet_figures(f: FleetFigures) -> list[Figure]:
             refresh <= REFRESH_AIM,
         ),
         Figure(
-            f"10g. Baseline: `alembic current` per database, in a loop — `{f.loop_command}`",
-            f"{f.loop.median:.1f} s for {f.loop_sample} databases → {loop:.0f} s for 1,000; "
-            f"÷ Retort's refresh: {loop / refresh:.0f}×",
+            f"10g. Baseline: `alembic current` per database, in a loop — `{f.loop.command}`",
+            _loop(f.loop, loop, refresh),
         ),
         Figure(
-            f"10h. Baseline: the same loop {f.xargs_width} wide — `{f.xargs_command}`",
-            f"{f.xargs.median:.1f} s for {f.xargs_sample} databases → {xargs:.0f} s for 1,000; "
-            f"÷ Retort's refresh: {xargs / refresh:.0f}×",
+            f"10h. Baseline: the same loop {f.xargs_width} wide — `{f.xargs.command}`",
+            _loop(f.xargs, xargs, refresh),
         ),
         Figure(
             "10i. Fleet: change rows written per hour by 1,000 steady environments at a 60 s "
@@ -126,10 +132,11 @@ def fleet_note(f: FleetFigures) -> str:
         "PostgreSQL dashboard database, and template; past 24 environments the overview is a "
         "table of 100 rows a page with the attention list (up to 50), so what it renders is "
         "bounded by design and what grows is what the database counts and sorts. `alembic "
-        f"current` is timed once over {f.loop_sample} (loop) and {f.xargs_sample} (xargs) "
+        f"current` is timed once over {f.loop.databases} (loop) and {f.xargs.databases} "
+        "(xargs) "
         "databases picked at even steps through the fleet, PostgreSQL and SQLite in turn, "
         "after one untimed call wrote the revision files' "
-        "bytecode, checked to print a revision for every readable database, and scaled to "
+        "bytecode, and scaled to "
         "1,000; the loops would take minutes in full. Rows written are counted by "
         "statement-level triggers on every table of the dashboard database, whichever process "
         "writes them. This section alone: `.venv/bin/python -m bench --only fleet`."

@@ -39,7 +39,6 @@ HISTORY_SHAPE = {"seed": 2, "branch_every": 40, "depends_on_every": 50}
 ENVIRONMENTS = 20
 MAX_BEHIND = 200
 COLD_AIM = 10.0  # Retort's cold read at least this many times faster than Alembic's
-WARM_OVERVIEW_AIM = 0.100  # seconds
 SILENT_GRACE = 0.5  # seconds over the connect timeout
 
 
@@ -417,19 +416,16 @@ def read_notes(caches: tuple[str, ...]) -> list[str]:
 def overview_figures(first: float, warm: OverviewRun, parts: Parts) -> list[Figure]:
     median, p95 = warm.samples.median, warm.samples.p95
     failures = _failures(warm)
-    remark = f"p95 {'within' if p95 <= WARM_OVERVIEW_AIM else 'over'} the aim"
-    if failures:
-        remark += f"; {failures} environment(s) could not be read"
     return [
         Figure(
-            f"2a. Read and show, {ENVIRONMENTS} environments: all read and stored, as a "
-            "worker's batch does, then the overview built from what was stored "
-            "(`overview_build(refresh=True)`)",
+            f"2a. A worker's batch, {ENVIRONMENTS} environments: all read and stored, then the "
+            "overview built from what was stored (`overview_build(refresh=True)`, as "
+            "`migration_status` does; a page no longer reads: its time is 10a)",
             f"median {ms(median)}, p95 {ms(p95)}, min {ms(warm.samples.minimum)} "
             f"(n={warm.samples.count})",
-            f"median ≤ {ms(WARM_OVERVIEW_AIM)}",
-            median <= WARM_OVERVIEW_AIM and not failures,
-            remark,
+            "every environment read",
+            not failures,
+            f"{failures} environment(s) could not be read" if failures else "",
         ),
         Figure(
             "2b. First overview from cold: reader caches emptied, nothing read before "
@@ -461,8 +457,10 @@ def overview_note(warm: OverviewRun, stamping: str) -> str:
         '`overview_build(projects=Project.objects.prefetch_related("environments__project"))` '
         "with a fresh queryset: the registry query, the script index check, the parallel reads "
         "and the state updates in the dashboard database (PostgreSQL). Each read opens its own "
-        "connection and closes it, as the workers' do (nothing read is cached). The pages "
-        "themselves no longer read: they render what the workers stored."
+        "connection and closes it, as the workers' do (nothing read is cached): 2a once had "
+        "an aim of 100 ms, when it was the overview page's time and a keep-alive cache held "
+        "the connections open between views; the pages no longer read (they render what the "
+        "workers stored, 10a), and the cache is gone, so each batch pays its connections."
     )
 
 
