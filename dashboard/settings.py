@@ -202,6 +202,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "environments.tasks.notifications_send",
         "schedule": 30.0,
     },
+    "discover-tenants": {
+        "task": "environments.tasks.discoveries_run",
+        "schedule": env_float("RETORT_DISCOVERY_SECONDS", 300.0),
+    },
     "check-drift": {
         "task": "environments.tasks.drift_check_all",
         "schedule": env_float("RETORT_DRIFT_SECONDS", 3600.0),

@@ -1,12 +1,14 @@
 from django.contrib import admin, messages
 
 from environments import approvals, tokens, transitions
+from environments.discovery_forms import DiscoveryForm
 from environments.forms import EnvironmentForm, ProjectForm
 from environments.models import (
     ApiToken,
     Approval,
     AuditEvent,
     CurrentState,
+    Discovery,
     Environment,
     Job,
     Notification,
@@ -43,9 +45,17 @@ class ProjectAdmin(admin.ModelAdmin):
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
     form = EnvironmentForm
-    list_display = ["name", "project", "position", "url_for_display"]
-    list_filter = ["project"]
+    list_display = ["name", "project", "position", "url_for_display", "discovered_by", "gone_at"]
+    list_filter = ["project", "discovered_by"]
     prepopulated_fields = {"slug": ("name",)}
+
+
+@admin.register(Discovery)
+class DiscoveryAdmin(admin.ModelAdmin):
+    form = DiscoveryForm
+    list_display = ["name", "project", "found", "checked_at", "error"]
+    list_filter = ["project"]
+    readonly_fields = ["found", "checked_at", "error"]
 
 
 @admin.register(CurrentState)

@@ -20,10 +20,11 @@ from django.utils.text import slugify
 from sqlalchemy.engine import make_url
 
 from environments.core.database_urls import url_problem
+from environments.discovery_forms import DiscoveryForm
 from environments.forms import EnvironmentForm, LabelsField, ProjectForm, as_data, bound_data
-from environments.models import Environment, Project, UrlUnavailable
+from environments.models import Discovery, Environment, Project, UrlUnavailable
 
-_PROJECT_TABLES = {"environment"}  # a project's keys beyond its form's fields
+_PROJECT_TABLES = {"environment", "discovery"}  # a project's keys beyond its form's fields
 _NOT_IN_FILE = {"project", "clear_webhook"}  # set by the file's structure, not by a key
 _PATHS = {"alembic_ini", "script_location", "working_dir"}  # relative to the file's folder
 
@@ -191,7 +192,38 @@ def apply(document: dict, base_dir: Path) -> ApplyReport:
                 _apply_environment(project, env_fields, env_where, report)
             for slug, source, env_where in promotions:
                 _apply_promotion(project, slug, source, env_where, report)
+            discoveries = raw.get("discovery", [])
+            if not isinstance(discoveries, list):
+                raise ConfigError(f"{where}.discovery must be [[project.discovery]] tables.")
+            for number, found_raw in enumerate(discoveries, start=1):
+                _apply_discovery(project, found_raw, f"{where} discovery #{number}", report)
     return report
+
+
+def _apply_discovery(project: Project, raw: object, where: str, report: ApplyReport) -> None:
+    """A discovery's table, bound to the admin's form; its server and template (write-only
+    there) are compared with what is stored, never shown."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a [[project.discovery]] table.")
+    fields = _fields(DiscoveryForm, raw, where, set())
+    fields.pop("slug")
+    secrets = {key: fields.pop(key) for key in ("server_url", "url_template") if key in fields}
+    found = Discovery.objects.filter(project=project, name=fields["name"]).first()
+    data = bound_data(DiscoveryForm, found or Discovery(project=project))
+    data |= as_data(DiscoveryForm, fields) | {"project": project.pk}
+    stored = {"server_url": found.server_url, "url_template": found.url_template} if found else {}
+    moved = [key for key, value in secrets.items() if stored.get(key) != value]
+    data |= {key: secrets[key] for key in moved}
+    form = DiscoveryForm(data, instance=found)
+    changed = _changes(found, form, list(fields)) + moved
+    label = f"discovery {project.name}/{fields['name']}"
+    _saved(form, where, changed=found is None or bool(changed))
+    if found is None:
+        report.created.append(label)
+    elif changed:
+        report.updated.append(f"{label}: {', '.join(changed)}")
+    else:
+        report.unchanged.append(label)
 
 
 def _refuse_repeat(seen: dict[str, str], fields: dict, where: str, what: str, scope: str) -> None:
@@ -219,7 +251,7 @@ def _saved(form: forms.ModelForm, where: str, changed: bool) -> models.Model:
     return form.save() if changed else form.instance
 
 
-_WHERE = re.compile(r"^project #(\d+)(?: environment #(\d+))?(?:\.(\w+))?")
+_WHERE = re.compile(r"^project #(\d+)(?: (environment|discovery) #(\d+))?(?:\.(\w+))?")
 
 
 def line_of(text: str, message: str) -> int | None:
@@ -227,18 +259,20 @@ def line_of(text: str, message: str) -> int | None:
     found = _WHERE.match(message)
     if found is None:
         return None
-    project, environment, key = int(found.group(1)), found.group(2), found.group(3)
-    tables: dict[tuple[int, int], int] = {}
-    current = (0, 0)
+    project, kind, table, key = int(found.group(1)), found.group(2), found.group(3), found.group(4)
+    tables: dict[tuple[int, str, int], int] = {}
+    counts: dict[str, int] = {}
+    current = 0
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith("[[project]]"):
-            current = (current[0] + 1, 0)
-            tables[current] = number
-        elif stripped.startswith("[[project.environment]]"):
-            current = (current[0], current[1] + 1)
-            tables[current] = number
-    wanted = (project, int(environment) if environment else 0)
+            current, counts = current + 1, {}
+            tables[(current, "", 0)] = number
+        for nested in ("environment", "discovery"):
+            if stripped.startswith(f"[[project.{nested}]]"):
+                counts[nested] = counts.get(nested, 0) + 1
+                tables[(current, nested, counts[nested])] = number
+    wanted = (project, kind or "", int(table) if table else 0)
     start = tables.get(wanted)
     if start is None or key is None:
         return start

@@ -38,6 +38,7 @@ STATUS_ORDER = (
     "auth_failed",
     "error",
     "not_read",
+    "gone",  # a tenant its server no longer lists: kept with its history, no longer read
 )
 # what needs attention first: a database that cannot be read, then one at an unknown revision
 _URGENCY = {
@@ -88,6 +89,7 @@ def _annotated(environments: QuerySet[Environment]) -> QuerySet[Environment]:
     """Each environment with the status its card shows and how many revisions it lacks."""
     return environments.annotate(
         shown_status=Case(
+            When(gone_at__isnull=False, then=Value("gone")),
             When(current_state__checked_at__isnull=False, then=F("current_state__status")),
             default=Value("not_read"),
             output_field=CharField(),

@@ -35,7 +35,10 @@ class EnvironmentCard:
 
     @property
     def status(self) -> str:
-        """The stored read's status; "not_read" for an environment none was stored for."""
+        """The stored read's status; "not_read" for an environment none was stored for, "gone"
+        for a tenant its server no longer lists."""
+        if self.environment.gone_at is not None:
+            return "gone"
         return self.state.status if self.state is not None else "not_read"
 
     @property

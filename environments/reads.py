@@ -213,6 +213,7 @@ def reads_send_due(*, now=None) -> int:
             | Q(current_state__checked_at__lt=cutoff)
         )
         .filter(Q(current_state__queued_at__isnull=True) | Q(current_state__queued_at__lt=cutoff))
+        .filter(gone_at__isnull=True)  # a tenant its server no longer lists
         .order_by("pk")
     )
     ids = list(due.values_list("pk", flat=True))

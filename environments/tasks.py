@@ -2,7 +2,17 @@
 
 from celery import shared_task
 
-from environments import approvals, audit_chain, dispatch, drift, execution, notify, planning, reads
+from environments import (
+    approvals,
+    audit_chain,
+    discovery,
+    dispatch,
+    drift,
+    execution,
+    notify,
+    planning,
+    reads,
+)
 from environments.models import Environment, Project
 
 
@@ -32,6 +42,12 @@ def environments_refresh(environment_ids: list[int]) -> int:
 def environments_refresh_due() -> int:
     """Celery beat's tick: send the reads that are due, in batches."""
     return reads.reads_send_due()
+
+
+@shared_task
+def discoveries_run() -> int:
+    """Celery beat's tick: ask every discovery's server for its tenants."""
+    return discovery.discoveries_run()
 
 
 @shared_task

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from environments.models import Environment, Project
+from environments.models import Discovery, Environment, Project
 
 pytestmark = pytest.mark.django_db
 
@@ -262,4 +262,7 @@ def test_the_readmes_example_is_applied_as_written(tmp_path):
     assert "created project inventory" in output
     prod = Environment.objects.get(slug="prod")
     assert prod.promotion_from.slug == "staging"
+    found = Discovery.objects.get(name="eu-cluster")
+    assert found.labels == {"tier": "tenant", "region": "eu"}
+    assert found.url_template == "postgresql://retort@db.internal:5432/{name}"
     assert prod.required_approvals == 2 and prod.backup_required

@@ -11,6 +11,7 @@ from environments.models.audit import (
     AuditEventQuerySet,
     AuditImmutable,
 )
+from environments.models.fleets import Discovery
 from environments.models.jobs import Approval, Backup, Job, JobLogLine, Notification
 from environments.models.reads import CurrentState, DriftState, ExpectedSchema, StateChange
 from environments.models.registry import (
@@ -33,6 +34,7 @@ __all__ = [
     "AuditedModel",
     "Backup",
     "CurrentState",
+    "Discovery",
     "DriftState",
     "Environment",
     "ExpectedSchema",

@@ -219,6 +219,16 @@ class Environment(AuditedModel):
     )
     # free-form labels to group and filter a fleet by: {"tier": "prod", "tenant": "acme"}
     labels = models.JSONField(default=dict, blank=True)
+    # a tenant a discovery registered; marked gone (never deleted) once the server lacks it
+    discovered_by = models.ForeignKey(
+        "environments.Discovery",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        related_name="environments",
+    )
+    gone_at = models.DateTimeField(null=True, blank=True, editable=False)
     backup_before_jobs = models.BooleanField(
         default=True, help_text="Back the database up before every upgrade and downgrade."
     )

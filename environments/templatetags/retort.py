@@ -33,6 +33,7 @@ _LABELS = {
     "unreachable": "unreachable",
     "auth_failed": "login refused",
     "error": "error",
+    "gone": "gone",
 }
 
 

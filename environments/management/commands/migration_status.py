@@ -2,10 +2,10 @@ import json
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Q
+from django.db.models import Prefetch, Q
 
 from environments import overviews, reads
-from environments.models import Project
+from environments.models import Environment, Project
 
 
 class Command(BaseCommand):
@@ -30,7 +30,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        projects = Project.objects.prefetch_related("environments__project")
+        # a tenant its server no longer lists is not part of the gate
+        present = Environment.objects.filter(gone_at__isnull=True).select_related("project")
+        projects = Project.objects.prefetch_related(Prefetch("environments", queryset=present))
         if options["project"]:
             projects = projects.filter(Q(slug=options["project"]) | Q(name=options["project"]))
             if not projects.exists():
