@@ -25,7 +25,7 @@ from django.db.models.functions import Coalesce, NullIf
 
 from dashboard.lib.dbfunctions import BinaryOrder, JSONArrayLength, JSONKeyText
 from environments import overviews
-from environments.models import Environment, Project
+from environments.models import Discovery, Environment, Project
 from environments.overviews import CardFilter, EnvironmentCard, ProjectOverview
 
 # the order the counts are said in; "not_read": an environment no read has stored yet
@@ -79,6 +79,7 @@ class Fleet:
     group_by: str = ""  # "" for the project, else a label's name
     page: int = 1
     pages: int = 1
+    discoveries: list[Discovery] = field(default_factory=list)  # where tenants are found
 
     @property
     def filtered(self) -> bool:
@@ -209,6 +210,9 @@ def fleet_build(
         query=query,
         filters=filters,
         group_by=group_by,
+    )
+    fleet.discoveries = list(
+        Discovery.objects.filter(project__in=projects).select_related("project")
     )
     fleet.shown = visible.count() if fleet.filtered else fleet.total
     if fleet.shown > CARDS_UP_TO:

@@ -72,7 +72,9 @@ def _events(action: str) -> list[str]:
     )
 
 
-def test_the_tenants_a_server_lists_become_labelled_environments_that_read(server, tenants):
+def test_the_tenants_a_server_lists_become_labelled_environments_that_read(
+    server, tenants, client_alice
+):
     names = [server(suffix) for suffix in ("001", "002", "003")]
 
     run = discovery.discovery_run(discovery=tenants)
@@ -84,6 +86,8 @@ def test_the_tenants_a_server_lists_become_labelled_environments_that_read(serve
         assert environment.labels == {"tier": "tenant", "region": "eu"}
         assert environment.stored_state().status == "uninitialized"  # its URL reads
     assert _events("tenant_discovered") == names
+    page = " ".join(client_alice.get(reverse("overview")).content.decode().split())
+    assert "Discovery tenants / eu-cluster: 3 databases listed just now" in page
     tenants.refresh_from_db()
     assert tenants.found == 3 and tenants.checked_at is not None and tenants.error == ""
 
@@ -183,7 +187,7 @@ def test_a_failing_query_is_said_in_words_and_marks_no_tenant_gone(
 
 
 def test_an_unreachable_server_is_said_in_words_without_its_password_and_changes_nothing(
-    server, tenants, closed_port
+    server, tenants, closed_port, client_alice
 ):
     server("001")
     discovery.discovery_run(discovery=tenants)
@@ -191,10 +195,12 @@ def test_an_unreachable_server_is_said_in_words_without_its_password_and_changes
     tenants.save()
 
     run = discovery.discovery_run(discovery=tenants)
+    page = " ".join(client_alice.get(reverse("overview")).content.decode().split())
 
     assert run.error.startswith("Cannot reach the database")
-    assert "Hunter2-secret" not in run.error
+    assert "Hunter2-secret" not in run.error + page
     assert not Environment.objects.filter(gone_at__isnull=False).exists()
+    assert "Discovery tenants / eu-cluster (just now): Cannot reach the database" in page
 
 
 def test_a_name_already_taken_is_skipped_and_an_odd_one_is_escaped_on_the_page(

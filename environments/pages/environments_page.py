@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard.lib import badinput, live
 from environments import fleet, overviews, reads, roles
 from environments.core.scripts import ScriptIndex
-from environments.models import DriftState, Environment, Job, Project
+from environments.models import Discovery, DriftState, Environment, Job, Project
 from environments.pages import live_parts, lookup
 
 
@@ -80,8 +80,9 @@ def _overview_key(projects) -> str:
     states = live_parts.newest_reads(environments)
     registry = environments.aggregate(count=Count("pk"), edited=Max("updated_at"))
     drift = DriftState.objects.filter(project__in=projects).aggregate(checked=Max("checked_at"))
+    found = Discovery.objects.filter(project__in=projects).aggregate(checked=Max("checked_at"))
     edited = Project.objects.filter(pk__in=projects).aggregate(edited=Max("updated_at"))
-    return live.fingerprint(states, registry, drift, edited, live_parts.time_bucket())
+    return live.fingerprint(states, registry, drift, found, edited, live_parts.time_bucket())
 
 
 @require_GET
