@@ -28,7 +28,6 @@ from environments import (
     transitions,
 )
 from environments.models import Environment, Job, Project
-from environments.pages import lookup
 from environments.tokens import api_login_required
 
 
@@ -188,7 +187,8 @@ def api_status(request: HttpRequest) -> JsonResponse:
     """The same objects `manage.py migration_status --json` prints; an unknown project or
     environment is a 404 (the command exits 2), never an empty list a CI gate could pass on."""
     wanted = request.GET.get("project")
-    projects = lookup.projects_named(wanted)
+    projects = overviews.projects_listed()
+    projects = projects.filter(slug=wanted) if wanted else projects
     if wanted and not projects.exists():
         return JsonResponse({"error": f"No project {wanted!r}.", "code": "not_found"}, status=404)
     try:

@@ -19,7 +19,7 @@ from django.utils.text import slugify
 from sqlalchemy.exc import SQLAlchemyError
 
 from environments.audit import audit_record
-from environments.core.database_urls import redact, server_engine, url_problem
+from environments.core.database_urls import redact, server_engine
 from environments.core.versions import Failure, classify
 from environments.models import Discovery, Environment
 
@@ -101,27 +101,32 @@ def discovery_run(*, discovery: Discovery) -> DiscoveryRun:
 def _reconcile(discovery: Discovery, names: list[str], run: DiscoveryRun) -> None:
     project = discovery.project
     mine = {environment.name: environment for environment in discovery.environments.all()}
-    taken = set(project.environments.values_list("name", flat=True))
-    slugs = set(project.environments.values_list("slug", flat=True))
+    registered = list(project.environments.values_list("name", "slug"))
+    taken = {name for name, _ in registered}
+    slugs = {slug for _, slug in registered}
     position = (project.environments.aggregate(last=Max("position"))["last"] or 0) + 1
     template = discovery.url_template
     now = timezone.now()
     for name in names:
         environment = mine.get(name)
         if environment is None:
-            problem = _problem(name, taken, slugs, template)
-            if problem:
-                run.skipped.append(problem)
-                continue
+            slug = slugify(name)[:100]
             environment = Environment(
                 project=project,
                 name=name,
-                slug=slugify(name)[:100],
+                slug=slug,
                 position=position,
                 labels=dict(discovery.labels),
                 discovered_by=discovery,
             )
-            environment.set_url(tenant_url(template, name))
+            problem = _problem(name, slug, taken, slugs)
+            try:
+                environment.set_url(tenant_url(template, name))  # refuses what does not parse
+            except ValueError as exc:
+                problem = problem or f"{name!r}: {exc}"
+            if problem:
+                run.skipped.append(problem)
+                continue
             environment.save()
             position += 1
             slugs.add(environment.slug)
@@ -141,14 +146,12 @@ def _reconcile(discovery: Discovery, names: list[str], run: DiscoveryRun) -> Non
             _audit("tenant_gone", discovery, environment)
 
 
-def _problem(name: str, taken: set[str], slugs: set[str], template: str) -> str | None:
-    slug = slugify(name)[:100]
+def _problem(name: str, slug: str, taken: set[str], slugs: set[str]) -> str | None:
     if len(name) > 100 or not slug:
         return f"{name[:60]!r} cannot be an environment's name"
     if name in taken or slug in slugs:
         return f"{name!r} is already an environment of the project, not one this discovery found"
-    problem = url_problem(tenant_url(template, name))
-    return f"{name!r}: {problem}" if problem else None
+    return None
 
 
 def _audit(action: str, discovery: Discovery, environment: Environment) -> None:

@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from django.db.models import Prefetch
+
 from dashboard.lib import live
 from environments.core.heads import HeadsVerdict
 from environments.core.revision_files import ScriptProblem
@@ -132,9 +134,12 @@ class CardFilter:
                 pairs.append((name, value))
         return cls(frozenset(s for s in statuses if s), tuple(pairs))
 
+    def labels_match(self, environment: Environment) -> bool:
+        labels = environment.labels or {}
+        return all(labels.get(name) == value for name, value in self.labels)
+
     def __call__(self, card: EnvironmentCard) -> bool:
-        labels = card.environment.labels or {}
-        if any(labels.get(name) != value for name, value in self.labels):
+        if not self.labels_match(card.environment):
             return False
         return not self.statuses or card.status in self.statuses
 
@@ -157,14 +162,24 @@ def _cards(
     }
 
 
-def cards_build(environments: Sequence[Environment]) -> list[EnvironmentCard]:
-    """The cards of these environments alone (a page of a fleet), as last stored."""
+def cards_build(
+    environments: Sequence[Environment], states: dict[int, CurrentState] | None = None
+) -> list[EnvironmentCard]:
+    """The cards of these environments alone (a page of a fleet), as last stored (or from
+    `states`, just read)."""
     indexes: Indexes = {}
     for environment in environments:
         if environment.project_id not in indexes:
             indexes[environment.project_id] = environment.project.load_scripts()
-    cards = _cards(environments, indexes)
+    cards = _cards(environments, indexes, states)
     return [cards[environment.pk] for environment in environments]
+
+
+def projects_listed():
+    """Every project with the environments a listing shows, in promotion order: a tenant its
+    server no longer lists is left out (the status API, the CI gate)."""
+    present = Environment.objects.filter(gone_at__isnull=True).select_related("project")
+    return Project.objects.prefetch_related(Prefetch("environments", queryset=present))
 
 
 def overview_build(
@@ -192,13 +207,8 @@ def overview_build(
 
 
 def environment_card(*, environment: Environment, refresh: bool = False) -> EnvironmentCard:
-    if refresh:
-        state = environment_read(environment=environment)
-    else:
-        state = CurrentState.objects.filter(environment=environment).first()
-    index, _ = environment.project.load_scripts()
-    drift = DriftState.objects.filter(project=environment.project_id).first()
-    return _card(environment, state, index, drift)
+    states = {environment.pk: environment_read(environment=environment)} if refresh else None
+    return cards_build([environment], states)[0]
 
 
 @dataclass

@@ -113,7 +113,7 @@ def _change(
     change of revisions is measured from the last successful read (a failed read says nothing
     about them)."""
     same = state.checked_at is not None and (
-        state.status == read.status.value and sorted(state.heads) == sorted(read.heads)
+        state.status == read.status.value and _same_heads(state.heads, read.heads)
     )
     if same:
         return None
@@ -134,8 +134,13 @@ def _revisions_changed(state: CurrentState, read: core_status.EnvironmentState) 
     return (
         not read.status.is_read_failure
         and state.known_at is not None
-        and sorted(state.known_heads) != sorted(read.heads)
+        and not _same_heads(state.known_heads, read.heads)
     )
+
+
+def _same_heads(stored, found) -> bool:
+    """The same revisions, whatever order the version table returned them in."""
+    return sorted(stored) == sorted(found)
 
 
 def _apply(state: CurrentState, read: core_status.EnvironmentState, *, changed: bool) -> None:

@@ -30,9 +30,9 @@ def environments_refresh(environment_ids: list[int]) -> int:
     environments = list(
         Environment.objects.select_related("project").filter(pk__in=environment_ids)
     )
-    read = len(reads.environments_read(environments=environments))
-    for project in {environment.project for environment in environments}:
-        index, _ = project.load_scripts()
+    indexes: reads.Indexes = {}  # each project's scripts, loaded once for the batch
+    read = len(reads.environments_read(environments=environments, indexes=indexes))
+    for index, _ in indexes.values():
         if index is not None:
             index.problems  # noqa: B018 - compiles changed files here, not in a page request
     return read

@@ -411,6 +411,35 @@ def read_all(project: Project) -> None:
     reads.environments_read(environments=list(project.environments.select_related("project")))
 
 
+def add_tenants(
+    project: Project, templates: Path, folder: Path, numbers: range, *, missing=frozenset()
+) -> None:
+    """SQLite tenants t000, t001, …: at head, 3 behind and 6 behind in turn (copies of the
+    demo's databases; those in `missing` have no file, so cannot be reached), labelled tier,
+    region and tenant, registered at once and each read once."""
+    rows = []
+    for number in numbers:
+        kind = DEMO_TARGETS[number % 3]
+        path = folder / f"t{number:03}.sqlite"
+        if number not in missing:
+            shutil.copy(templates / f"{kind}.sqlite", path)
+        environment = Environment(
+            project=project,
+            name=f"t{number:03}",
+            slug=f"t{number:03}",
+            position=number,
+            labels={
+                "tier": kind,
+                "region": "eu" if number % 2 else "us",
+                "tenant": f"acme{number:03}",
+            },
+        )
+        environment.set_url(f"sqlite:///{path}")
+        rows.append(environment)
+    Environment.objects.bulk_create(rows)
+    read_all(project)
+
+
 def env(project: Project, slug: str) -> Environment:
     return Environment.objects.select_related("project").get(project=project, slug=slug)
 

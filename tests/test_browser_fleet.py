@@ -4,15 +4,13 @@ filters by label and by status, in a real browser."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from environments.models import Environment
 from tests.browser import as_user, docs_screenshot
-from tests.conftest import DEMO_TARGETS, read_all
+from tests.conftest import add_tenants
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -24,27 +22,7 @@ MISSING = {7, 8, 150, 299}  # files that do not exist: unreachable
 def fleet(inventory, make_project, demo_templates, tmp_path):
     """300 tenants: a third at head, a third 3 behind, a third 6 behind, four unreachable."""
     project = make_project(inventory, {}, name="fleet")
-    rows = []
-    for number in range(FLEET):
-        kind = DEMO_TARGETS[number % 3]
-        path = tmp_path / f"t{number:03}.sqlite"
-        if number not in MISSING:
-            shutil.copy(demo_templates / f"{kind}.sqlite", path)
-        environment = Environment(
-            project=project,
-            name=f"t{number:03}",
-            slug=f"t{number:03}",
-            position=number,
-            labels={
-                "tier": {"dev": "dev", "staging": "staging", "prod": "prod"}[kind],
-                "region": "eu" if number % 2 else "us",
-                "tenant": f"acme{number:03}",
-            },
-        )
-        environment.set_url(f"sqlite:///{path}")
-        rows.append(environment)
-    Environment.objects.bulk_create(rows)
-    read_all(project)
+    add_tenants(project, demo_templates, tmp_path, range(FLEET), missing=MISSING)
     return project
 
 

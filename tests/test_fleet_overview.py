@@ -5,7 +5,6 @@ label that the region's poll keeps."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 from django.db import connection
@@ -13,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from environments.models import CurrentState, Environment
-from tests.conftest import DEMO_TARGETS, env, pg_url, read_all
+from tests.conftest import add_tenants, env, pg_url, read_all
 
 pytestmark = pytest.mark.django_db
 
@@ -106,35 +105,15 @@ def test_a_page_that_is_not_a_whole_number_is_a_400_with_a_sentence(client_alice
     assert "The page must be a whole number" in response.content.decode()
 
 
-def _tenants(project, templates, folder, numbers: range) -> None:
-    """Tenants at head, 3 behind and 6 behind in turn, labelled, each read once."""
-    rows = []
-    for number in numbers:
-        kind = DEMO_TARGETS[number % 3]
-        path = folder / f"t{number:03}.sqlite"
-        shutil.copy(templates / f"{kind}.sqlite", path)
-        environment = Environment(
-            project=project,
-            name=f"t{number:03}",
-            slug=f"t{number:03}",
-            position=number,
-            labels={"tier": kind, "tenant": f"acme{number:03}"},
-        )
-        environment.set_url(f"sqlite:///{path}")
-        rows.append(environment)
-    Environment.objects.bulk_create(rows)
-    read_all(project)
-
-
 def test_the_overview_of_300_environments_asks_the_database_what_it_asks_for_90(
     client_alice, inventory, make_project, demo_templates, tmp_path
 ):
     project = make_project(inventory, {}, name="fleet")
     params = {"group": "tier", "q": "acme"}
-    _tenants(project, demo_templates, tmp_path, range(90))
+    add_tenants(project, demo_templates, tmp_path, range(90))
     with CaptureQueriesContext(connection) as ninety:
         small = _page(client_alice, **params)
-    _tenants(project, demo_templates, tmp_path, range(90, 300))
+    add_tenants(project, demo_templates, tmp_path, range(90, 300))
     with CaptureQueriesContext(connection) as three_hundred:
         large = _page(client_alice, **params)
 

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard.lib import badinput, live
 from environments import fleet, overviews, reads, roles
 from environments.core.scripts import ScriptIndex
-from environments.models import Discovery, DriftState, Environment, Job, Project
+from environments.models import CurrentState, Discovery, DriftState, Environment, Job, Project
 from environments.pages import live_parts, lookup
 
 
@@ -101,13 +101,16 @@ def environment_detail(request: HttpRequest, project_slug: str, env_slug: str) -
 def environment_card_live(request: HttpRequest, project_slug: str, env_slug: str) -> HttpResponse:
     """One card, for its poll while a read someone asked for is under way."""
     environment = lookup.get_environment(project_slug, env_slug)
-    card = overviews.environment_card(environment=environment)
-    return live.live_response(
-        request,
-        card.live_key,
-        lambda: render(request, "environments/overview.html#card", {"card": card}),
-        final=not card.reading,
-    )
+    row = CurrentState.objects.filter(environment=environment).first()
+    # the fingerprint needs only the state's row: the scripts are read for an answer, not a 204
+    shell = overviews.EnvironmentCard(environment, None, row=row)
+    states = {environment.pk: row} if row is not None else {}
+
+    def card() -> HttpResponse:
+        built = overviews.cards_build([environment], states)[0]
+        return render(request, "environments/overview.html#card", {"card": built})
+
+    return live.live_response(request, shell.live_key, card, final=not shell.reading)
 
 
 @require_POST

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 
-from environments.models import Environment, Job, Project
-
-
-def projects_named(slug: str | None = None):
-    # the status API's listing: a tenant its server no longer lists is left out
-    present = Environment.objects.filter(gone_at__isnull=True).select_related("project")
-    projects = Project.objects.prefetch_related(Prefetch("environments", queryset=present))
-    return projects.filter(slug=slug) if slug else projects.all()
+from environments.models import Environment, Job
 
 
 def get_environment(project_slug: str, env_slug: str) -> Environment:

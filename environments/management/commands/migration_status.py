@@ -2,10 +2,9 @@ import json
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Prefetch, Q
+from django.db.models import Q
 
 from environments import overviews, reads
-from environments.models import Environment, Project
 
 
 class Command(BaseCommand):
@@ -30,9 +29,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        # a tenant its server no longer lists is not part of the gate
-        present = Environment.objects.filter(gone_at__isnull=True).select_related("project")
-        projects = Project.objects.prefetch_related(Prefetch("environments", queryset=present))
+        projects = overviews.projects_listed()
         if options["project"]:
             projects = projects.filter(Q(slug=options["project"]) | Q(name=options["project"]))
             if not projects.exists():
@@ -41,21 +38,26 @@ class Command(BaseCommand):
             wanted = overviews.CardFilter.parse(options["status"], options["label"])
         except ValueError as exc:
             raise CommandError(str(exc), returncode=2) from None
-        built = overviews.overview_build(projects=projects, refresh=True)
-        rows, unexpected_heads = [], False
-        for overview in built:
-            cards = [
-                card
-                for card in overview.cards
-                if not options["env"]
-                or options["env"] in {card.environment.slug, card.environment.name}
-            ]
-            if cards and overview.heads is not None and not overview.heads.expected:
-                unexpected_heads = True
-            rows += [(overview, card) for card in cards]
-        if options["env"] and not rows:
+        projects = list(projects)
+        named = [
+            environment
+            for project in projects
+            for environment in project.environments.all()
+            if not options["env"] or options["env"] in {environment.slug, environment.name}
+        ]
+        if options["env"] and not named:
             raise CommandError(f"No environment {options['env']!r}.", returncode=2)
-        rows = [(overview, card) for overview, card in rows if wanted(card)]
+        # only the databases the labels leave are read; the status is known once read
+        labelled = [environment for environment in named if wanted.labels_match(environment)]
+        built = overviews.overview_build(projects=projects, refresh=True, environments=labelled)
+        holding = {environment.project_id for environment in named}
+        unexpected_heads = any(
+            overview.project.pk in holding
+            and overview.heads is not None
+            and not overview.heads.expected
+            for overview in built
+        )
+        rows = [(overview, card) for overview in built for card in overview.cards if wanted(card)]
         states = [card.state for _, card in rows]
         if options["json"]:
             payload = [
