@@ -1,8 +1,9 @@
 """Discovering a fleet's tenants, on the workers: a discovery's query runs read-only on its
-server; each database name it lists that no environment of the discovery has yet becomes one
-(labelled, at the URL the template gives), one that vanished is marked gone (kept, with its
-history, and no longer read), and one that came back is read again. A failed run changes no
-environment: a server that cannot answer does not make every tenant gone."""
+server; each database (or schema) name it lists that no environment of the discovery has yet
+becomes one (labelled, at the URL the template gives, in its schema), one that vanished is
+marked gone (kept, with its history, and no longer read), and one that came back is read again.
+A failed run changes no environment: a server that cannot answer does not make every tenant
+gone."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from django.utils.text import slugify
 from sqlalchemy.exc import SQLAlchemyError
 
 from environments.audit import audit_record
+from environments.core import tenants
 from environments.core.database_urls import redact, server_engine
 from environments.core.versions import Failure, classify
 from environments.models import Discovery, Environment
@@ -120,6 +122,9 @@ def _reconcile(discovery: Discovery, names: list[str], run: DiscoveryRun) -> Non
                 discovered_by=discovery,
             )
             problem = _problem(name, slug, taken, slugs)
+            if discovery.kind == Discovery.Kind.SCHEMAS:
+                environment.schema = name
+                problem = problem or tenants.schema_problem(name)
             try:
                 environment.set_url(tenant_url(template, name))  # refuses what does not parse
             except ValueError as exc:

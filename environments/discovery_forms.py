@@ -10,6 +10,7 @@ from environments.core.database_urls import url_problem
 from environments.discovery import tenant_url
 from environments.forms import LabelsField
 from environments.models import Discovery
+from environments.models.fleets import DEFAULT_QUERY, SCHEMAS_QUERY
 
 
 class DiscoveryForm(forms.ModelForm):
@@ -23,7 +24,8 @@ class DiscoveryForm(forms.ModelForm):
         required=False,
         widget=forms.PasswordInput(render_value=False),
         help_text="Each tenant's URL, {name} standing for its database name, e.g. "
-        "postgresql://retort@db:5432/{name}. Stored encrypted; leave empty to keep it.",
+        "postgresql://retort@db:5432/{name}; for schemas, the database that holds them. Stored "
+        "encrypted; leave empty to keep it.",
     )
     labels = LabelsField(
         required=False, help_text="Given to every environment found: tier=tenant, region=eu."
@@ -31,7 +33,7 @@ class DiscoveryForm(forms.ModelForm):
 
     class Meta:
         model = Discovery
-        fields = ["project", "name", "server_url", "query", "url_template", "labels"]
+        fields = ["project", "name", "kind", "server_url", "query", "url_template", "labels"]
 
     def clean_server_url(self) -> str:
         url = self.cleaned_data.get("server_url", "")
@@ -52,12 +54,27 @@ class DiscoveryForm(forms.ModelForm):
             if not (self.instance.pk and self.instance.url_template_encrypted):
                 raise forms.ValidationError("Give the tenants' URL template.")
             return template
-        if "{name}" not in template:
+        schemas = self.data.get(self.add_prefix("kind")) == Discovery.Kind.SCHEMAS
+        if "{name}" not in template and not schemas:
             raise forms.ValidationError("The template must say where the name goes: {name}.")
         problem = url_problem(tenant_url(template, "tenant"))
         if problem:
             raise forms.ValidationError(problem)
         return template
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].required = False  # a file or a form that does not say: databases
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data.get("kind") or Discovery.Kind.DATABASES
+
+    def clean(self):
+        data = super().clean()
+        kind, query = data.get("kind"), data.get("query")
+        if kind == Discovery.Kind.SCHEMAS and query == DEFAULT_QUERY:
+            data["query"] = SCHEMAS_QUERY  # the default lists databases; schemas were asked for
+        return data
 
     def save(self, commit: bool = True):
         discovery = super().save(commit=False)

@@ -192,7 +192,7 @@ def _read_schema(environment: Environment):
     try:
         return core_schema.read_schema(
             environment.get_url(),
-            schema=project.version_table_schema or None,
+            schema=environment.schema or environment.version_table_schema,
             exclude=exclude,
             timeout=settings.RETORT_CONNECT_TIMEOUT,
         )

@@ -32,8 +32,6 @@ from environments.planning import scripts_digest
 from environments.reads import environment_read
 from environments.transitions import Refused, move
 
-_LOCK_KEY = 0x7265746F72746A62  # pg_advisory_lock key on the target: "retortjb"
-
 
 class _Failed(Exception):
     def __init__(self, message: str, *, exit_code: int | None = None) -> None:
@@ -42,11 +40,12 @@ class _Failed(Exception):
 
 
 @contextlib.contextmanager
-def _target_lock(url: str, log: JobLog) -> Iterator[None]:
-    """A PostgreSQL advisory lock on the target for the whole run: another Retort (or anyone
-    taking the same lock) cannot migrate it at the same time. Held by a session of its own, so
-    it is released when the run ends or the worker dies. SQLite relies on the one-active-job
-    constraint."""
+def _target_lock(url: str, key: int, log: JobLog) -> Iterator[None]:
+    """A PostgreSQL advisory lock on the target's version table (`key`, see
+    `versions.migration_lock_key`) for the whole run: another Retort (or anyone taking the same
+    lock) cannot migrate it at the same time; tenants in other schemas of the database can.
+    Held by a session of its own, so it is released when the run ends or the worker dies.
+    SQLite relies on the one-active-job constraint."""
     if backups.dialect_of(url) != "postgresql":
         yield
         return
@@ -54,7 +53,7 @@ def _target_lock(url: str, log: JobLog) -> Iterator[None]:
     try:
         try:
             conn = engine.connect()
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}).scalar()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
         except Exception as exc:  # noqa: BLE001 - any driver error becomes a sentence
             raise _Failed(f"Could not lock the target database: {redact(str(exc), url)}") from None
         try:
@@ -77,7 +76,7 @@ def _read_heads(environment: Environment, url: str) -> tuple[str, ...]:
     state = read_versions(
         url,
         version_table=project.version_table or "alembic_version",
-        version_table_schema=project.version_table_schema or None,
+        version_table_schema=environment.version_table_schema,
         timeout=settings.RETORT_CONNECT_TIMEOUT,
     )
     if state.failure is not None:
@@ -97,7 +96,12 @@ def _make_backup(job: Job, url: str, log: JobLog, heads: tuple[str, ...]) -> Bac
     log.add(f"Backing up {environment.name} before the {job.kind}…")
     try:
         result = backups.backup_database(
-            url, folder, name=name, timeout=settings.RETORT_JOB_TIMEOUT, on_line=log.add
+            url,
+            folder,
+            name=name,
+            timeout=settings.RETORT_JOB_TIMEOUT,
+            on_line=log.add,
+            schema=environment.schema or None,
         )
     except backups.BackupError as exc:
         raise _Failed(f"The backup failed, so the database was not touched: {exc}") from None
@@ -129,10 +133,10 @@ def _notice_dead_clients() -> dict[str, str]:
 
 
 def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
-    project = job.environment.project
-    log.add(f"$ {' '.join(project.command + args)}")
+    environment = job.environment
+    log.add(f"$ {' '.join([*environment.project.command, *environment.alembic_args(args)])}")
     try:
-        result = project.run_alembic(
+        result = environment.run_alembic(
             args,
             url=url,
             timeout=settings.RETORT_JOB_TIMEOUT,
@@ -178,7 +182,7 @@ def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
         f" ({len(job.revisions)} revision{'s' if len(job.revisions) != 1 else ''})."
     )
     _check_still_approved(job, log)
-    with _target_lock(url, log):
+    with _target_lock(url, environment.lock_key, log):
         heads = _read_heads(environment, url)
         if list(heads) != sorted(job.from_heads):
             raise _Failed(
@@ -241,7 +245,12 @@ def _restore(job: Job, url: str, log: JobLog) -> None:
     try:
         log.add(backups.verify_backup(path, backup.kind, expected_sha256=backup.sha256))
         backups.restore_database(
-            url, path, backup.kind, timeout=settings.RETORT_JOB_TIMEOUT, on_line=log.add
+            url,
+            path,
+            backup.kind,
+            timeout=settings.RETORT_JOB_TIMEOUT,
+            on_line=log.add,
+            schema=job.environment.schema or None,
         )
     except backups.BackupError as exc:
         raise _Failed(f"The restore failed: {exc}") from None

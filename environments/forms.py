@@ -22,6 +22,7 @@ from django.db import models
 from environments import audit, notify
 from environments.core.database_urls import url_problem
 from environments.models import AuditEvent, Backup, Environment, Job, Project
+from environments.models.registry import backend_of
 
 POLICY_FIELDS = [
     "required_approvals",
@@ -116,6 +117,7 @@ class EnvironmentForm(forms.ModelForm):
             "position",
             "url",
             "url_from_env",
+            "schema",
             "labels",
             *POLICY_FIELDS,
         ]
@@ -143,6 +145,8 @@ class EnvironmentForm(forms.ModelForm):
         has_stored = bool(self.instance.pk and self.instance.url_encrypted)
         if not data.get("url") and not data.get("url_from_env") and not has_stored:
             raise forms.ValidationError("Give the database URL, or the variable that holds it.")
+        if data.get("schema") and data.get("url") and backend_of(data["url"]) != "postgresql":
+            self.add_error("schema", "Tenants kept as schemas live in a PostgreSQL database.")
         return data
 
     def save(self, commit: bool = True):
@@ -181,6 +185,8 @@ class ProjectForm(forms.ModelForm):
             "recursive_version_locations",
             "version_table",
             "version_table_schema",
+            "tenant_x_arg",
+            "tenant_env_var",
             "multiple_heads",
             "command",
             "working_dir",

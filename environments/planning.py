@@ -247,11 +247,10 @@ def job_preview_sql(*, job_id: int) -> Job | None:
     job = Job.objects.select_related("environment__project").filter(pk=job_id).first()
     if job is None or job.sql_status != Job.Preview.PENDING:
         return job
-    project = job.environment.project
     args = _sql_args(job)
     try:
         url = job.environment.get_url()
-        result = project.run_alembic(
+        result = job.environment.run_alembic(
             args, url=url, timeout=min(settings.RETORT_JOB_TIMEOUT, 300), separate_stdout=True
         )
     except (UrlUnavailable, RunnerError) as exc:

@@ -33,7 +33,7 @@ def _target(environment: Environment, index: ScriptIndex | None, error: str | No
         url=environment.get_url,
         index=index,
         version_table=project.version_table or "alembic_version",
-        version_table_schema=project.version_table_schema or None,
+        version_table_schema=environment.version_table_schema,
         index_error=error,
     )
 

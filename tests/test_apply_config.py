@@ -265,4 +265,6 @@ def test_the_readmes_example_is_applied_as_written(tmp_path):
     found = Discovery.objects.get(name="eu-cluster")
     assert found.labels == {"tier": "tenant", "region": "eu"}
     assert found.url_template == "postgresql://retort@db.internal:5432/{name}"
+    schemas = Discovery.objects.get(name="eu-schemas")
+    assert schemas.kind == "schemas" and schemas.query.startswith("SELECT nspname")
     assert prod.required_approvals == 2 and prod.backup_required

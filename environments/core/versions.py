@@ -9,6 +9,7 @@ fleet of databases never holds an idle session of Retort's between reads.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import urllib.parse
@@ -69,6 +70,15 @@ class VersionRead:
     heads: tuple[str, ...] | None = None
     failure: Failure | None = None
     message: str | None = None
+
+
+def migration_lock_key(version_table: str, version_table_schema: str | None) -> int:
+    """The PostgreSQL advisory lock Retort holds on a version table while it migrates it (64
+    bits of the SHA-256 of "schema.table", signed as pg_advisory_lock takes them): one per
+    version table, so tenants sharing a database in their own schemas migrate side by side."""
+    name = f"{version_table_schema or ''}.{version_table}".encode()
+    digest = hashlib.sha256(b"retort migration lock:" + name).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def read_versions(

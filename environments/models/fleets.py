@@ -1,5 +1,5 @@
-"""Fleets: where a project's tenant databases are found. A discovery names a PostgreSQL server,
-a query that lists the tenants' database names on it, and the URL each tenant is read at; a
+"""Fleets: where a project's tenants are found. A discovery names a PostgreSQL server, a query
+that lists the tenants' database (or schema) names on it, and the URL each tenant is read at; a
 scheduled run registers the new ones as environments and marks the vanished ones gone."""
 
 from __future__ import annotations
@@ -10,11 +10,23 @@ from dashboard.lib import secretbox
 from environments.models.registry import AuditedModel, Project
 
 DEFAULT_QUERY = "SELECT datname FROM pg_database WHERE datname LIKE 'tenant\\_%' ORDER BY 1"
+SCHEMAS_QUERY = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\\_%' ORDER BY 1"
 
 
 class Discovery(AuditedModel):
+    class Kind(models.TextChoices):
+        DATABASES = "databases", "a database per tenant"
+        SCHEMAS = "schemas", "a schema per tenant, in one database"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="discoveries")
     name = models.CharField(max_length=100)
+    kind = models.CharField(
+        max_length=10,
+        choices=Kind.choices,
+        default=Kind.DATABASES,
+        help_text="What the query lists: databases (each tenant's URL from the template) or "
+        "schemas of one database (the template is that database's URL).",
+    )
     server_url_encrypted = models.TextField(editable=False)
     query = models.TextField(
         default=DEFAULT_QUERY,

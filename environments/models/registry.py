@@ -19,8 +19,8 @@ from django.urls import reverse
 
 from dashboard.lib import secretbox
 from environments.core import heads as core_heads
-from environments.core import runner, script_config, scripts
-from environments.core.database_urls import display_url, url_problem
+from environments.core import runner, script_config, scripts, tenants, versions
+from environments.core.database_urls import display_url, sync_url, url_problem
 
 
 class AuditedModel(models.Model):
@@ -80,6 +80,20 @@ class Project(AuditedModel):
         max_length=100,
         default="DATABASE_URL",
         help_text="The environment variable through which env.py reads the database URL.",
+    )
+    # schema tenants: how env.py is told which schema it migrates
+    tenant_x_arg = models.CharField(
+        max_length=50,
+        default="tenant",
+        blank=True,
+        help_text="For tenants kept as schemas: alembic runs with -x <this>=<schema> (empty: "
+        "no -x). search_path is set to the schema either way.",
+    )
+    tenant_env_var = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="For tenants kept as schemas: an environment variable that carries the "
+        "schema's name to env.py, if it reads one.",
     )
     webhook_url_encrypted = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -217,6 +231,13 @@ class Environment(AuditedModel):
     url_from_env = models.CharField(
         max_length=100, blank=True, help_text="Name of an environment variable holding the URL."
     )
+    schema = models.CharField(
+        max_length=63,
+        blank=True,
+        help_text="For a tenant kept as one schema of a shared PostgreSQL database: its schema. "
+        "Its version table is read there ({schema} in the project's version_table_schema "
+        "stands for it) and alembic runs with search_path set to it.",
+    )
     # free-form labels to group and filter a fleet by: {"tier": "prod", "tenant": "acme"}
     labels = models.JSONField(default=dict, blank=True)
     # a tenant a discovery registered; marked gone (never deleted) once the server lacks it
@@ -324,18 +345,71 @@ class Environment(AuditedModel):
         except UrlUnavailable as exc:
             return str(exc)
 
+    @property
+    def version_table_schema(self) -> str | None:
+        """Where this environment's version table is: the project's setting, with a schema
+        tenant's schema in place of {schema} (a schema tenant's own schema when unset)."""
+        template = self.project.version_table_schema
+        if self.schema:
+            return template.replace("{schema}", self.schema) if template else self.schema
+        return None if "{schema}" in template else (template or None)
+
+    @property
+    def lock_key(self) -> int:
+        """The advisory lock Retort holds on this environment's version table while it runs."""
+        return versions.migration_lock_key(
+            self.project.version_table or "alembic_version", self.version_table_schema
+        )
+
+    def run_alembic(self, args: list[str], *, url: str, **options) -> runner.RunResult:
+        """The project's alembic, told which schema a schema tenant is: `-x tenant=<schema>`
+        (the project's x-argument), its variable if it names one, and search_path."""
+        if not self.schema:
+            return self.project.run_alembic(args, url=url, **options)
+        project = self.project
+        extra_env = dict(options.pop("extra_env", None) or {})
+        pgoptions = extra_env.get("PGOPTIONS", os.environ.get("PGOPTIONS", ""))
+        extra_env["PGOPTIONS"] = tenants.with_search_path(pgoptions, self.schema)
+        if project.tenant_env_var:
+            extra_env[project.tenant_env_var] = self.schema
+        return project.run_alembic(self.alembic_args(args), url=url, extra_env=extra_env, **options)
+
+    def alembic_args(self, args: list[str]) -> list[str]:
+        """alembic's arguments for this environment: a schema tenant's -x first."""
+        x_arg = self.project.tenant_x_arg if self.schema else ""
+        return ["-x", f"{x_arg}={self.schema}", *args] if x_arg else list(args)
+
     def stored_state(self) -> models.Model | None:
         """What the newest read found (a `reads.CurrentState`), or None if never read."""
         model = self._meta.get_field("current_state").related_model
         return model.objects.filter(environment=self, checked_at__isnull=False).first()
 
     def clean(self) -> None:
+        if self.schema:
+            problem = tenants.schema_problem(self.schema)
+            if problem:
+                raise ValidationError({"schema": problem})
+            if (
+                self.url_encrypted
+                and backend_of(self.url_encrypted, encrypted=True) != "postgresql"
+            ):
+                raise ValidationError(
+                    {"schema": "Tenants kept as schemas live in a PostgreSQL database."}
+                )
         if self.promotion_from_id and self.promotion_from_id == self.pk:
             raise ValidationError({"promotion_from": "An environment cannot promote from itself."})
         if self.promotion_from_id and self.promotion_from.project_id != self.project_id:
             raise ValidationError(
                 {"promotion_from": "Promote from an environment of the same project."}
             )
+
+
+def backend_of(url: str, *, encrypted: bool = False) -> str:
+    """The kind of database a URL names ("postgresql", "sqlite", …); "" when it cannot tell."""
+    try:
+        return sync_url(secretbox.decrypt(url) if encrypted else url).get_backend_name()
+    except Exception:  # noqa: BLE001 - an unusable URL has no backend; url_problem says why
+        return ""
 
 
 class ApiToken(models.Model):

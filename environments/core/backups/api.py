@@ -60,6 +60,7 @@ def backup_database(
     name: str,
     timeout: float = 3600,
     on_line: Callable[[str], None] | None = None,
+    schema: str | None = None,
 ) -> BackupResult:
     """Write `dest_dir/<name>.dump` (PostgreSQL) or `<name>.sqlite3` (SQLite) and check it.
 
@@ -87,7 +88,9 @@ def backup_database(
         if source is not None:
             sqlite_backup(source, partial, deadline=deadline, timeout=timeout, emit=emit)
         else:
-            pg_dump(target, url, partial, deadline=deadline, timeout=timeout, emit=emit)
+            pg_dump(
+                target, url, partial, deadline=deadline, timeout=timeout, emit=emit, schema=schema
+            )
         # pg_dump exited 0, so the archive is complete; --list proves it is one (the full read
         # and the SHA-256 check happen before any restore, where a damaged file would matter).
         verified = _verify(
@@ -143,8 +146,10 @@ def restore_database(
     *,
     timeout: float = 3600,
     on_line: Callable[[str], None] | None = None,
+    schema: str | None = None,
 ) -> None:
-    """Replace the database's contents with the backup, entirely or not at all.
+    """Replace the database's contents (a schema tenant's: its schema's) with the backup,
+    entirely or not at all.
 
     Call `verify_backup(path, kind, expected_sha256=...)` first: this function checks the file
     can be read, not that it is the one that was recorded.
@@ -164,7 +169,7 @@ def restore_database(
     if kind == SQLITE:
         sqlite_restore(path, sqlite_path(target), emit=emit)
     else:
-        pg_restore(target, url, path, deadline=deadline, timeout=timeout, emit=emit)
+        pg_restore(target, url, path, deadline=deadline, timeout=timeout, emit=emit, schema=schema)
 
 
 def _verify(

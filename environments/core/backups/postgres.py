@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL
 from environments.core.backups.common import BackupError, start_error
 from environments.core.database_urls import display_url
 from environments.core.processes import ProcessGroup, ProcessResult, StartError
+from environments.core.tenants import quoted
 from environments.core.versions import Failure, classify
 
 # Seconds libpq waits for a server to answer before giving up: an unreachable host should fail
@@ -104,6 +105,7 @@ def dump(
     deadline: float,
     timeout: float,
     emit: Callable[[str], None],
+    schema: str | None = None,
 ) -> None:
     # --format=custom is compressed, and pg_restore can list, check and select from it. No
     # --no-owner here: pg_dump ignores it for archive formats; ownership is recorded in the
@@ -116,7 +118,9 @@ def dump(
         f"--file={partial}",
         f"--dbname={_conninfo(target)}",
     ]
-    emit(f"Running pg_dump of {display_url(url)}.")
+    if schema:  # a schema tenant: its schema alone (quoted: a pattern's case is kept)
+        argv.append(f'--schema="{schema}"')
+    emit(f"Running pg_dump of {display_url(url)}{f' (schema {schema})' if schema else ''}.")
     group = ProcessGroup(emit, deadline, url=url)
     with group:
         _start(group, argv, env=_pg_env(target), label="pg_dump")
@@ -139,6 +143,7 @@ def restore(
     deadline: float,
     timeout: float,
     emit: Callable[[str], None],
+    schema: str | None = None,
 ) -> None:
     """`pg_restore` writes the script, psql runs it in the transaction pg_restore opens.
 
@@ -186,7 +191,10 @@ def restore(
         apply = _start(
             group, psql_argv, env=_pg_env(target), label="psql", stdin=True, stdout="capture"
         )
-        group.add_worker(lambda: _relay(restore, apply, group, state))
+        # a schema tenant's backup holds its schema alone: that schema is dropped and made
+        # again, and nothing else of the database is touched
+        preamble = f"DROP SCHEMA IF EXISTS {quoted(schema)} CASCADE;\n".encode() if schema else None
+        group.add_worker(lambda: _relay(restore, apply, group, state, preamble))
         group.pump()
     restored, applied = group.results["pg_restore"], group.results["psql"]
     where = display_url(url)
@@ -224,7 +232,11 @@ def restore(
 
 
 def _relay(
-    restore: subprocess.Popen, apply: subprocess.Popen, group: ProcessGroup, state: dict[str, bool]
+    restore: subprocess.Popen,
+    apply: subprocess.Popen,
+    group: ProcessGroup,
+    state: dict[str, bool],
+    preamble: bytes | None = None,
 ) -> None:
     """Copy pg_restore's script into psql, with the preamble after BEGIN and COMMIT held back."""
     source, sink = restore.stdout, apply.stdin
@@ -234,7 +246,7 @@ def _relay(
         for line in iter(source.readline, b""):
             sink.write(line)
             if line.strip() == b"BEGIN;":
-                sink.write(_RESTORE_PREAMBLE)
+                sink.write(_RESTORE_PREAMBLE if preamble is None else preamble)
                 sink.flush()
                 state["began"] = True
                 break
