@@ -202,6 +202,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "environments.tasks.notifications_send",
         "schedule": 30.0,
     },
+    "advance-rollouts": {  # the coordinator's safety net: a lost nudge, a killed worker
+        "task": "environments.tasks.rollouts_advance",
+        "schedule": env_float("RETORT_ROLLOUT_TICK_SECONDS", 10.0),
+    },
     "discover-tenants": {
         "task": "environments.tasks.discoveries_run",
         "schedule": env_float("RETORT_DISCOVERY_SECONDS", 300.0),

@@ -1,5 +1,6 @@
 """The JSON API (`/api/v1/`): every environment's status (the CI gate), a project's revision
-graph, and jobs: CI requests a job and reads its status; people approve, reject, cancel, queue.
+graph, jobs (CI requests a job and reads its status; people approve, reject, cancel, queue) and
+rollouts (asked for, read, approved, paused, resumed, retried, cancelled).
 The same services as the pages, so the same rules and refusals.
 
 Reads take a session or a bearer token; writes take a bearer token only (so they need no CSRF
@@ -25,9 +26,13 @@ from environments import (
     overviews,
     planning,
     reviews,
+    rollout_plans,
+    rollouts,
     transitions,
 )
-from environments.models import Environment, Job, Project
+from environments.models import Environment, Job, Project, Rollout
+from environments.rollout_board import rollout_json
+from environments.rollout_forms import rollout_form_from_api
 from environments.tokens import api_login_required
 
 
@@ -229,3 +234,65 @@ def api_graph(request: HttpRequest, project_slug: str) -> JsonResponse:
         expand=expand,
     )
     return JsonResponse(graph_view.graph_json(view))
+
+
+@_api_write
+def rollout_create(request: HttpRequest, project_slug: str, *, body: dict):
+    """Ask for a rollout; a worker plans it. With `"start": true` it is submitted as soon as it
+    is planned (and runs once approved, where the targets' policy asks). 201 with it."""
+    project = get_object_or_404(Project, slug=project_slug)
+    form = rollout_form_from_api(body)
+    if not form.is_valid():
+        return JsonResponse({"error": form.errors_sentence(), "code": "bad_request"}, status=400)
+    try:
+        rollout = rollout_plans.rollout_request(
+            user=request.user, start=body.get("start") is True, **form.request(project)
+        )
+    except transitions.Refused as exc:
+        return _refused(exc)
+    return JsonResponse(rollout_json(rollout), status=201)
+
+
+@require_GET
+@api_login_required
+def rollout_read(request: HttpRequest, rollout_id: int) -> JsonResponse:
+    rollout = get_object_or_404(Rollout.objects.select_related("project"), pk=rollout_id)
+    return JsonResponse(rollout_json(rollout))
+
+
+_ROLLOUT_ACTIONS = {
+    "submit": rollouts.rollout_submit,
+    "pause": rollouts.rollout_pause,
+    "resume": rollouts.rollout_resume,
+    "cancel": rollouts.rollout_cancel,
+    "retry": rollouts.rollout_retry_failed,
+}
+
+
+@_api_write
+def rollout_action(request: HttpRequest, rollout_id: int, action: str, *, body: dict):
+    """submit, approve / reject (with the `plan_sha256` read, a `comment`), pause, resume,
+    cancel, retry (the failed targets), skip (`environment`: its slug)."""
+    rollout = get_object_or_404(Rollout.objects.select_related("project"), pk=rollout_id)
+    try:
+        if action in ("approve", "reject"):
+            rollouts.rollout_decide(
+                rollout=rollout,
+                user=request.user,
+                decision=action,
+                plan_sha256=_text(body, "plan_sha256"),
+                comment=_text(body, "comment"),
+            )
+        elif action == "skip":
+            target = rollout.targets.filter(environment__slug=_text(body, "environment")).first()
+            if target is None:
+                return JsonResponse({"error": "No such target in this rollout."}, status=404)
+            rollouts.rollout_skip(rollout=rollout, target=target, user=request.user)
+        elif action in _ROLLOUT_ACTIONS:
+            _ROLLOUT_ACTIONS[action](rollout=rollout, user=request.user)
+        else:
+            return JsonResponse({"error": f"No action {action!r}."}, status=404)
+    except transitions.Refused as exc:
+        return _refused(exc)
+    rollout.refresh_from_db()
+    return JsonResponse(rollout_json(rollout))

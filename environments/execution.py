@@ -22,6 +22,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from sqlalchemy import text
 
+from environments import dispatch
 from environments.core import backups, failures
 from environments.core.database_urls import redact, server_engine, sync_url
 from environments.core.runner import RunnerError
@@ -30,6 +31,7 @@ from environments.joblog import JobLog, heartbeat
 from environments.models import Backup, Environment, Job, UrlUnavailable
 from environments.planning import scripts_digest
 from environments.reads import environment_read
+from environments.rollout_plans import rollout_refusal
 from environments.transitions import Refused, move
 
 
@@ -214,8 +216,14 @@ def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
 
 def _check_still_approved(job: Job, log: JobLog) -> None:
     """The last gate, whatever put the job in the queue: the approvals the policy asks for,
-    given for this very plan, and revision files unchanged since it was made."""
-    missing = job.approvals_missing()
+    given for this very plan (a rollout's target: for its rollout's plans), and revision files
+    unchanged since it was made."""
+    if job.rollout_id is not None:
+        refusal = rollout_refusal(job)
+        if refusal:
+            raise _Failed(refusal)
+        log.add(f"A target of rollout #{job.rollout_id}, whose plans were approved.")
+    missing = 0 if job.rollout_id is not None else job.approvals_missing()
     if missing:
         required = job.environment.required_approvals
         raise _Failed(
@@ -232,7 +240,7 @@ def _check_still_approved(job: Job, log: JobLog) -> None:
                 "The revision files changed since this job was planned (and approved); "
                 "nothing was changed. Plan it again."
             )
-    if job.environment.required_approvals:
+    if job.environment.required_approvals and job.rollout_id is None:
         count = job.approvals_counted().count()
         log.add(f"Approved by {count} of the {job.environment.required_approvals} required.")
 
@@ -323,6 +331,8 @@ def _finish(job: Job, *, status, error: str, exit_code, heads) -> Job:
         return job  # the reaper declared it interrupted meanwhile; its word stands
     if job.backup_id:
         backups_prune(environment=job.environment)
+    if job.rollout_id is not None:
+        dispatch.send("rollout_advance", job.rollout_id)
     return job
 
 
@@ -367,4 +377,6 @@ def jobs_reap(*, now=None) -> list[int]:
             )
             reaped.append(job.pk)
             backups.remove_partials(_backup_folder(job.environment), f"*-job{job.pk}.*")
+            if job.rollout_id is not None:
+                dispatch.send("rollout_advance", job.rollout_id)
     return reaped

@@ -1,5 +1,6 @@
 """Webhook notifications: a JSON POST with a Slack-compatible `text` when a job is requested,
-approved, rejected, expires or finishes.
+approved, rejected, expires or finishes, and when a rollout is requested, decided, ends a wave,
+stops or ends.
 
 Messages are written to an outbox (`Notification`) in the transaction of the change they
 report, and sent by a worker after it commits: one sender per project at a time, each
@@ -26,7 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from environments import dispatch
-from environments.models import Job, Notification
+from environments.models import Job, Notification, Rollout
 
 _PG_LOCK_KEY = 0x72746E74  # "rtnt": with the project's id, one sender per project
 
@@ -75,8 +76,8 @@ def job_event(job: Job, event: str, *, actor=None, comment: str = "") -> Notific
     """Put a message about `job` in the outbox (inside the caller's transaction); nothing when
     neither the project nor RETORT_WEBHOOK_URL names a webhook."""
     project = job.environment.project
-    if not project.webhook_url():
-        return None
+    if not project.webhook_url() or job.rollout_id is not None:
+        return None  # a rollout's targets say nothing each: the rollout speaks per wave
     required = job.environment.required_approvals
     given = job.approvals_counted().count() if required else 0
     actor_name = getattr(actor, "username", "") or ""
@@ -103,6 +104,64 @@ def job_event(job: Job, event: str, *, actor=None, comment: str = "") -> Notific
         "at": timezone.now().isoformat(),
     }
     message = Notification.objects.create(project=project, job=job, event=event, payload=payload)
+    project_id = project.pk
+    transaction.on_commit(lambda: _send_soon(project_id))
+    return message
+
+
+def _rollout_text(rollout: Rollout, event: str, actor: str, comment: str, wave) -> str:
+    who = _escape(actor) if actor else "Retort"
+    link = f"<{settings.RETORT_BASE_URL}{rollout.get_absolute_url()}|rollout #{rollout.pk}>"
+    what = (
+        f"*{_escape(rollout.project.name)}* ({_escape(rollout.selection)}) to "
+        f"`{_escape(rollout.target)}`"
+    )
+    said = f": “{_escape(comment)}”" if comment else ""
+    if event == "rollout_requested":
+        return f"{who} asks to roll out {what}: {link}"
+    if event in ("rollout_approved", "rollout_rejected"):
+        return f"{who} {event.removeprefix('rollout_')} {link}, {what}{said}"
+    if event == "rollout_wave_finished" and wave is not None:
+        return f"{link.capitalize()}: wave {wave.number} ({_escape(wave.name)}) finished, {what}"
+    note = f": {_escape(rollout.note.splitlines()[0][:300])}" if rollout.note else ""
+    return f"{link.capitalize()} {rollout.status}, {what}{note}"
+
+
+def rollout_event(
+    rollout: Rollout, event: str, *, actor=None, comment: str = "", wave=None, counts=None
+) -> Notification | None:
+    """Put a message about `rollout` in the outbox (inside the caller's transaction)."""
+    project = rollout.project
+    if not project.webhook_url():
+        return None
+    actor_name = getattr(actor, "username", "") or ""
+    payload = {
+        "text": _rollout_text(rollout, event, actor_name, comment, wave),
+        "event": event,
+        "actor": actor_name or None,
+        "comment": comment or None,
+        "rollout": {
+            "id": rollout.pk,
+            "url": settings.RETORT_BASE_URL + rollout.get_absolute_url(),
+            "project": project.slug,
+            "target": rollout.target,
+            "selection": rollout.labels,
+            "status": rollout.status,
+            "note": rollout.note or None,
+            "plan_sha256": rollout.plan_sha256,
+        },
+        "wave": None
+        if wave is None
+        else {
+            "number": wave.number,
+            "name": wave.name,
+            "started_at": wave.started_at.isoformat() if wave.started_at else None,
+            "finished_at": wave.finished_at.isoformat() if wave.finished_at else None,
+        },
+        "targets": counts,
+        "at": timezone.now().isoformat(),
+    }
+    message = Notification.objects.create(project=project, event=event, payload=payload)
     project_id = project.pk
     transaction.on_commit(lambda: _send_soon(project_id))
     return message

@@ -247,7 +247,7 @@ def job_preview_sql(*, job_id: int) -> Job | None:
     job = Job.objects.select_related("environment__project").filter(pk=job_id).first()
     if job is None or job.sql_status != Job.Preview.PENDING:
         return job
-    args = _sql_args(job)
+    args = sql_args(job)
     try:
         url = job.environment.get_url()
         result = job.environment.run_alembic(
@@ -262,7 +262,7 @@ def job_preview_sql(*, job_id: int) -> Job | None:
     return _preview_done(job, Job.Preview.READY, sql=result.stdout)
 
 
-def _sql_args(job: Job) -> list[str]:
+def sql_args(job: Job) -> list[str]:
     start = ",".join(sorted(job.from_heads))
     if job.kind == Job.Kind.STAMP:
         # Offline, alembic refuses --purge: render the stamp from the planned heads, which

@@ -12,6 +12,8 @@ from environments import (
     notify,
     planning,
     reads,
+    rollout_coordinator,
+    rollout_plans,
 )
 from environments.models import Environment, Project
 
@@ -48,6 +50,25 @@ def environments_refresh_due() -> int:
 def discoveries_run() -> int:
     """Celery beat's tick: ask every discovery's server for its tenants."""
     return discovery.discoveries_run()
+
+
+@shared_task
+def rollout_plan(rollout_id: int) -> str | None:
+    rollout = rollout_plans.rollout_plan(rollout_id=rollout_id)
+    return rollout.status if rollout else None
+
+
+@shared_task
+def rollout_advance(rollout_id: int) -> str | None:
+    """One step of a rollout's coordinator (a job of it ended, it started or resumed)."""
+    rollout = rollout_coordinator.rollout_advance(rollout_id=rollout_id)
+    return rollout.status if rollout else None
+
+
+@shared_task
+def rollouts_advance() -> int:
+    """Celery beat's tick: every rollout with work to do, and expired rollout requests."""
+    return rollout_coordinator.rollouts_advance()
 
 
 @shared_task

@@ -9,6 +9,7 @@ from environments.pages import (
     graph_page,
     jobs_page,
     live_parts,
+    rollouts_page,
     tokens_page,
 )
 
@@ -17,6 +18,20 @@ urlpatterns = [
     path("jobs/<int:job_id>/", jobs_page.job_detail, name="job_detail"),
     path("jobs/<int:job_id>/live", jobs_page.job_live, name="job_live"),
     path("jobs/<int:job_id>/<str:action>", jobs_page.job_action, name="job_action"),
+    path("rollouts/", rollouts_page.rollout_list, name="rollouts"),
+    path("rollouts/new", rollouts_page.rollout_new, name="rollout_new"),
+    path("rollouts/<int:rollout_id>/", rollouts_page.rollout_detail, name="rollout_detail"),
+    path("rollouts/<int:rollout_id>/live", rollouts_page.rollout_live, name="rollout_live"),
+    path(
+        "rollouts/<int:rollout_id>/targets/<int:target_id>/skip",
+        rollouts_page.rollout_skip,
+        name="rollout_skip",
+    ),
+    path(
+        "rollouts/<int:rollout_id>/<str:action>",
+        rollouts_page.rollout_action,
+        name="rollout_action",
+    ),
     path("approvals/", approvals_page.approvals_queue, name="approvals"),
     path("approvals/live", approvals_page.approvals_live, name="approvals_live"),
     path("live/nav", live_parts.nav_live, name="nav_live"),
@@ -32,6 +47,17 @@ urlpatterns = [
         name="api_job_create",
     ),
     path("api/v1/jobs/<int:job_id>", api.job_read, name="api_job"),
+    path(
+        "api/v1/projects/<slug:project_slug>/rollouts",
+        api.rollout_create,
+        name="api_rollout_create",
+    ),
+    path("api/v1/rollouts/<int:rollout_id>", api.rollout_read, name="api_rollout"),
+    path(
+        "api/v1/rollouts/<int:rollout_id>/<str:action>",
+        api.rollout_action,
+        name="api_rollout_action",
+    ),
     path("api/v1/jobs/<int:job_id>/<str:action>", api.job_action, name="api_job_action"),
     path("projects/<slug:project_slug>/", environments_page.project_detail, name="project_detail"),
     path("projects/<slug:project_slug>/graph", graph_page.project_graph, name="project_graph"),

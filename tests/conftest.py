@@ -440,6 +440,25 @@ def add_tenants(
     read_all(project)
 
 
+@pytest.fixture
+def saas(inventory, make_project, demo_templates, tmp_path) -> Callable[[int], Project]:
+    """A project `saas` with `count` SQLite tenants from `add_tenants` (t000, t001, …)."""
+
+    def make(count: int) -> Project:
+        project = make_project(inventory, {}, name="saas")
+        add_tenants(project, demo_templates, tmp_path, range(count))
+        return project
+
+    return make
+
+
+@pytest.fixture
+def unconsumed_queue(settings) -> str:
+    """Messages for the workers go to a queue nobody reads: the test runs the tasks itself."""
+    settings.CELERY_TASK_DEFAULT_QUEUE = f"retort-test-unconsumed-{uuid.uuid4().hex[:6]}"
+    return settings.CELERY_TASK_DEFAULT_QUEUE
+
+
 def env(project: Project, slug: str) -> Environment:
     return Environment.objects.select_related("project").get(project=project, slug=slug)
 
@@ -471,6 +490,24 @@ def approve(job: Job, user, *, comment: str = "", plan: str | None = None) -> Jo
         plan_sha256=job.plan_sha256 if plan is None else plan,
         comment=comment,
     )
+
+
+def drive(rollout, *, steps: int = 200):
+    """Step a rollout's coordinator and run the jobs it queues in this process, one after
+    another (what workers do), until nothing moves."""
+    from environments import execution, rollout_coordinator
+    from environments.models import Rollout, RolloutTarget
+
+    for _ in range(steps):
+        rollout = rollout_coordinator.rollout_advance(rollout_id=rollout.pk)
+        queued = list(Job.objects.filter(rollout=rollout, status="queued").order_by("pk"))
+        if not queued and rollout.status != Rollout.Status.RUNNING:
+            return rollout
+        if not queued and not rollout.targets.filter(state__in=RolloutTarget.OPEN).exists():
+            continue
+        for job in queued:
+            execution.job_run(job_id=job.pk)
+    return rollout
 
 
 @pytest.fixture(scope="session")
@@ -508,7 +545,8 @@ def start_worker(tmp_path) -> Iterator[Callable[..., str]]:
         from django.conf import settings
 
         queue = queue or f"retort-test-{uuid.uuid4().hex[:8]}"
-        log = open(tmp_path / f"{queue}.log", "w")  # noqa: SIM115 - closed with the process
+        log_name = f"{queue}-{len(processes)}.log"  # each process its own (several share a queue)
+        log = open(tmp_path / log_name, "w")  # noqa: SIM115 - closed with the process
         env = {
             **os.environ,
             "DATABASE_URL": dashboard_database_url(),

@@ -22,6 +22,8 @@ SAMPLE_ARGS = {
     "action": "queue",
     "decision": "approve",
     "token_id": 1,
+    "rollout_id": 1,
+    "target_id": 1,
 }
 
 

@@ -13,6 +13,7 @@ from django.urls import reverse
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from environments import rollout_plans, rollouts
 from environments.models import ApiToken, Environment, Job
 from examples.inventory import revisions as inv
 from tests.conftest import approve, env, read_all, requested
@@ -51,7 +52,10 @@ def fleet(policed, people, pg_database) -> dict:
     job = requested(env(policed, "prod"), people["bob"])
     approve(job, people["alice"])
     read_all(policed)
-    return {"project": policed, "job": job}
+    rollout = rollout_plans.rollout_request(project=policed, target="heads", user=people["bob"])
+    rollout = rollout_plans.rollout_plan(rollout_id=rollout.pk)  # the worker's task
+    rollouts.rollout_submit(rollout=rollout, user=people["bob"])
+    return {"project": policed, "job": job, "rollout": rollout}
 
 
 def test_no_get_connects_to_a_target_or_writes_a_row(client, people, fleet, target_traffic):
@@ -73,6 +77,9 @@ def test_no_get_connects_to_a_target_or_writes_a_row(client, people, fleet, targ
         reverse("api_status"),
         reverse("api_graph", args=["inventory"]),
         reverse("api_job", args=[job.pk]),
+        reverse("rollouts"),
+        reverse("rollout_detail", args=[fleet["rollout"].pk]),
+        reverse("rollout_live", args=[fleet["rollout"].pk]),
     ]
     target_traffic.clear()
 

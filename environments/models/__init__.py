@@ -23,6 +23,7 @@ from environments.models.registry import (
     UrlUnavailable,
     default_command,
 )
+from environments.models.rollouts import Rollout, RolloutApproval, RolloutTarget, RolloutWave
 
 __all__ = [
     "ApiToken",
@@ -43,6 +44,10 @@ __all__ = [
     "Notification",
     "Project",
     "ProjectRole",
+    "Rollout",
+    "RolloutApproval",
+    "RolloutTarget",
+    "RolloutWave",
     "StateChange",
     "UrlUnavailable",
     "default_command",

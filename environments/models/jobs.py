@@ -134,6 +134,14 @@ class Job(models.Model):
     progress_done = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     result_heads = models.JSONField(null=True, blank=True)
+    # a target of a rollout: approved with the rollout's plans, started by its coordinator
+    rollout = models.ForeignKey(
+        "environments.Rollout",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -190,7 +198,10 @@ class Job(models.Model):
         )
 
     def approvals_missing(self) -> int:
-        """How many more approvals the environment's policy asks for before this job may run."""
+        """How many more approvals the environment's policy asks for before this job may run
+        (a rollout's target: how many its rollout's plans still need)."""
+        if self.rollout_id is not None:
+            return self.rollout.approvals_missing()
         required = self.environment.required_approvals
         return max(required - self.approvals_counted().count(), 0) if required else 0
 
@@ -229,18 +240,14 @@ class JobLogLine(models.Model):
         return f"{self.job_id}:{self.seq} {self.text[:60]}"
 
 
-class Approval(models.Model):
-    """One person's decision on one job, bound to the plan they read (its SHA-256).
-
-    Written only by `environments.approvals`. When the job is planned again its plan_sha256
-    changes and approvals given for the earlier plan stop counting (they stay, shown as such).
-    """
+class PersonDecision(models.Model):
+    """One person's approval or rejection of what they read, bound to its SHA-256: a job's
+    plan (`Approval`) or a rollout's set of plans (`RolloutApproval`)."""
 
     class Decision(models.TextChoices):
         APPROVE = "approve"
         REJECT = "reject"
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="approvals")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -251,7 +258,20 @@ class Approval(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        abstract = True
         ordering = ["created_at", "id"]
+
+
+class Approval(PersonDecision):
+    """One person's decision on one job, bound to the plan they read (its SHA-256).
+
+    Written only by `environments.approvals`. When the job is planned again its plan_sha256
+    changes and approvals given for the earlier plan stop counting (they stay, shown as such).
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="approvals")
+
+    class Meta(PersonDecision.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["job", "user", "plan_sha256"], name="one_decision_per_person_and_plan"
