@@ -280,15 +280,27 @@ def register(project: Project, tenants: Sequence[Tenant], *, start: int) -> None
 def worker(log_path: Path, *, log: Callable[[str], None]) -> Iterator[None]:
     """A real `celery worker` with WORKER_PROCESSES processes on the bench's own queue, in a
     process group of its own (stopped whole); the queue is emptied afterwards."""
-    _broker_check()
+    broker_check()
+    process = spawn_worker(log_path, concurrency=WORKER_PROCESSES)
+    try:
+        wait_ready([(process, log_path)])
+        log(f"fleet: worker ready ({WORKER_PROCESSES} processes, broker {_broker()})")
+        yield
+    finally:
+        stop(process)
+        purge()
+
+
+def spawn_worker(log_path: Path, *, concurrency: int, name: str = "") -> subprocess.Popen:
+    """Start `celery worker` on the bench's queue, in a process group of its own."""
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
     with open(log_path, "w") as output:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "dashboard", "worker",
-                "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
-                f"--concurrency={WORKER_PROCESSES}", "--pool=prefork", "--loglevel=INFO",
+                "-Q", queue, f"--concurrency={concurrency}", "--pool=prefork", "--loglevel=INFO",
                 "--without-heartbeat", "--without-gossip", "--without-mingle",
-                "-n", f"{settings.CELERY_TASK_DEFAULT_QUEUE}@%h",
+                "-n", f"{queue}{name}@%h",
             ],
             cwd=REPO,
             env=os.environ.copy(),
@@ -296,20 +308,19 @@ def worker(log_path: Path, *, log: Callable[[str], None]) -> Iterator[None]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while " ready." not in log_path.read_text():
+
+
+def wait_ready(workers: Sequence[tuple[subprocess.Popen, Path]], timeout: float = 90) -> None:
+    """Until every worker's log says it is ready (or one died: a BenchSetupError)."""
+    deadline = time.monotonic() + timeout
+    while not all(" ready." in path.read_text() for _, path in workers):
+        for process, path in workers:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise BenchSetupError(f"the Celery worker did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        log(f"fleet: worker ready ({WORKER_PROCESSES} processes, broker {_broker()})")
-        yield
-    finally:
-        _stop(process)
-        _purge()
+                raise BenchSetupError(f"a Celery worker did not start:\n{path.read_text()}")
+        time.sleep(0.1)
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
@@ -320,7 +331,7 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _broker_check() -> None:
+def broker_check() -> None:
     from dashboard.celery import app
 
     try:
@@ -332,7 +343,7 @@ def _broker_check() -> None:
         ) from exc
 
 
-def _purge() -> None:
+def purge() -> None:
     """Empty the bench's queue (reads a failed run left there)."""
     from dashboard.celery import app
 

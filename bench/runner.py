@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["reads", "jobs", "overview", "drift", "load", "fleet"],
+        choices=["reads", "jobs", "overview", "drift", "load", "fleet", "rollout"],
         help="run only this section and print its figures; bench/RESULTS.md is left alone",
     )
     only = parser.parse_args(argv).only
@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             elif only == "fleet":
                 setup_django(databases.create(), Path(tmp))
                 measure_fleet(report, databases, Path(tmp))
+            elif only == "rollout":
+                setup_django(databases.create(), Path(tmp))
+                measure_rollout(report, databases, Path(tmp))
             elif only == "overview":
                 history = write_history(Path(tmp) / "history", REVISIONS, **HISTORY_SHAPE)
                 setup_django(databases.create(), Path(tmp))
@@ -111,6 +114,7 @@ def run(report: Report, databases: Databases, tmp: Path) -> None:
     measure_audit(report, history, project)
     measure_drift(report, databases)
     measure_load(report, databases, tmp)
+    measure_rollout(report, databases, tmp)  # after every overview: its 200 tenants stay
     # Last: its project's environments point at databases dropped once measured, which an
     # overview after it would try to read.
     measure_jobs(report, databases, tmp)
@@ -291,6 +295,15 @@ def measure_fleet(report: Report, databases: Databases, tmp: Path) -> None:
 
 
 JOB_AIM = 1.10  # Retort's backup-then-upgrade job ÷ pg_dump then alembic upgrade head, direct
+
+
+def measure_rollout(report: Report, databases: Databases, tmp: Path) -> None:
+    from bench import rollout  # needs django.setup()
+    from bench.rollout_figures import rollout_figures, rollout_note
+
+    figures = rollout.measure(databases, tmp / "rollout", log=log)
+    report.add(*rollout_figures(figures))
+    report.notes.append(rollout_note(figures))
 
 
 def measure_jobs(report: Report, databases: Databases, tmp: Path) -> None:
