@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from environments import notify
@@ -145,25 +145,23 @@ def _recheck(rollout: Rollout) -> None:
 
 
 def _step(rollout: Rollout) -> None:
-    targets = list(
-        rollout.targets.select_related("environment__project", "wave").order_by(
-            "wave__number", "position"
-        )
-    )
+    """Counted in the database, so a step costs the same at 20 targets as at 10,000: only the
+    targets it starts (at most a wave's parallelism) are loaded."""
+    targets = rollout.targets.select_related("environment__project", "wave")
     if _stopped_by_policy(rollout, targets):
         return
     waves = list(rollout.waves.order_by("number"))
-    for wave in waves:
-        mine = [target for target in targets if target.wave_id == wave.pk]
-        if wave.started_at and not wave.finished_at and not _open(mine):
-            _wave_finished(rollout, wave, mine)
-    current = next(
-        (wave for wave in waves if _open([t for t in targets if t.wave_id == wave.pk])), None
+    still_open = set(
+        targets.filter(state__in=RolloutTarget.OPEN).values_list("wave_id", flat=True).distinct()
     )
+    for wave in waves:
+        if wave.started_at and not wave.finished_at and wave.pk not in still_open:
+            _wave_finished(rollout, wave)
+    current = next((wave for wave in waves if wave.pk in still_open), None)
     if current is None:
-        _completed(rollout, targets)
+        _completed(rollout)
         return
-    mine = [target for target in targets if target.wave_id == current.pk]
+    mine = targets.filter(wave=current)
     if current.started_at is None:
         waits = _promotion_hold(rollout, mine)
         if waits:
@@ -177,25 +175,22 @@ def _step(rollout: Rollout) -> None:
         )
     if rollout.note:
         Rollout.objects.filter(pk=rollout.pk).update(note="")
-    running = sum(1 for target in mine if target.state == T.RUNNING)
-    waiting = [target for target in mine if target.state == T.WAITING]
-    for target in waiting[: max(current.parallel - running, 0)]:
-        _start(rollout, current, target)
+    slots = current.parallel - mine.filter(state=T.RUNNING).count()
+    if slots > 0:
+        for target in mine.filter(state=T.WAITING).order_by("position")[:slots]:
+            _start(rollout, current, target)
 
 
-def _open(targets: list[RolloutTarget]) -> bool:
-    return any(target.state in RolloutTarget.OPEN for target in targets)
-
-
-def _stopped_by_policy(rollout: Rollout, targets: list[RolloutTarget]) -> bool:
-    failed = [target for target in targets if target.state == T.FAILED]
-    allowed = rollout.failures_allowed(sum(1 for target in targets if target.plan >= 0))
-    if allowed is None or len(failed) <= allowed:
+def _stopped_by_policy(rollout: Rollout, targets) -> bool:
+    failed = targets.filter(state=T.FAILED).order_by("wave__number", "position")
+    count = failed.count()
+    allowed = rollout.failures_allowed(targets.exclude(plan=-1).count())
+    if allowed is None or count <= allowed:
         return False
-    first = failed[0]
+    first = failed.first()
     note = (
-        f"Stopped in wave {first.wave.number} ({first.wave.name}): {len(failed)} target"
-        f"{'s' if len(failed) != 1 else ''} failed, {first.environment.name} first"
+        f"Stopped in wave {first.wave.number} ({first.wave.name}): {count} target"
+        f"{'s' if count != 1 else ''} failed, {first.environment.name} first"
         f"{f' (job #{first.job_id})' if first.job_id else ''}: {first.note} The policy: "
         f"{rollout.failure_policy}. Fix it, then retry the failed targets and resume."
     )
@@ -204,29 +199,28 @@ def _stopped_by_policy(rollout: Rollout, targets: list[RolloutTarget]) -> bool:
         R.STOPPED,
         event="rollout_stopped",
         system_actor="coordinator",
-        details={"failed": len(failed), "allowed": allowed},
+        details={"failed": count, "allowed": allowed},
         fields={"note": note},
         notice="rollout_stopped",
     )
     return True
 
 
-def _wave_finished(rollout: Rollout, wave: RolloutWave, mine: list[RolloutTarget]) -> None:
+def _wave_finished(rollout: Rollout, wave: RolloutWave) -> None:
     wave.finished_at = timezone.now()
     wave.save(update_fields=["finished_at"])
-    counts: dict[str, int] = {}
-    for target in mine:
-        counts[target.state] = counts.get(target.state, 0) + 1
+    rows = wave.targets.values_list("state").annotate(n=Count("pk")).order_by()
+    counts = {state: n for state, n in rows}
     rollout_audit(
         rollout, "rollout_wave_finished", system_actor="coordinator", wave=wave.number, **counts
     )
     notify.rollout_event(rollout, "rollout_wave_finished", wave=wave, counts=counts)
 
 
-def _completed(rollout: Rollout, targets: list[RolloutTarget]) -> None:
+def _completed(rollout: Rollout) -> None:
     counts = target_counts(rollout)
     done = sum(counts.get(state, 0) for state in RolloutTarget.DONE)
-    parts = [f"{done} of {len(targets)} hold the target"]
+    parts = [f"{done} of {sum(counts.values())} hold the target"]
     parts += [
         f"{counts[state]} {state}"
         for state in (T.FAILED, T.BLOCKED, T.SKIPPED)
@@ -243,14 +237,14 @@ def _completed(rollout: Rollout, targets: list[RolloutTarget]) -> None:
     )
 
 
-def _promotion_hold(rollout: Rollout, mine: list[RolloutTarget]) -> str:
+def _promotion_hold(rollout: Rollout, mine) -> str:
     """Why the wave may not start yet under its targets' promotion rule ("" when it may)."""
-    for target in mine:
-        environment = target.environment
-        if target.state != T.WAITING or environment.promotion_from_id is None:
-            continue
+    ruled = mine.filter(state=T.WAITING, environment__promotion_from__isnull=False)
+    for target in ruled.order_by("position"):
         plan = rollout.plans[target.plan]
-        probe = Job(environment=environment, kind=Job.Kind.UPGRADE, to_heads=plan["to_heads"])
+        probe = Job(
+            environment=target.environment, kind=Job.Kind.UPGRADE, to_heads=plan["to_heads"]
+        )
         verdict = promotion_verdict(probe)
         if not verdict.ok:
             return f"Wave {target.wave.number} ({target.wave.name}) waits: {verdict.text}"
