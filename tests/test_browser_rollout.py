@@ -79,6 +79,11 @@ def test_a_rollout_is_asked_for_approved_once_and_followed_wave_by_wave_to_the_e
     # every tile links to its target's job, an ordinary one
     alice.get_by_test_id("wave-1").get_by_role("link", name="t001").click()
     expect(alice.get_by_test_id("job-status")).to_have_text("succeeded")
+    expect(alice.locator("#job-rollout")).to_contain_text(f"A target of rollout #{rollout.pk}")
+    job = Job.objects.get(rollout=rollout, environment__name="t001")
+    expect(alice.locator(f"#approval-count-{job.pk}")).to_contain_text(
+        "1 of 1 approval of its plans"
+    )
     expect(alice.locator("#job-log")).to_contain_text(
         f"A target of rollout #{rollout.pk}, whose plans were approved."
     )

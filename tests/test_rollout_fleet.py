@@ -256,7 +256,7 @@ def test_three_waves_bring_sixty_targets_to_head_and_a_killed_worker_costs_nothi
 
 
 def test_a_failure_in_wave_two_stops_the_rollout_and_retry_and_resume_finish_it(
-    sixty, users, start_worker, settings, tmp_path
+    sixty, users, start_worker, settings, tmp_path, client_alice
 ):
     project, tenants = sixty
     settings.CELERY_TASK_DEFAULT_QUEUE = workers(start_worker, tmp_path)
@@ -275,6 +275,11 @@ def test_a_failure_in_wave_two_stops_the_rollout_and_retry_and_resume_finish_it(
     for target in third.targets.select_related("environment"):
         assert version_of(tenants[target.environment.name]) == [], target.environment.name
     assert version_of(broken) == []  # its transaction rolled back whole
+    page = client_alice.get(rollout.get_absolute_url()).content.decode()
+    failing = rollout.targets.get(environment__name="t07").job
+    assert "First failure: <strong>t07</strong>" in page
+    assert f'href="/jobs/{failing.pk}/" id="failing-job"' in page
+    assert "relation &quot;items&quot; already exists" in page
 
     with contextlib.closing(psycopg2.connect(broken[1])) as db, db.cursor() as cursor:
         cursor.execute("DROP TABLE items")
