@@ -260,15 +260,6 @@ def rollout_read(request: HttpRequest, rollout_id: int) -> JsonResponse:
     return JsonResponse(rollout_json(rollout))
 
 
-_ROLLOUT_ACTIONS = {
-    "submit": rollouts.rollout_submit,
-    "pause": rollouts.rollout_pause,
-    "resume": rollouts.rollout_resume,
-    "cancel": rollouts.rollout_cancel,
-    "retry": rollouts.rollout_retry_failed,
-}
-
-
 @_api_write
 def rollout_action(request: HttpRequest, rollout_id: int, action: str, *, body: dict):
     """submit, approve / reject (with the `plan_sha256` read, a `comment`), pause, resume,
@@ -288,8 +279,8 @@ def rollout_action(request: HttpRequest, rollout_id: int, action: str, *, body: 
             if target is None:
                 return JsonResponse({"error": "No such target in this rollout."}, status=404)
             rollouts.rollout_skip(rollout=rollout, target=target, user=request.user)
-        elif action in _ROLLOUT_ACTIONS:
-            _ROLLOUT_ACTIONS[action](rollout=rollout, user=request.user)
+        elif action in rollouts.ACTIONS:
+            rollouts.ACTIONS[action](rollout=rollout, user=request.user)
         else:
             return JsonResponse({"error": f"No action {action!r}."}, status=404)
     except transitions.Refused as exc:

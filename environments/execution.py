@@ -218,8 +218,9 @@ def _check_still_approved(job: Job, log: JobLog) -> None:
     """The last gate, whatever put the job in the queue: the approvals the policy asks for,
     given for this very plan (a rollout's target: for its rollout's plans), and revision files
     unchanged since it was made."""
+    index, error = job.environment.project.load_scripts() if job.revisions else (None, None)
     if job.rollout_id is not None:
-        refusal = rollout_refusal(job)
+        refusal = rollout_refusal(job, index)
         if refusal:
             raise _Failed(refusal)
         log.add(f"A target of rollout #{job.rollout_id}, whose plans were approved.")
@@ -232,7 +233,6 @@ def _check_still_approved(job: Job, log: JobLog) -> None:
             "nothing was changed."
         )
     if job.revisions:
-        index, error = job.environment.project.load_scripts()
         if index is None:
             raise _Failed(f"The scripts cannot be read: {error}")
         if scripts_digest(index, job.revisions) != job.scripts_sha256:

@@ -247,19 +247,33 @@ def job_preview_sql(*, job_id: int) -> Job | None:
     job = Job.objects.select_related("environment__project").filter(pk=job_id).first()
     if job is None or job.sql_status != Job.Preview.PENDING:
         return job
-    args = sql_args(job)
+    sql, note = sql_render(job)
+    if note:
+        return _preview_done(job, Job.Preview.UNAVAILABLE, note=note)
+    return _preview_done(job, Job.Preview.READY, sql=sql)
+
+
+def sql_render(job: Job) -> tuple[str, str]:
+    """The exact SQL of `job`'s plan (`alembic … --sql` on its environment, through the
+    project's command), and "" — or "" and why it could not be had."""
     try:
-        url = job.environment.get_url()
         result = job.environment.run_alembic(
-            args, url=url, timeout=min(settings.RETORT_JOB_TIMEOUT, 300), separate_stdout=True
+            sql_args(job),
+            url=job.environment.get_url(),
+            timeout=min(settings.RETORT_JOB_TIMEOUT, 300),
+            separate_stdout=True,
         )
     except (UrlUnavailable, RunnerError) as exc:
-        return _preview_done(job, Job.Preview.UNAVAILABLE, note=str(exc))
+        return "", str(exc)
     if not result.ok:
         last = [line for line in result.output.splitlines() if line.strip()][-3:]
         reason = " ".join(last) or f"alembic exited with code {result.exit_code}"
-        return _preview_done(job, Job.Preview.UNAVAILABLE, note=reason[-1000:])
-    return _preview_done(job, Job.Preview.READY, sql=result.stdout)
+        return "", reason[-1000:]
+    return result.stdout, ""
+
+
+def sql_digest(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest() if sql else ""
 
 
 def sql_args(job: Job) -> list[str]:
@@ -276,9 +290,8 @@ def sql_args(job: Job) -> list[str]:
 
 
 def _preview_done(job: Job, status: str, *, sql: str = "", note: str = "") -> Job:
-    digest = hashlib.sha256(sql.encode()).hexdigest() if sql else ""
     Job.objects.filter(pk=job.pk, sql_status=Job.Preview.PENDING).update(
-        sql_status=status, sql_preview=sql, sql_sha256=digest, sql_note=note
+        sql_status=status, sql_preview=sql, sql_sha256=sql_digest(sql), sql_note=note
     )
     job.refresh_from_db()
     return job

@@ -127,8 +127,8 @@ def _recheck(rollout: Rollout) -> None:
                 )
             elif fields is None:
                 plan_state, note = (T.FAILED if target.job_id else T.BLOCKED), why
-            elif approved_plan(rollout, fields, index) >= 0:
-                plan, plan_state, note = approved_plan(rollout, fields, index), T.WAITING, ""
+            elif (number := approved_plan(rollout, fields, index)) >= 0:
+                plan, plan_state, note = number, T.WAITING, ""
             else:
                 note = (
                     f"Now holds {', '.join(fields['from_heads']) or 'nothing'}: no plan the "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,7 +17,6 @@ from environments import dispatch, risks, roles
 from environments.core import plan as core_plan
 from environments.core.backups import dialect_of
 from environments.core.backups.common import BackupError
-from environments.core.runner import RunnerError
 from environments.models import (
     Environment,
     Job,
@@ -28,7 +26,7 @@ from environments.models import (
     RolloutWave,
     UrlUnavailable,
 )
-from environments.planning import scripts_digest, sql_args
+from environments.planning import scripts_digest, sql_digest, sql_render
 from environments.reads import environments_read
 from environments.rollout_specs import WaveSpec, failure_parse
 from environments.rollout_transitions import rollout_audit, rollout_move, target_counts
@@ -94,15 +92,16 @@ def rollout_request(
     return rollout
 
 
+def carries(environment: Environment, labels: dict[str, str]) -> bool:
+    """Whether `environment` has every one of `labels`."""
+    own = environment.labels or {}
+    return all(own.get(key) == value for key, value in labels.items())
+
+
 def selected(rollout: Rollout) -> list[Environment]:
     """The project's present environments that carry every label of the selection."""
-    wanted = rollout.labels.items()
     environments = rollout.project.environments.filter(gone_at=None).select_related("project")
-    return [
-        environment
-        for environment in environments.order_by("position", "name")
-        if all((environment.labels or {}).get(key) == value for key, value in wanted)
-    ]
+    return [e for e in environments.order_by("position", "name") if carries(e, rollout.labels)]
 
 
 def plan_key(fields: dict) -> str:
@@ -200,23 +199,8 @@ def _render_sql(entry: dict, rollout: Rollout) -> None:
         to_heads=entry["to_heads"],
     )
     entry["example"] = environment.name
-    entry["sql"], entry["sql_sha256"], entry["sql_note"] = "", "", ""
-    try:
-        result = environment.run_alembic(
-            sql_args(job),
-            url=environment.get_url(),
-            timeout=min(settings.RETORT_JOB_TIMEOUT, 300),
-            separate_stdout=True,
-        )
-    except (UrlUnavailable, RunnerError) as exc:
-        entry["sql_note"] = str(exc)
-        return
-    if not result.ok:
-        last = [line for line in result.output.splitlines() if line.strip()][-3:]
-        entry["sql_note"] = (" ".join(last) or f"alembic exited {result.exit_code}")[-1000:]
-        return
-    entry["sql"] = result.stdout
-    entry["sql_sha256"] = hashlib.sha256(result.stdout.encode()).hexdigest()
+    entry["sql"], entry["sql_note"] = sql_render(job)
+    entry["sql_sha256"] = sql_digest(entry["sql"])
 
 
 def _assign(rollout: Rollout, rows: list) -> None:
@@ -228,13 +212,12 @@ def _assign(rollout: Rollout, rows: list) -> None:
     made = []
     rest = None
     for position, (environment, plan, fields, state, note) in enumerate(rows):
-        labels = environment.labels or {}
         # a target with nothing to run takes no counted place: it joins an uncounted wave
         wave = next(
             (
                 wave
                 for wave in waves
-                if all(labels.get(key) == value for key, value in wave.labels.items())
+                if carries(environment, wave.labels)
                 and (
                     wave.count is None
                     if plan < 0
@@ -344,8 +327,9 @@ def approved_plan(rollout: Rollout, fields: dict, index) -> int:
     return -1
 
 
-def plan_of(job: Job) -> dict | None:
-    """The approved plan a rollout's job runs (or the end of), None when it is not among them."""
+def plan_of(job: Job, index) -> dict | None:
+    """The approved plan a rollout's job runs (or the end of), None when it is not among them;
+    `index`: the project's scripts as they are now."""
     rollout = job.rollout
     try:
         dialect = dialect_of(job.environment.get_url())
@@ -358,14 +342,13 @@ def plan_of(job: Job) -> dict | None:
         "scripts_sha256": job.scripts_sha256,
         "dialect": dialect,
     }
-    index, _ = rollout.project.load_scripts()
     number = approved_plan(rollout, fields, index)
     return rollout.plans[number] if number >= 0 else None
 
 
-def rollout_refusal(job: Job) -> str | None:
+def rollout_refusal(job: Job, index) -> str | None:
     """Why a rollout's job may not run (its rollout lacks approvals, or the job's plan is not
-    one of those approved), in a sentence; None when it may."""
+    one of those approved, judged with the scripts' `index`), in a sentence; None when it may."""
     rollout = job.rollout
     missing = rollout.approvals_missing()
     if missing:
@@ -380,7 +363,7 @@ def rollout_refusal(job: Job) -> str | None:
         Rollout.Status.STOPPED,
     ):
         return f"Rollout #{rollout.pk} is {rollout.status}; nothing was changed."
-    if plan_of(job) is None:
+    if plan_of(job, index) is None:
         return (
             f"This plan is not one of those rollout #{rollout.pk} was approved for; nothing was "
             "changed."

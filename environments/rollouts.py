@@ -321,7 +321,17 @@ def rollout_skip(*, rollout: Rollout, target: RolloutTarget, user) -> RolloutTar
     return target
 
 
+# what a person does to a rollout, by the name the page, the API and the CLI use
+ACTIONS = {
+    "submit": rollout_submit,
+    "pause": rollout_pause,
+    "resume": rollout_resume,
+    "cancel": rollout_cancel,
+    "retry": rollout_retry_failed,
+}
+
 __all__ = [
+    "ACTIONS",
     "decision_refusal",
     "rollout_cancel",
     "rollout_decide",

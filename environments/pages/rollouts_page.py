@@ -16,14 +16,6 @@ from environments.models import Project, Rollout, RolloutTarget
 from environments.rollout_board import board_build, board_key
 from environments.rollout_forms import RolloutForm
 
-ACTIONS = {
-    "submit": rollouts.rollout_submit,
-    "pause": rollouts.rollout_pause,
-    "resume": rollouts.rollout_resume,
-    "cancel": rollouts.rollout_cancel,
-    "retry": rollouts.rollout_retry_failed,
-}
-
 
 def _projects(user) -> list[Project]:
     return [project for project in Project.objects.all() if roles.may_request(user, project)]
@@ -129,8 +121,8 @@ def rollout_action(request: HttpRequest, rollout_id: int, action: str) -> HttpRe
                 plan_sha256=request.POST.get("plan_sha256", ""),
                 comment=request.POST.get("comment", ""),
             )
-        elif action in ACTIONS:
-            ACTIONS[action](rollout=rollout, user=request.user)
+        elif action in rollouts.ACTIONS:
+            rollouts.ACTIONS[action](rollout=rollout, user=request.user)
         else:
             raise Http404("No such action.")
     except transitions.Refused as exc:

@@ -13,13 +13,6 @@ from environments.rollout_forms import RolloutForm
 
 # where a rollout is done with, for --wait: it ended, or the failure policy stopped it
 SETTLED = (*Rollout.FINISHED, Rollout.Status.STOPPED)
-ACTIONS = {
-    "pause": rollouts.rollout_pause,
-    "resume": rollouts.rollout_resume,
-    "cancel": rollouts.rollout_cancel,
-    "retry": rollouts.rollout_retry_failed,
-    "submit": rollouts.rollout_submit,
-}
 
 
 class Command(BaseCommand):
@@ -54,7 +47,7 @@ class Command(BaseCommand):
         start.add_argument("--timeout", type=float, default=3600.0, help="seconds to --wait")
         show = commands.add_parser("show", help="print a rollout as JSON")
         show.add_argument("rollout", type=int)
-        for name in (*ACTIONS, "approve", "reject"):
+        for name in (*rollouts.ACTIONS, "approve", "reject"):
             action = commands.add_parser(name, help=f"{name} a rollout")
             action.add_argument("rollout", type=int)
             action.add_argument("--as", dest="username", required=True)
@@ -81,7 +74,7 @@ class Command(BaseCommand):
                         comment=options["comment"],
                     )
                 else:
-                    ACTIONS[command](rollout=rollout, user=user)
+                    rollouts.ACTIONS[command](rollout=rollout, user=user)
             except transitions.Refused as exc:
                 raise CommandError(str(exc), returncode=1) from None
             rollout.refresh_from_db()
