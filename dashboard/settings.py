@@ -174,6 +174,10 @@ RETORT_AUDIT_HEAD_FILE = Path(env_str("RETORT_AUDIT_HEAD_FILE", str(DATA_DIR / "
 RETORT_TRUST_X_FORWARDED_FOR = env_bool("RETORT_TRUST_X_FORWARDED_FOR", False)
 RETORT_AUDIT_PAGE_SIZE = 50
 
+# alembic forked from a warm parent that has alembic and SQLAlchemy imported (the project's
+# command must be this interpreter's `-m alembic`); off: a new interpreter for every run.
+RETORT_WARM_ALEMBIC = env_bool("RETORT_WARM_ALEMBIC", True)
+
 # Celery: Redis in production and CI, an embedded SQLite broker otherwise.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}")
 CELERY_TASK_DEFAULT_QUEUE = env_str("RETORT_CELERY_QUEUE", "retort")

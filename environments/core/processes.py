@@ -13,7 +13,7 @@ Each child
 
 `ProcessGroup` runs one or more children together (pg_restore piped into psql) and hands their
 stderr lines to the caller's thread; `run` is the one-process case with streamed output
-(alembic).
+(alembic, when it is not forked warm: see runner.py).
 """
 
 from __future__ import annotations

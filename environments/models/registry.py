@@ -162,6 +162,7 @@ class Project(AuditedModel):
             url_env_var=self.url_env_var,
             working_dir=self.run_dir,
             python=sys.executable,
+            warm=settings.RETORT_WARM_ALEMBIC,
             **options,
         )
 
