@@ -11,7 +11,10 @@ Tasks are sent by name, so nothing here imports `environments.tasks` (which impo
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -30,22 +33,58 @@ BROKER_DOWN = (
 )
 
 
+# One broker connection per thread (kombu's are not thread-safe) and process (a forked worker
+# opens its own), for the broker URL it was opened to: a worker sends one or two messages per
+# job, and opening a connection costs more than the message.
+_kept = threading.local()
+
+
 def send(task: str, *args: object, countdown: float = 0) -> bool:
     """Send `environments.tasks.<task>` now. False, logged, when the broker cannot take it;
-    never raises, so a broker outage never turns a saved change into an error page."""
+    never raises, so a broker outage never turns a saved change into an error page. A kept
+    connection that fails is dropped and the message sent once more on a new one."""
+    message = {
+        "args": list(args),
+        "queue": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "countdown": countdown or None,
+    }
+    kept = _kept_connection()
+    if kept is not None:
+        try:
+            celery_app.send_task(f"environments.tasks.{task}", connection=kept, **message)
+            return True
+        except Exception:  # noqa: BLE001 - a connection the broker dropped: try a new one
+            _kept.connection = None
+            with contextlib.suppress(Exception):
+                kept.release()
+    connection = celery_app.connection_for_write()
     try:
-        with celery_app.connection_for_write() as connection:
-            celery_app.send_task(
-                f"environments.tasks.{task}",
-                args=list(args),
-                queue=settings.CELERY_TASK_DEFAULT_QUEUE,
-                countdown=countdown or None,
-                connection=connection,
-            )
+        celery_app.send_task(f"environments.tasks.{task}", connection=connection, **message)
     except Exception as exc:  # noqa: BLE001 - kombu, redis and socket errors alike
+        with contextlib.suppress(Exception):
+            connection.release()
         logger.warning("The broker could not take %s%s: %s", task, tuple(args), exc)
         return False
+    _kept.connection, _kept.key = connection, _connection_key()
     return True
+
+
+def _connection_key() -> tuple[int, str]:
+    return os.getpid(), str(celery_app.conf.broker_write_url or celery_app.conf.broker_url)
+
+
+def _kept_connection():
+    """This thread's open connection to the broker in use, if it has one."""
+    connection = getattr(_kept, "connection", None)
+    if connection is None:
+        return None
+    if _kept.key != _connection_key():
+        _kept.connection = None  # another process's (after a fork) or another broker's
+        if _kept.key[0] == os.getpid():
+            with contextlib.suppress(Exception):
+                connection.release()
+        return None
+    return connection
 
 
 def send_on_commit(task: str, *args: object, then: Callable[[], object] | None = None) -> None:

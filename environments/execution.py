@@ -21,16 +21,18 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from environments import dispatch
 from environments.core import backups, failures
 from environments.core.database_urls import redact, server_engine, sync_url
 from environments.core.runner import RunnerError
-from environments.core.versions import read_versions
+from environments.core.versions import VersionRead, classify, read_versions, read_versions_on
 from environments.joblog import JobLog, heartbeat
 from environments.models import Backup, Environment, Job, UrlUnavailable
 from environments.planning import scripts_digest
-from environments.reads import environment_read
+from environments.reads import environment_heads_store, environment_read
 from environments.rollout_plans import rollout_refusal
 from environments.transitions import Refused, move
 
@@ -42,14 +44,15 @@ class _Failed(Exception):
 
 
 @contextlib.contextmanager
-def _target_lock(url: str, key: int, log: JobLog) -> Iterator[None]:
+def _target_lock(url: str, key: int, log: JobLog) -> Iterator[Connection | None]:
     """A PostgreSQL advisory lock on the target's version table (`key`, see
     `versions.migration_lock_key`) for the whole run: another Retort (or anyone taking the same
     lock) cannot migrate it at the same time; tenants in other schemas of the database can.
-    Held by a session of its own, so it is released when the run ends or the worker dies.
-    SQLite relies on the one-active-job constraint."""
+    Held by a session of its own, so it is released when the run ends or the worker dies; the
+    version table is read on that session (autocommit: each read sees what alembic committed).
+    SQLite relies on the one-active-job constraint (and yields no session)."""
     if backups.dialect_of(url) != "postgresql":
-        yield
+        yield None
         return
     engine = server_engine(url, timeout=settings.RETORT_CONNECT_TIMEOUT, autocommit=True)
     try:
@@ -65,7 +68,7 @@ def _target_lock(url: str, key: int, log: JobLog) -> Iterator[None]:
                     "nothing was changed."
                 )
             log.add("Holding the migration lock on the target database.")
-            yield
+            yield conn
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -73,14 +76,25 @@ def _target_lock(url: str, key: int, log: JobLog) -> Iterator[None]:
         engine.dispose()
 
 
-def _read_heads(environment: Environment, url: str) -> tuple[str, ...]:
-    project = environment.project
-    state = read_versions(
-        url,
-        version_table=project.version_table or "alembic_version",
-        version_table_schema=environment.version_table_schema,
-        timeout=settings.RETORT_CONNECT_TIMEOUT,
-    )
+def _read_heads(
+    environment: Environment, url: str, session: Connection | None = None
+) -> tuple[str, ...]:
+    """The heads the version table holds, on the lock's session when there is one."""
+    table = environment.project.version_table or "alembic_version"
+    schema = environment.version_table_schema
+    if session is None:
+        state = read_versions(
+            url,
+            version_table=table,
+            version_table_schema=schema,
+            timeout=settings.RETORT_CONNECT_TIMEOUT,
+        )
+    else:
+        try:
+            state = read_versions_on(session, version_table=table, version_table_schema=schema)
+        except DBAPIError as exc:
+            kind, message = classify(exc.orig if exc.orig is not None else exc)
+            state = VersionRead(failure=kind, message=redact(message, url))
     if state.failure is not None:
         raise _Failed(f"The database could not be read: {state.message}")
     return tuple(sorted(state.heads or ()))
@@ -184,8 +198,8 @@ def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
         f" ({len(job.revisions)} revision{'s' if len(job.revisions) != 1 else ''})."
     )
     _check_still_approved(job, log)
-    with _target_lock(url, environment.lock_key, log):
-        heads = _read_heads(environment, url)
+    with _target_lock(url, environment.lock_key, log) as session:
+        heads = _read_heads(environment, url, session)
         if list(heads) != sorted(job.from_heads):
             raise _Failed(
                 "The database moved since this plan: it holds "
@@ -205,7 +219,7 @@ def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
                 else [job.kind, job.target]
             )
             _run_alembic(job, url, log, args)
-        after = _read_heads(environment, url)
+        after = _read_heads(environment, url, session)
     if list(after) != sorted(job.to_heads):
         raise _Failed(
             f"After the run the database holds {', '.join(after) or 'nothing'}, not "
@@ -296,16 +310,21 @@ def job_run(*, job_id: int) -> Job | None:
         except Exception as exc:  # noqa: BLE001 - a job must never stay "running"
             status, error, exit_code = Job.Status.FAILED, f"Retort error: {exc}", None
             log.add(f"FAILED: Retort error: {exc}")
-    _read_after(job, log)
+    _read_after(job, log, heads)
     return _finish(job, status=status, error=error, exit_code=exit_code, heads=heads)
 
 
-def _read_after(job: Job, log: JobLog) -> None:
-    """Read the environment again before the job ends, so the overview shows the new state
-    and the change it finds is recorded as this job's (it is still `running`)."""
+def _read_after(job: Job, log: JobLog, heads: tuple[str, ...] | None) -> None:
+    """Store the environment's state before the job ends, so the overview shows the new state
+    and the change it finds is recorded as this job's (it is still `running`): the heads the
+    run just read under its lock, or, after a failure or a restore (which may leave no
+    version table at all), a read of its own."""
     close_old_connections()
     try:
-        environment_read(environment=job.environment)
+        if heads is not None and job.kind != Job.Kind.RESTORE:
+            environment_heads_store(environment=job.environment, heads=heads)
+        else:
+            environment_read(environment=job.environment)
     except Exception as exc:  # noqa: BLE001 - a failed read must not keep the job running
         log.add(f"The state could not be re-read afterwards: {exc}")
         log.flush()

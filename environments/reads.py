@@ -21,6 +21,7 @@ from environments import dispatch
 from environments.audit import audit_record
 from environments.core import status as core_status
 from environments.core.scripts import ScriptIndex
+from environments.core.versions import VersionRead
 from environments.models import CurrentState, Environment, Job, StateChange
 
 logger = logging.getLogger(__name__)
@@ -191,6 +192,19 @@ def _explain(change: StateChange, since) -> None:
 
 def environment_read(*, environment: Environment) -> CurrentState:
     return environments_read(environments=[environment])[environment.pk]
+
+
+def environment_heads_store(
+    *, environment: Environment, heads: Sequence[str], index: ScriptIndex | None = None
+) -> CurrentState:
+    """Store heads a worker has just read itself (a job, on its locked session, at its end)
+    as the environment's read, without connecting again."""
+    if index is None:
+        index, error = environment.project.load_scripts()
+    else:
+        error = None
+    state = core_status.evaluate(index, VersionRead(heads=tuple(heads)), index_error=error)
+    return reads_store([environment], {environment.pk: state})[environment.pk]
 
 
 def read_request(*, environment: Environment) -> bool:

@@ -87,7 +87,7 @@ def move(
             won = Job.objects.filter(pk=job.pk, status__in=allowed).update(
                 status=to, **(fields or {})
             )
-            job.refresh_from_db()
+            _refresh(job)
             if not won:
                 raise Refused(f"Job #{job.pk} is {job.status}; {refusal}", code="job_state")
             job_audit(job, event, user=user, system_actor=system_actor, details=details)
@@ -104,6 +104,15 @@ def move(
             code="environment_busy",
         ) from None
     return job
+
+
+def _refresh(job: Job) -> None:
+    """The job as stored, keeping the environment (and its project) it was loaded with: a job
+    never changes environment, and the audit event names both."""
+    environment = job.environment if Job.environment.is_cached(job) else None
+    job.refresh_from_db()
+    if environment is not None and environment.pk == job.environment_id:
+        job.environment = environment
 
 
 def job_audit(job: Job, action: str, *, user=None, system_actor=None, details=None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -120,20 +120,9 @@ def read_versions(
         )
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection,
-                opts={
-                    "version_table": version_table,
-                    "version_table_schema": version_table_schema,
-                },
+            return read_versions_on(
+                connection, version_table=version_table, version_table_schema=version_table_schema
             )
-            heads = context.get_current_heads()
-            # No heads: an empty version table (at base), or none at all (Alembic never ran).
-            if not heads and not inspect(connection).has_table(
-                version_table, schema=version_table_schema
-            ):
-                return VersionRead(heads=None)
-            return VersionRead(heads=tuple(sorted(heads)))
     except DBAPIError as exc:
         kind, message = classify(exc.orig if exc.orig is not None else exc)
         return VersionRead(failure=kind, message=redact(message, target))
@@ -142,6 +131,25 @@ def read_versions(
         return VersionRead(failure=kind, message=redact(message, target))
     finally:
         engine.dispose()
+
+
+def read_versions_on(
+    connection: Connection,
+    *,
+    version_table: str = "alembic_version",
+    version_table_schema: str | None = None,
+) -> VersionRead:
+    """The heads in the version table, read on an open connection (a job's, which holds the
+    migration lock on it). Driver errors are the caller's to turn into words (`classify`)."""
+    context = MigrationContext.configure(
+        connection,
+        opts={"version_table": version_table, "version_table_schema": version_table_schema},
+    )
+    heads = context.get_current_heads()
+    # No heads: an empty version table (at base), or none at all (Alembic never ran).
+    if not heads and not inspect(connection).has_table(version_table, schema=version_table_schema):
+        return VersionRead(heads=None)
+    return VersionRead(heads=tuple(sorted(heads)))
 
 
 class ReadFailure(Exception):
