@@ -291,8 +291,11 @@ def worker(log_path: Path, *, log: Callable[[str], None]) -> Iterator[None]:
         purge()
 
 
-def spawn_worker(log_path: Path, *, concurrency: int, name: str = "") -> subprocess.Popen:
-    """Start `celery worker` on the bench's queue, in a process group of its own."""
+def spawn_worker(
+    log_path: Path, *, concurrency: int, name: str = "", env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start `celery worker` on the bench's queue, in a process group of its own (`env`: more
+    variables for it)."""
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     with open(log_path, "w") as output:
         return subprocess.Popen(
@@ -303,7 +306,7 @@ def spawn_worker(log_path: Path, *, concurrency: int, name: str = "") -> subproc
                 "-n", f"{queue}{name}@%h",
             ],
             cwd=REPO,
-            env=os.environ.copy(),
+            env={**os.environ, **(env or {})},
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -8,7 +8,9 @@ a column, an index). A rollout is timed from its submit to its end (every target
 the coordinator closed the last wave); its planning (every tenant read, the plan's SQL rendered)
 is timed apart. Each worker process is `celery worker --concurrency=1`, so N processes run at
 most N migrations at once; the rollout's one wave allows 16. Afterwards every tenant's version
-table is read directly, not through Retort.
+table is read directly, not through Retort. One more rollout by 4 worker processes runs with
+RETORT_WARM_ALEMBIC=false (a new interpreter per alembic run, as the loops start one), to show
+what the warm parent is worth.
 
 Imported only after django.setup().
 """
@@ -73,6 +75,7 @@ class RolloutFigures:
     loop: Run | None = None
     xargs: Run | None = None
     rollouts: dict[int, Run] = field(default_factory=dict)
+    cold: Run | None = None  # 4 worker processes, RETORT_WARM_ALEMBIC=false
     cores: int = os.cpu_count() or 1
 
 
@@ -110,6 +113,11 @@ def measure(
         log(f"rollout: a rollout by {count} worker process{'es' if count != 1 else ''}")
         with _workers(count, tmp, log=log):
             figures.rollouts[count] = _rollout(project, urls, count)
+    fresh()
+    count = WORKERS[-1]
+    log(f"rollout: a rollout by {count} worker processes, each alembic run started cold")
+    with _workers(count, tmp, log=log, env={"RETORT_WARM_ALEMBIC": "false"}):
+        figures.cold = _rollout(project, urls, count, cold=True)
     return figures
 
 
@@ -200,13 +208,16 @@ def _register(ini: Path, urls: list[str]) -> Project:
 
 
 @contextlib.contextmanager
-def _workers(count: int, tmp: Path, *, log: Callable[[str], None]) -> Iterator[None]:
+def _workers(
+    count: int, tmp: Path, *, log: Callable[[str], None], env: dict[str, str] | None = None
+) -> Iterator[None]:
     """`count` worker processes (`--concurrency=1` each) on the bench's queue."""
     started = []
     try:
         for number in range(count):
-            path = tmp / f"worker-{count}-{number}.log"
-            started.append((spawn_worker(path, concurrency=1, name=f"-{number}"), path))
+            path = tmp / f"worker-{count}-{number}{'-cold' if env else ''}.log"
+            worker = spawn_worker(path, concurrency=1, name=f"-{number}", env=env)
+            started.append((worker, path))
         wait_ready(started)
         log(f"rollout: {count} worker process{'es' if count != 1 else ''} ready")
         yield
@@ -216,7 +227,7 @@ def _workers(count: int, tmp: Path, *, log: Callable[[str], None]) -> Iterator[N
         purge()
 
 
-def _rollout(project: Project, urls: list[str], count: int) -> Run:
+def _rollout(project: Project, urls: list[str], count: int, *, cold: bool = False) -> Run:
     user, _ = get_user_model().objects.get_or_create(username=BENCH_USER, is_superuser=True)
     asked = time.monotonic()
     rollout = rollout_plans.rollout_request(
@@ -237,6 +248,7 @@ def _rollout(project: Project, urls: list[str], count: int) -> Run:
     if rollout.status != Rollout.Status.COMPLETED:
         raise BenchSetupError(f"the rollout ended {rollout.status}: {rollout.note}")
     label = f"rollout, {count} worker process{'es' if count != 1 else ''}"
+    label += ", alembic started cold (RETORT_WARM_ALEMBIC=false)" if cold else ""
     return Run(label, seconds, _at_head(urls), planning=planning)
 
 

@@ -24,7 +24,7 @@ def rollout_figures(f: RolloutFigures) -> list[Figure]:
         Figure(f"11a. Rollout of 200 tenants: {f.loop.label}, `{f.loop.command}`", _rate(f.loop)),
         Figure(f"11b. The same, {f.xargs.label}, `{f.xargs.command}`", _rate(f.xargs)),
     ]
-    for _, run in sorted(f.rollouts.items()):
+    for run in [run for _, run in sorted(f.rollouts.items())] + ([f.cold] if f.cold else []):
         ratio = run.per_minute / f.loop.per_minute
         lines.append(
             Figure(
@@ -50,12 +50,17 @@ def rollout_figures(f: RolloutFigures) -> list[Figure]:
         ),
         Figure(
             "11f. Every tenant at head after every run (read directly)",
-            ", ".join(f"{run.at_head}/200" for run in (f.loop, f.xargs, *f.rollouts.values())),
+            ", ".join(f"{run.at_head}/200" for run in _runs(f)),
             "200/200 each",
-            all(run.at_head == 200 for run in (f.loop, f.xargs, *f.rollouts.values())),
+            all(run.at_head == 200 for run in _runs(f)),
         ),
     ]
     return lines
+
+
+def _runs(f: RolloutFigures) -> list[Run]:
+    loops = [run for run in (f.loop, f.xargs) if run is not None]
+    return [*loops, *f.rollouts.values(), *([f.cold] if f.cold else [])]
 
 
 def rollout_note(f: RolloutFigures) -> str:
@@ -64,10 +69,13 @@ def rollout_note(f: RolloutFigures) -> str:
         "local server and a four-revision history (two tables, a column, an index). The loops "
         "run `alembic upgrade head` per database exactly as written; the rollout is timed from "
         "its submit until it completed (every target an ordinary job: read, lock, re-read, "
-        "alembic in a subprocess, read again, audit), with backups off as the loops take none; "
-        "its planning (every tenant read, the plan's SQL rendered once) is shown apart. Each "
-        "worker process is `celery worker --concurrency=1`; the rollout's one wave allows 16 "
-        f"at once. This machine has {f.cores} CPU cores: each migration is mostly a Python "
-        "process starting and importing alembic, so no way of running them goes much past "
-        "the cores' count in parallel — the loops' `xargs -P 8` included."
+        "alembic in a process of its own, read again, audit), with backups off as the loops "
+        "take none; its planning (every tenant read, the plan's SQL rendered once) is shown "
+        "apart. Each worker process is `celery worker --concurrency=1`; the rollout's one wave "
+        "allows 16 at once. A loop's time goes mostly to a Python interpreter starting and "
+        "importing SQLAlchemy and alembic for every database; a worker forks each alembic run "
+        "from a warm parent that imported them once (RETORT_WARM_ALEMBIC), and the last 11c "
+        "line is the same rollout with that switched off. This machine has "
+        f"{f.cores} CPU cores: past that many processes, more do not run faster (the loops' "
+        "`xargs -P 8` included)."
     )
