@@ -42,7 +42,8 @@ _kept = threading.local()
 def send(task: str, *args: object, countdown: float = 0) -> bool:
     """Send `environments.tasks.<task>` now. False, logged, when the broker cannot take it;
     never raises, so a broker outage never turns a saved change into an error page. A kept
-    connection that fails is dropped and the message sent once more on a new one."""
+    connection that fails is dropped and the message sent on a new one (a message sent twice
+    is harmless: a job is claimed once, a coordinator's step may run any number of times)."""
     message = {
         "args": list(args),
         "queue": settings.CELERY_TASK_DEFAULT_QUEUE,
@@ -50,8 +51,10 @@ def send(task: str, *args: object, countdown: float = 0) -> bool:
     }
     kept = _kept_connection()
     if kept is not None:
-        try:
-            celery_app.send_task(f"environments.tasks.{task}", connection=kept, **message)
+        try:  # once, without kombu's retries: a dead connection costs one failure, not more
+            celery_app.send_task(
+                f"environments.tasks.{task}", connection=kept, retry=False, **message
+            )
             return True
         except Exception:  # noqa: BLE001 - a connection the broker dropped: try a new one
             _kept.connection = None

@@ -14,7 +14,8 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from environments import dispatch
 from environments.core import backups, failures
@@ -32,7 +33,7 @@ from environments.core.versions import VersionRead, classify, read_versions, rea
 from environments.joblog import JobLog, heartbeat
 from environments.models import Backup, Environment, Job, UrlUnavailable
 from environments.planning import scripts_digest
-from environments.reads import environment_heads_store, environment_read
+from environments.reads import environment_read, environment_read_store
 from environments.rollout_plans import rollout_refusal
 from environments.transitions import Refused, move
 
@@ -59,6 +60,10 @@ def _target_lock(url: str, key: int, log: JobLog) -> Iterator[Connection | None]
         try:
             conn = engine.connect()
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            # the reads on this session give up as a version read does (a version table
+            # someone holds locked must not keep a job running with nobody watching)
+            limit = int(settings.RETORT_CONNECT_TIMEOUT * 1000)
+            conn.execute(text(f"SET statement_timeout = {limit}"))
         except Exception as exc:  # noqa: BLE001 - any driver error becomes a sentence
             raise _Failed(f"Could not lock the target database: {redact(str(exc), url)}") from None
         try:
@@ -76,10 +81,11 @@ def _target_lock(url: str, key: int, log: JobLog) -> Iterator[Connection | None]
         engine.dispose()
 
 
-def _read_heads(
+def _read_version(
     environment: Environment, url: str, session: Connection | None = None
-) -> tuple[str, ...]:
-    """The heads the version table holds, on the lock's session when there is one."""
+) -> VersionRead:
+    """The version table as it is now (heads None: there is none), on the lock's session when
+    there is one. Raises _Failed when it cannot be read."""
     table = environment.project.version_table or "alembic_version"
     schema = environment.version_table_schema
     if session is None:
@@ -95,9 +101,18 @@ def _read_heads(
         except DBAPIError as exc:
             kind, message = classify(exc.orig if exc.orig is not None else exc)
             state = VersionRead(failure=kind, message=redact(message, url))
+        except SQLAlchemyError as exc:  # the session itself was lost
+            kind, message = classify(exc)
+            state = VersionRead(failure=kind, message=redact(message, url))
     if state.failure is not None:
         raise _Failed(f"The database could not be read: {state.message}")
-    return tuple(sorted(state.heads or ()))
+    return state
+
+
+def _read_heads(
+    environment: Environment, url: str, session: Connection | None = None
+) -> tuple[str, ...]:
+    return tuple(sorted(_read_version(environment, url, session).heads or ()))
 
 
 def _backup_folder(environment: Environment) -> Path:
@@ -185,8 +200,21 @@ def _failure_sentence(job: Job, url: str, failure, exit_code: int) -> str:
     )
 
 
-def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
-    """The run itself; returns the heads the database holds afterwards, or raises _Failed."""
+@dataclass(frozen=True)
+class Seen:
+    """The version table as the run read it last, under its lock."""
+
+    read: VersionRead
+    at: datetime
+    duration_ms: int
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(sorted(self.read.heads or ()))
+
+
+def _execute(job: Job, log: JobLog) -> Seen:
+    """The run itself; returns what the version table holds afterwards, or raises _Failed."""
     environment = job.environment
     try:
         url = environment.get_url()
@@ -219,13 +247,16 @@ def _execute(job: Job, log: JobLog) -> tuple[str, ...]:
                 else [job.kind, job.target]
             )
             _run_alembic(job, url, log, args)
-        after = _read_heads(environment, url, session)
+        read_at = timezone.now()
+        found = _read_version(environment, url, session)
+        found_ms = int((timezone.now() - read_at).total_seconds() * 1000)
+    after = tuple(sorted(found.heads or ()))
     if list(after) != sorted(job.to_heads):
         raise _Failed(
             f"After the run the database holds {', '.join(after) or 'nothing'}, not "
             f"{', '.join(sorted(job.to_heads)) or 'nothing'} as planned."
         )
-    return after
+    return Seen(found, read_at, found_ms)
 
 
 def _check_still_approved(job: Job, log: JobLog) -> None:
@@ -299,10 +330,11 @@ def job_run(*, job_id: int) -> Job | None:
     except Refused:
         return None  # taken by another delivery, or cancelled meanwhile
     log = JobLog(job)
-    status, error, exit_code, heads = Job.Status.SUCCEEDED, "", 0, None
+    status, error, exit_code, heads, seen = Job.Status.SUCCEEDED, "", 0, None, None
     with heartbeat(job, log):
         try:
-            heads = _execute(job, log)
+            seen = _execute(job, log)
+            heads = seen.heads
             log.add(f"Done: the database holds {', '.join(heads) or 'nothing'}.")
         except _Failed as exc:
             status, error, exit_code = Job.Status.FAILED, str(exc), exc.exit_code
@@ -310,19 +342,23 @@ def job_run(*, job_id: int) -> Job | None:
         except Exception as exc:  # noqa: BLE001 - a job must never stay "running"
             status, error, exit_code = Job.Status.FAILED, f"Retort error: {exc}", None
             log.add(f"FAILED: Retort error: {exc}")
-    _read_after(job, log, heads)
+    _read_after(job, log, seen)
     return _finish(job, status=status, error=error, exit_code=exit_code, heads=heads)
 
 
-def _read_after(job: Job, log: JobLog, heads: tuple[str, ...] | None) -> None:
+def _read_after(job: Job, log: JobLog, seen: Seen | None) -> None:
     """Store the environment's state before the job ends, so the overview shows the new state
-    and the change it finds is recorded as this job's (it is still `running`): the heads the
-    run just read under its lock, or, after a failure or a restore (which may leave no
-    version table at all), a read of its own."""
+    and the change it finds is recorded as this job's (it is still `running`): what the run
+    read last under its lock, or, after a failure, a read of its own."""
     close_old_connections()
     try:
-        if heads is not None and job.kind != Job.Kind.RESTORE:
-            environment_heads_store(environment=job.environment, heads=heads)
+        if seen is not None:
+            environment_read_store(
+                environment=job.environment,
+                read=seen.read,
+                checked_at=seen.at,
+                duration_ms=seen.duration_ms,
+            )
         else:
             environment_read(environment=job.environment)
     except Exception as exc:  # noqa: BLE001 - a failed read must not keep the job running

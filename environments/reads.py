@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -194,16 +195,14 @@ def environment_read(*, environment: Environment) -> CurrentState:
     return environments_read(environments=[environment])[environment.pk]
 
 
-def environment_heads_store(
-    *, environment: Environment, heads: Sequence[str], index: ScriptIndex | None = None
+def environment_read_store(
+    *, environment: Environment, read: VersionRead, checked_at, duration_ms: int = 0
 ) -> CurrentState:
-    """Store heads a worker has just read itself (a job, on its locked session, at its end)
-    as the environment's read, without connecting again."""
-    if index is None:
-        index, error = environment.project.load_scripts()
-    else:
-        error = None
-    state = core_status.evaluate(index, VersionRead(heads=tuple(heads)), index_error=error)
+    """Store a version table a worker has just read itself (a job, on its locked session) as
+    the environment's read at `checked_at`, without connecting again."""
+    index, error = environment.project.load_scripts()
+    state = core_status.evaluate(index, read, index_error=error)
+    state = replace(state, checked_at=checked_at, duration_ms=duration_ms)
     return reads_store([environment], {environment.pk: state})[environment.pk]
 
 

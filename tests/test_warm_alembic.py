@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from environments.core import runner
-from tests.conftest import EXAMPLE, write_revision
+from tests.conftest import EXAMPLE, wait_for, write_revision
 
 PROBE = """import importlib, json, os, sys
     op.execute("CREATE TABLE probe (pid INT, parent INT, note TEXT, cwd TEXT, leak INT)")
@@ -44,7 +44,10 @@ def project(tmp_path) -> Path:
         "r2",
         "r1",
         message="sleeps",
-        body='import os, time\n    time.sleep(float(os.environ.get("RETORT_SLEEP", "0")))',
+        body="import os, time\n"
+        '    if os.environ.get("RETORT_PRINT_URL"):\n'
+        '        print("migrating", os.environ["DATABASE_URL"])\n'
+        '    time.sleep(float(os.environ.get("RETORT_SLEEP", "0")))',
     )
     return root
 
@@ -112,12 +115,15 @@ def test_a_warm_run_keeps_sql_apart_and_hides_the_password(project, tmp_path):
         working_dir=project,
         python=sys.executable,
         separate_stdout=True,
+        extra_env={"RETORT_PRINT_URL": "1"},
     )
 
     assert result.ok, result.output
     assert "UPDATE alembic_version SET version_num='r2'" in result.stdout
     assert "Generating static SQL" in result.output
     assert "UPDATE alembic_version" not in result.output
+    # the revision printed the URL it was given: what Retort keeps has no password in it
+    assert "migrating postgresql://retort:" in result.stdout
     assert "s3cret-pw" not in result.output + result.stdout
 
 
@@ -168,3 +174,38 @@ def test_only_this_interpreters_alembic_is_started_warm():
     assert not runner.warm_eligible(
         [python, "-m", "alembic"], {**same, "PYTHONPATH": "/somewhere/else"}
     )
+
+
+def test_a_warm_parent_that_does_not_answer_is_stopped_and_the_run_not_started_twice(
+    project, tmp_path, monkeypatch
+):
+    database = tmp_path / "g.db"
+    assert alembic(project, database, "upgrade", "r1").ok
+    parent = probe(database)[1]
+    monkeypatch.setattr(runner, "WARM_START_SECONDS", 1)
+    os.kill(parent, signal.SIGSTOP)  # alive, but it will not fork or answer
+
+    with pytest.raises(runner.RunnerError, match="warm parent did not answer within 1 second"):
+        alembic(project, database, "upgrade", "r2")
+
+    assert versions(database) == ["r1"]  # not run warm, not run cold either
+    assert wait_for(lambda: not Path(f"/proc/{parent}").exists(), seconds=5)
+    assert alembic(project, database, "upgrade", "r2").ok
+    assert versions(database) == ["r2"]
+
+
+def test_warm_runs_leave_no_descriptor_open_whatever_their_end(project, tmp_path):
+    database = tmp_path / "h.db"
+    assert alembic(project, database, "upgrade", "r1").ok  # the warm parent is started
+    before = sorted(os.listdir("/proc/self/fd"))
+
+    assert alembic(project, database, "upgrade", "nonesuch").exit_code == 255
+    with pytest.raises(runner.RunnerError, match="did not finish within 1 second"):
+        alembic(project, database, "upgrade", "r2", timeout=1, extra_env={"RETORT_SLEEP": "30"})
+    with pytest.raises(runner.RunnerError, match="Could not start"):
+        alembic(tmp_path / "no-such-folder", database, "upgrade", "r2")
+    assert alembic(project, database, "upgrade", "r1:r2", "--sql", separate_stdout=True).ok
+    assert alembic(project, database, "upgrade", "r2").ok
+
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert versions(database) == ["r2"]

@@ -12,6 +12,7 @@ The first run in a process starts the warm parent; if it cannot be used, the run
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -82,16 +84,36 @@ def run_alembic(
     return result
 
 
+# Variables that shape an interpreter when it starts: a warm parent started under other values
+# would not run alembic as a new interpreter under the run's values would.
+START_VARIABLES = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "PYTHONWARNINGS",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONNOUSERSITE",
+    "PYTHONSAFEPATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+)
+EXIT_GRACE_SECONDS = 10.0
+
+
 def warm_eligible(argv: Sequence[str], env: dict[str, str]) -> bool:
-    """The command is this interpreter's `-m alembic`, with the import path this process has:
-    what a warm parent forked from this process's interpreter would run as well."""
+    """The command is this interpreter's `-m alembic`, under the start-up variables (import
+    path, encoding, locale) this process has: what a warm parent started from this process
+    would run as well. Relative PYTHONPATH entries (found from the working directory) go cold."""
+    path = env.get("PYTHONPATH", "")
     return (
         sys.platform.startswith("linux")
         and len(argv) >= 3
         and argv[0] == sys.executable
         and argv[1:3] == ["-m", "alembic"]
-        and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH")
-        and env.get("PYTHONHOME") == os.environ.get("PYTHONHOME")
+        and all(env.get(name) == os.environ.get(name) for name in START_VARIABLES)
+        and all(os.path.isabs(entry) for entry in path.split(os.pathsep) if entry)
     )
 
 
@@ -99,26 +121,61 @@ def warm_eligible(argv: Sequence[str], env: dict[str, str]) -> bool:
 
 
 class _WarmParent:
+    """The warm parent's process and the socket its runs are asked on. It is started by a
+    thread of its own that lives as long as it does: the kernel's parent-death signal follows
+    the *thread* that started a process, and the run that happened to start it may be on a
+    thread that ends before the worker does."""
+
     def __init__(self) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with theirs:
-            self.process = subprocess.Popen(
-                processes.dies_with_parent(
-                    [sys.executable, "-u", str(WARM_PARENT), str(theirs.fileno())]
-                ),
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        started: dict[str, subprocess.Popen | OSError] = {}
+        ready = threading.Event()
+        # -P: nothing beside this file is importable; the child puts the run's directory first
+        argv = [sys.executable, "-P", "-u", str(WARM_PARENT), str(theirs.fileno())]
+
+        def keep() -> None:
+            try:
+                started["process"] = subprocess.Popen(
+                    processes.dies_with_parent(argv),
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                started["error"] = exc
+            finally:
+                theirs.close()
+                ready.set()
+            process = started.get("process")
+            if isinstance(process, subprocess.Popen):
+                process.wait()
+
+        try:
+            threading.Thread(target=keep, name="retort-warm-alembic", daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had
+            mine.close()
+            theirs.close()
+            raise OSError(str(exc)) from None
+        ready.wait()
+        if "error" in started:
+            mine.close()
+            raise started["error"]
+        self.process = started["process"]
         self.control = mine
         self.owner = os.getpid()
 
     def usable(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
 
+    def kill_run(self, pid: int) -> None:
+        """Kill a run's process group: asked of the parent, which knows the pid is its child's."""
+        with contextlib.suppress(OSError):
+            self.control.send(json.dumps({"kill": pid}).encode())
+
     def close(self) -> None:
+        """Stop the warm parent; its runs die with it."""
         self.control.close()
         with contextlib.suppress(OSError):
             self.process.kill()
@@ -129,13 +186,28 @@ _warm_parent: _WarmParent | None = None
 _warm_lock = threading.Lock()
 
 
+def _forget_after_fork() -> None:
+    """A forked process starts its own warm parent (the lock may have been held mid-fork)."""
+    global _warm_parent, _warm_lock
+    _warm_parent, _warm_lock = None, threading.Lock()
+
+
+def _close_at_exit() -> None:
+    """At this process's end, hang up on its warm parent (which then ends too)."""
+    if _warm_parent is not None and _warm_parent.owner == os.getpid():
+        _warm_parent.control.close()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+atexit.register(_close_at_exit)
+
+
 def _warm() -> _WarmParent | None:
-    """This process's warm parent, started on first use (a forked process starts its own)."""
+    """This process's warm parent, started on first use."""
     global _warm_parent
     with _warm_lock:
         if _warm_parent is not None and not _warm_parent.usable():
-            if _warm_parent.owner == os.getpid():
-                _warm_parent.close()
+            _warm_parent.close()
             _warm_parent = None
         if _warm_parent is None:
             try:
@@ -143,6 +215,11 @@ def _warm() -> _WarmParent | None:
             except OSError:
                 return None
         return _warm_parent
+
+
+def _close_all(*fds: int | None) -> None:
+    for fd in {fd for fd in fds if fd is not None}:
+        os.close(fd)
 
 
 def _warm_run(
@@ -155,8 +232,10 @@ def _warm_run(
     url: str | None,
     on_line: Callable[[str], None] | None,
 ) -> RunResult | None:
-    """`python -m alembic *args` forked warm; None when no warm parent would take it (the
-    caller then starts it cold). Nothing has run when it returns None."""
+    """`python -m alembic *args` forked warm; None when no warm parent took it (nothing ran:
+    the caller starts it cold). Raises RunnerError when it cannot be known whether it ran."""
+    if not Path(working_dir).is_dir():
+        return None  # the cold start says why in its own words
     parent = _warm()
     if parent is None:
         return None
@@ -171,47 +250,53 @@ def _warm_run(
             [out_write, err_write, answer_end.fileno()],
         )
     except OSError:
-        for fd in {out_read, out_write, err_write} | ({err_read} if err_read else set()):
-            os.close(fd)
+        _close_all(out_read, out_write, err_read, err_write)
         answers.close()
         return None
     finally:
         answer_end.close()
-    os.close(out_write)
-    if separate_stdout:
-        os.close(err_write)
+    _close_all(out_write, err_write)
     with answers, answers.makefile("r") as replies:
         answers.settimeout(WARM_START_SECONDS)
         try:
-            pid = json.loads(replies.readline())["pid"]
-        except (OSError, ValueError, KeyError):
-            # the warm parent died before forking: nothing ran
-            for fd in (out_read, err_read):
-                if fd is not None:
-                    os.close(fd)
+            first = json.loads(replies.readline() or "{}")
+        except TimeoutError:
+            _close_all(out_read, err_read)
+            # It may have forked without saying so: stop it, and its child with it, rather
+            # than start the run a second time.
+            parent.close()
+            raise RunnerError(
+                f"alembic's warm parent did not answer within {WARM_START_SECONDS:g} seconds "
+                "and was stopped; the run was not started again."
+            ) from None
+        except (OSError, ValueError):
+            first = {}
+        if "pid" not in first:
+            # No pid: it died, or could not fork, before giving its child the go.
+            _close_all(out_read, err_read)
             return None
         answers.settimeout(None)
-        return _follow(pid, replies, out_read, err_read, timeout=timeout, url=url, on_line=on_line)
+        streams = (out_read, err_read)
+        return _follow(parent, first["pid"], answers, replies, streams, timeout, url, on_line)
 
 
 def _follow(
+    parent: _WarmParent,
     pid: int,
+    answers: socket.socket,
     replies,
-    out_read: int,
-    err_read: int | None,
-    *,
+    streams: tuple[int, int | None],
     timeout: float,
     url: str | None,
     on_line: Callable[[str], None] | None,
 ) -> RunResult:
     """Stream a warm child's output until it ends; kill its group at the timeout."""
+    out_read, err_read = streams
     timed_out = threading.Event()
 
     def stop() -> None:
         timed_out.set()
-        for kill in (os.killpg, os.kill):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                kill(pid, signal.SIGKILL)
+        parent.kill_run(pid)
 
     stdout_parts: list[str] = []
 
@@ -222,6 +307,7 @@ def _follow(
     reader = threading.Thread(target=drain_stdout, daemon=True) if err_read is not None else None
     streamed = err_read if err_read is not None else out_read
     lines: list[str] = []
+    deadline = time.monotonic() + timeout
     timer = threading.Timer(timeout, stop)
     timer.start()
     try:
@@ -235,10 +321,11 @@ def _follow(
                     on_line(line)
         if reader is not None:
             reader.join()
-        try:
-            exit_code = int(json.loads(replies.readline())["exit"])
-        except (OSError, ValueError, KeyError):
-            exit_code = -signal.SIGKILL  # the warm parent died, and its child with it
+        answers.settimeout(max(deadline - time.monotonic(), 0) + EXIT_GRACE_SECONDS)
+        exit_code = _exit_code(parent, replies)
+    except BaseException:
+        stop()  # nothing goes on unwatched
+        raise
     finally:
         timer.cancel()
     return RunResult(
@@ -247,6 +334,18 @@ def _follow(
         stdout=redact("".join(stdout_parts), url),
         timed_out=timed_out.is_set(),
     )
+
+
+def _exit_code(parent: _WarmParent, replies) -> int:
+    """The child's exit status, as its parent reports it; a parent that does not report it
+    in time is stopped (its child with it) and the run counts as killed."""
+    try:
+        return int(json.loads(replies.readline())["exit"])
+    except TimeoutError:
+        parent.close()
+    except (OSError, ValueError, KeyError):
+        pass  # the warm parent died, and its child with it
+    return -signal.SIGKILL
 
 
 __all__ = [

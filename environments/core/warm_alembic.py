@@ -20,10 +20,13 @@ state of one run reaches the next. The warm path is taken only for the command t
 this very interpreter with `-m alembic` and the same PYTHONPATH; anything else (a wrapper
 script, another virtualenv) starts cold through `core/processes.py`.
 
-Protocol: the worker and its warm parent share a SOCK_SEQPACKET pair (one message per run,
-never interleaved). A run is a JSON message with three descriptors: stdout's and stderr's
-write ends and one end of a socket pair on which the parent answers `{"pid": …}` when it has
-forked and `{"exit": …}` when the child has ended.
+Protocol: the worker and its warm parent share a SOCK_SEQPACKET pair (one message per
+request, never interleaved). A run is a JSON message with three descriptors: stdout's and
+stderr's write ends and one end of a socket pair on which the parent answers `{"pid": …}`
+when it has forked (or `{"error": …}` when it could not) and `{"exit": …}` when the child has
+ended. The child waits for the parent's go, given only once the pid is on its way, so a worker
+that hears no pid knows that nothing ran. `{"kill": pid}` kills a run's process group, by the
+parent, which has not reaped it yet (so the number cannot belong to another process).
 """
 
 from __future__ import annotations
@@ -31,14 +34,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
-import logging
 import os
 import runpy
 import selectors
 import signal
 import socket
 import sys
-import traceback
 
 # --- the warm parent (run as a program) -------------------------------------------------------
 
@@ -64,47 +65,40 @@ def _preload() -> None:
 
 
 def _die_with(parent: int) -> None:
-    """SIGKILL this process when `parent` dies (Linux; elsewhere nothing)."""
+    """SIGKILL this process when `parent` dies (Linux), and end now if it already has."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the request took hold
+    if os.getppid() != parent:
         os._exit(1)
 
 
-def _child(request: dict, out_fd: int, err_fd: int, parent: int) -> None:
-    """In the forked child: become the command's process, run alembic, exit with its status."""
-    code: int = 1
+def _child(request: dict, out_fd: int, err_fd: int, go_fd: int, parent: int) -> None:
+    """In the forked child: wait for the parent's go, become the command's process and run
+    alembic. Never returns: its SystemExit (or exception) ends the interpreter as the command
+    would end it (atexit handlers, threads joined, the traceback printed)."""
+    os.setsid()
+    _die_with(parent)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    for fd in {devnull, out_fd, err_fd}:
+        os.close(fd)
+    go = os.read(go_fd, 1)
+    os.close(go_fd)
+    if not go:  # the parent died before the worker heard of this process
+        os._exit(1)
     try:
-        os.setsid()
-        _die_with(parent)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(err_fd, 2)
-        for fd in {devnull, out_fd, err_fd}:
-            os.close(fd)
         os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        sys.path[0] = os.getcwd()
-        sys.argv = ["alembic", *request["args"]]
-        try:
-            runpy.run_module("alembic", run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as exc:
-            if exc.code is None or isinstance(exc.code, int):
-                code = exc.code or 0
-            else:
-                print(exc.code, file=sys.stderr)
-                code = 1
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code & 0xFF)  # as the shell sees it: sys.exit(-1) is 255
+    except OSError as exc:
+        print(f"Could not start alembic in {request['cwd']!r}: {exc.strerror}.", file=sys.stderr)
+        os._exit(1)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.path.insert(0, os.getcwd())  # what `python -m` puts first
+    sys.argv = ["alembic", *request["args"]]
+    runpy.run_module("alembic", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)
 
 
 def serve(control: socket.socket) -> None:
@@ -121,33 +115,47 @@ def serve(control: socket.socket) -> None:
     me = os.getpid()
     while True:
         for key, _ in selector.select():
-            if key.fileobj is control:
-                message, fds, _flags, _address = socket.recv_fds(control, MESSAGE_MAX, 3)
-                if not message:
-                    return  # the worker is gone
-                out_fd, err_fd, answer_fd = fds
-                answer = socket.socket(fileno=answer_fd)
-                pid = os.fork()
-                if pid == 0:
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    selector.close()
-                    for fd in (wake_read, wake_write, control.fileno(), answer_fd):
-                        with contextlib.suppress(OSError):
-                            os.close(fd)
-                    for other in runs.values():
-                        with contextlib.suppress(OSError):
-                            os.close(other.fileno())
-                    _child(json.loads(message), out_fd, err_fd, me)
-                for fd in {out_fd, err_fd}:
-                    os.close(fd)
-                _send(answer, {"pid": pid})
-                runs[pid] = answer
-            else:
+            if key.fileobj is not control:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(wake_read, 512):
                         pass
                 _reap(runs)
+                continue
+            message, fds, _flags, _address = socket.recv_fds(control, MESSAGE_MAX, 3)
+            if not message:
+                return  # the worker is gone
+            request = json.loads(message)
+            if "kill" in request:
+                if request["kill"] in runs:  # not reaped: the number is still that run's
+                    with contextlib.suppress(OSError):
+                        os.killpg(request["kill"], signal.SIGKILL)
+                continue
+            out_fd, err_fd, answer_fd = fds
+            answer = socket.socket(fileno=answer_fd)
+            go_read, go_write = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                _send(answer, {"error": exc.strerror or str(exc)})
+                for fd in {out_fd, err_fd, go_read, go_write}:
+                    os.close(fd)
+                answer.close()
+                continue
+            if pid == 0:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                selector.close()
+                for fd in (wake_read, wake_write, go_write):
+                    os.close(fd)
+                for sock in (control, answer, *runs.values()):
+                    os.close(sock.detach())  # detached: nothing closes the number again later
+                _child(request, out_fd, err_fd, go_read, me)
+            for fd in {out_fd, err_fd, go_read}:
+                os.close(fd)
+            runs[pid] = answer
+            _send(answer, {"pid": pid})
+            os.write(go_write, b"g")
+            os.close(go_write)
 
 
 def _reap(runs: dict[int, socket.socket]) -> None:
