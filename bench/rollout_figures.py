@@ -66,7 +66,8 @@ def _runs(f: RolloutFigures) -> list[Run]:
 def rollout_note(f: RolloutFigures) -> str:
     return (
         "Figure 11: each run starts from 200 fresh copies of an empty template database on the "
-        "local server and a four-revision history (two tables, a column, an index). The loops "
+        "local server (a checkpoint and a sync before the clock starts) and a four-revision "
+        "history (two tables, a column, an index). The loops "
         "run `alembic upgrade head` per database exactly as written; the rollout is timed from "
         "its submit until it completed (every target an ordinary job: read, lock, re-read, "
         "alembic in a process of its own, read again, audit), with backups off as the loops "

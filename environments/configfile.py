@@ -97,6 +97,9 @@ def _type_problem(field: forms.Field, value: object) -> str | None:
         return None if table else 'a table of names and values, like { tier = "prod" }'
     if isinstance(field, forms.BooleanField):  # NullBooleanField too
         return None if isinstance(value, bool) else "true or false"
+    if isinstance(field, forms.FloatField):  # (a kind of IntegerField, for Django)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if number else "a number"
     if isinstance(field, forms.IntegerField):
         whole = isinstance(value, int) and not isinstance(value, bool)
         return None if whole else "a whole number"

@@ -25,15 +25,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from environments import dispatch
+from environments import safe_runs
 from environments.core import backups, failures
 from environments.core.database_urls import redact, server_engine, sync_url
+from environments.core.run_limits import RunLimits
 from environments.core.runner import RunnerError
+from environments.core.scripts import ScriptIndex
 from environments.core.versions import VersionRead, classify, read_versions, read_versions_on
 from environments.joblog import JobLog, heartbeat
 from environments.models import Backup, Environment, Job, UrlUnavailable
 from environments.planning import scripts_digest
 from environments.reads import environment_read, environment_read_store
+from environments.rollout_coordinator import rollout_advance_now
 from environments.rollout_plans import rollout_refusal
 from environments.transitions import Refused, move
 
@@ -155,16 +158,12 @@ def _make_backup(job: Job, url: str, log: JobLog, heads: tuple[str, ...]) -> Bac
     return backup
 
 
-def _notice_dead_clients() -> dict[str, str]:
-    """Ask PostgreSQL (libpq clients: psycopg2, psycopg) to check every 2 s that alembic is
-    still there. A backend otherwise runs a long statement to its end after its client (and
-    worker) died, holding its locks and transaction open that long."""
-    options = os.environ.get("PGOPTIONS", "")
-    return {"PGOPTIONS": f"{options} -c client_connection_check_interval=2000".strip()}
-
-
-def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
+def _run_alembic(
+    job: Job, url: str, log: JobLog, args: list[str], limits: RunLimits | None
+) -> None:
     environment = job.environment
+    if limits is not None:
+        log.add(f"Timeouts on alembic's connection: {limits.sentence()}.")
     log.add(f"$ {' '.join([*environment.project.command, *environment.alembic_args(args)])}")
     try:
         result = environment.run_alembic(
@@ -172,7 +171,7 @@ def _run_alembic(job: Job, url: str, log: JobLog, args: list[str]) -> None:
             url=url,
             timeout=settings.RETORT_JOB_TIMEOUT,
             on_line=log.add,
-            extra_env=_notice_dead_clients(),
+            extra_env=safe_runs.alembic_env(limits),
         )
     except RunnerError as exc:
         raise _Failed(str(exc)) from None
@@ -225,7 +224,11 @@ def _execute(job: Job, log: JobLog) -> Seen:
         f"{job.target}; planned from {', '.join(job.from_heads) or 'an empty version table'}"
         f" ({len(job.revisions)} revision{'s' if len(job.revisions) != 1 else ''})."
     )
-    _check_still_approved(job, log)
+    index = _check_still_approved(job, log)
+    try:
+        limits = safe_runs.job_limits(job, index)
+    except safe_runs.LimitsUnreadable as exc:
+        raise _Failed(f"{exc} Nothing was changed.") from None
     with _target_lock(url, environment.lock_key, log) as session:
         heads = _read_heads(environment, url, session)
         if list(heads) != sorted(job.from_heads):
@@ -246,7 +249,7 @@ def _execute(job: Job, log: JobLog) -> Seen:
                 if job.kind == Job.Kind.STAMP
                 else [job.kind, job.target]
             )
-            _run_alembic(job, url, log, args)
+            _run_alembic(job, url, log, args, limits)
         read_at = timezone.now()
         found = _read_version(environment, url, session)
         found_ms = int((timezone.now() - read_at).total_seconds() * 1000)
@@ -259,10 +262,10 @@ def _execute(job: Job, log: JobLog) -> Seen:
     return Seen(found, read_at, found_ms)
 
 
-def _check_still_approved(job: Job, log: JobLog) -> None:
+def _check_still_approved(job: Job, log: JobLog) -> ScriptIndex | None:
     """The last gate, whatever put the job in the queue: the approvals the policy asks for,
     given for this very plan (a rollout's target: for its rollout's plans), and revision files
-    unchanged since it was made."""
+    unchanged since it was made. Returns the scripts it read (None when the job runs none)."""
     index, error = job.environment.project.load_scripts() if job.revisions else (None, None)
     if job.rollout_id is not None:
         refusal = rollout_refusal(job, index)
@@ -288,6 +291,7 @@ def _check_still_approved(job: Job, log: JobLog) -> None:
     if job.environment.required_approvals and job.rollout_id is None:
         count = job.approvals_counted().count()
         log.add(f"Approved by {count} of the {job.environment.required_approvals} required.")
+    return index
 
 
 def _restore(job: Job, url: str, log: JobLog) -> None:
@@ -387,7 +391,7 @@ def _finish(job: Job, *, status, error: str, exit_code, heads) -> Job:
     if job.backup_id:
         backups_prune(environment=job.environment)
     if job.rollout_id is not None:
-        dispatch.send("rollout_advance", job.rollout_id)
+        rollout_advance_now(job.rollout_id)
     return job
 
 
@@ -433,5 +437,5 @@ def jobs_reap(*, now=None) -> list[int]:
             reaped.append(job.pk)
             backups.remove_partials(_backup_folder(job.environment), f"*-job{job.pk}.*")
             if job.rollout_id is not None:
-                dispatch.send("rollout_advance", job.rollout_id)
+                rollout_advance_now(job.rollout_id)
     return reaped

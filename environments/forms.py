@@ -34,6 +34,8 @@ POLICY_FIELDS = [
     "promotion_from",
     "promotion_min_hours",
     "approval_expiry_hours",
+    "lock_timeout_seconds",
+    "statement_timeout_seconds",
 ]
 LEAST = {  # the counts of the policy, and the least value each allows
     "position": 0,

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from environments import dispatch, risks, roles
+from environments import dispatch, risks, roles, safe_runs
 from environments.core import plan
 from environments.core.runner import RunnerError
 from environments.models import Backup, Environment, Job, UrlUnavailable
@@ -69,7 +69,7 @@ def _plan_fields(
         if not restore_from.available:
             raise Refused(f"Backup #{restore_from.pk} is no longer on disk.")
         to_heads, revisions, found, digest = sorted(restore_from.heads), [], [], ""
-        target = f"backup #{restore_from.pk}"
+        target, limits = f"backup #{restore_from.pk}", None
     else:
         if kind not in Job.Kind.values:
             raise Refused(f"{kind!r} is not a kind of job: upgrade, downgrade, stamp, restore.")
@@ -87,6 +87,10 @@ def _plan_fields(
         to_heads, revisions = list(planned.to_heads), list(planned.revisions)
         found = risks.plan_risks(environment, index, revisions, kind) if with_risks else []
         digest = scripts_digest(index, revisions)
+        try:
+            limits = safe_runs.limits_for(environment, index, revisions)
+        except safe_runs.LimitsUnreadable as exc:
+            raise Refused(str(exc)) from None
     return {
         "target": target,
         "from_heads": list(from_heads),
@@ -94,6 +98,7 @@ def _plan_fields(
         "revisions": revisions,
         "findings": found,
         "scripts_sha256": digest,
+        "run_limits": limits.as_json() if limits is not None else {},
     }
 
 
@@ -217,6 +222,8 @@ def plan_outdated(job: Job, state=None) -> list[str]:
         reasons.append("The scripts changed: the same target now means other revisions.")
     elif fields["scripts_sha256"] != job.scripts_sha256:
         reasons.append("The revision files changed since the plan was made.")
+    elif job.run_limits and fields["run_limits"] != job.run_limits:
+        reasons.append(f"{environment.name}'s timeouts changed since the plan was made.")
     return reasons
 
 

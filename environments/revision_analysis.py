@@ -9,12 +9,14 @@ from dataclasses import asdict
 from django.conf import settings
 
 from environments.core import findings as core_findings
+from environments.core import run_limits
 from environments.core.revision_files import FileCache, too_large
 from environments.core.revision_headers import RevisionFile
 from environments.core.scripts import ScriptIndex
 
 _findings_cache = FileCache()
 _touches_cache = FileCache()
+_limits_cache = FileCache()
 
 
 def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | str:
@@ -25,6 +27,16 @@ def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | s
 def revision_touches(revision: RevisionFile) -> list[core_findings.Touch] | str:
     """The tables and columns a revision file creates, alters or drops; a sentence on failure."""
     return _static_read(revision, _touches_cache, core_findings.touches)
+
+
+def revision_limits(revision: RevisionFile) -> list[run_limits.Ask] | str:
+    """The timeouts a revision file asks for (`core/run_limits.py`); a sentence when a
+    declaration cannot be read."""
+
+    def read(source: bytes) -> list[run_limits.Ask]:
+        return run_limits.declared(source.decode("utf-8", "replace"), revision.revision)
+
+    return _static_read(revision, _limits_cache, read)
 
 
 def _static_read(revision: RevisionFile, cache: FileCache, read):

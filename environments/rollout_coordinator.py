@@ -19,18 +19,21 @@ A target is started only by a conditional update inside that lock, and a job is 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from environments import notify
+from environments import dispatch, notify
 from environments.models import Environment, Job, Rollout, RolloutTarget, RolloutWave
 from environments.promotion import promotion_verdict
 from environments.reads import environments_read
 from environments.rollout_plans import approved_plan, target_plan
 from environments.rollout_transitions import rollout_audit, rollout_move, target_counts
 from environments.transitions import Refused, job_audit, move
+
+logger = logging.getLogger(__name__)
 
 R = Rollout.Status
 T = RolloutTarget.State
@@ -53,6 +56,18 @@ def rollout_advance(*, rollout_id: int) -> Rollout | None:
     Rollout.objects.filter(pk=rollout.pk).update(advanced_at=timezone.now())
     rollout.refresh_from_db()
     return rollout
+
+
+def rollout_advance_now(rollout_id: int) -> None:
+    """A step at once, on the worker whose job just ended (its next targets are queued before
+    its task returns); should the step fail there, a message asks any worker for it."""
+    try:
+        rollout_advance(rollout_id=rollout_id)
+    except Exception:  # noqa: BLE001 - the job has ended either way; the step is retried
+        logger.exception(
+            "rollout #%s: step failed after a job ended; sent to the workers", rollout_id
+        )
+        dispatch.send("rollout_advance", rollout_id)
 
 
 def rollouts_advance(*, now=None) -> int:

@@ -31,6 +31,8 @@ def _environment_change(client, environment: Environment, **changes) -> str:
         "promotion_min_hours": 0,
         "approval_expiry_hours": 24,
         "backup_before_jobs": "on",
+        "lock_timeout_seconds": environment.lock_timeout_seconds,
+        "statement_timeout_seconds": environment.statement_timeout_seconds,
         **changes,
     }
     response = client.post(
@@ -74,6 +76,8 @@ url = "sqlite:///prod.db"
         ("keep_backups", 0, "Give a whole number of at least 1."),
         ("approval_expiry_hours", 0, "Give a whole number of at least 1."),
         ("required_approvals", -1, "Give a whole number of at least 0."),
+        ("lock_timeout_seconds", -1, "Ensure this value is greater than or equal to 0."),
+        ("statement_timeout_seconds", 700000, "Ensure this value is less than or equal to 604800."),
     ],
 )
 def test_the_admin_and_the_file_refuse_a_policy_with_the_same_sentence(

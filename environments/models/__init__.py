@@ -15,7 +15,6 @@ from environments.models.fleets import Discovery
 from environments.models.jobs import Approval, Backup, Job, JobLogLine, Notification
 from environments.models.reads import CurrentState, DriftState, ExpectedSchema, StateChange
 from environments.models.registry import (
-    ApiToken,
     AuditedModel,
     Environment,
     Project,
@@ -24,6 +23,7 @@ from environments.models.registry import (
     default_command,
 )
 from environments.models.rollouts import Rollout, RolloutApproval, RolloutTarget, RolloutWave
+from environments.models.tokens import ApiToken
 
 __all__ = [
     "ApiToken",

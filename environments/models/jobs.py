@@ -11,6 +11,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from environments.core.run_limits import RunLimits
 from environments.models.registry import Environment, Project
 
 
@@ -97,6 +98,8 @@ class Job(models.Model):
     to_heads = models.JSONField(default=list)
     revisions = models.JSONField(default=list, help_text="In the order they will run.")
     findings = models.JSONField(default=list)
+    # PostgreSQL: the run's timeouts (core/run_limits.RunLimits.as_json); {} elsewhere
+    run_limits = models.JSONField(default=dict, blank=True)
     scripts_sha256 = models.CharField(
         max_length=64, blank=True, help_text="SHA-256 of the planned revision files' contents."
     )
@@ -185,6 +188,11 @@ class Job(models.Model):
         return len(self.revisions)
 
     @property
+    def limits_sentence(self) -> str:
+        """The run's PostgreSQL timeouts in words ("" when it has none)."""
+        return RunLimits.from_json(self.run_limits).sentence() if self.run_limits else ""
+
+    @property
     def backs_up(self) -> bool:
         """Whether the run takes a backup first: upgrades, downgrades, and restores (so a
         restore can itself be undone); a stamp changes no data."""
@@ -220,6 +228,8 @@ class Job(models.Model):
             "scripts_sha256": self.scripts_sha256,
             "backup": self.backs_up,
         }
+        if self.run_limits:  # (plans made before timeouts existed keep their digest)
+            content["run_limits"] = self.run_limits
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

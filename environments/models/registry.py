@@ -5,15 +5,14 @@ tokens."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import secrets
 import sys
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.urls import reverse
 
@@ -289,6 +288,17 @@ class Environment(AuditedModel):
     approval_expiry_hours = models.PositiveIntegerField(
         default=24, help_text="A request not approved within this many hours expires."
     )
+    # Safe runs on PostgreSQL (core/run_limits.py): alembic's connection gets these timeouts.
+    lock_timeout_seconds = models.FloatField(
+        default=5.0,
+        validators=[MinValueValidator(0), MaxValueValidator(7 * 86400)],
+        help_text="PostgreSQL: how long a statement of a run may wait for a lock (0: no limit).",
+    )
+    statement_timeout_seconds = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0), MaxValueValidator(7 * 86400)],
+        help_text="PostgreSQL: how long one statement of a run may take (0: no limit).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -411,34 +421,3 @@ def backend_of(url: str, *, encrypted: bool = False) -> str:
         return sync_url(secretbox.decrypt(url) if encrypted else url).get_backend_name()
     except Exception:  # noqa: BLE001 - an unusable URL has no backend; url_problem says why
         return ""
-
-
-class ApiToken(models.Model):
-    """A bearer token for the JSON API; only its SHA-256 is stored."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
-    name = models.CharField(max_length=100)
-    token_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.user})"
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
-    @staticmethod
-    def digest(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    @classmethod
-    def issue(cls, *, user, name: str) -> tuple[ApiToken, str]:
-        """Create a token; the plain value is returned once and never stored."""
-        token = "rt_" + secrets.token_urlsafe(32)
-        return cls.objects.create(user=user, name=name, token_hash=cls.digest(token)), token

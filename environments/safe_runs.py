@@ -1,0 +1,70 @@
+"""Safe runs on PostgreSQL: the timeouts a run gets (`core/run_limits.py`), from the
+environment's policy and what its revisions ask for, read statically. The plan shows them
+(an approval binds to them) and the worker hands them to alembic's connection."""
+
+from __future__ import annotations
+
+import os
+
+from environments.core import run_limits
+from environments.core.scripts import ScriptIndex
+from environments.models import Environment, Job, UrlUnavailable
+from environments.models.registry import backend_of
+from environments.revision_analysis import revision_limits
+
+
+class LimitsUnreadable(Exception):
+    """A revision declares a timeout Retort cannot read: the sentence names it."""
+
+
+def applies_to(environment: Environment) -> bool:
+    """Timeouts are PostgreSQL's: only its runs get them."""
+    try:
+        return backend_of(environment.get_url()) == "postgresql"
+    except UrlUnavailable:
+        return False
+
+
+def limits_for(
+    environment: Environment, index: ScriptIndex | None, revisions: list[str]
+) -> run_limits.RunLimits | None:
+    """The run's timeouts (None: not a PostgreSQL run). Raises LimitsUnreadable."""
+    if not applies_to(environment):
+        return None
+    asks: list[run_limits.Ask] = []
+    for revision_id in revisions:
+        revision = index.revisions.get(revision_id) if index is not None else None
+        if revision is None:
+            continue
+        found = revision_limits(revision)
+        if isinstance(found, str):
+            raise LimitsUnreadable(
+                f"Revision {revision_id} ({revision.path.name}) asks for a timeout Retort "
+                f"cannot read: {found.split(': ', 1)[-1]}. Write e.g. "
+                '`retort_lock_timeout = "30s"` or `# retort: statement_timeout=off`.'
+            )
+        asks += found
+    return run_limits.run_limits(
+        environment.lock_timeout_seconds, environment.statement_timeout_seconds, asks
+    )
+
+
+def job_limits(job: Job, index: ScriptIndex | None) -> run_limits.RunLimits | None:
+    """What the job's plan says (as approved); for a job planned without them (a rollout's
+    target), what the policy and the revisions say now. Raises LimitsUnreadable."""
+    if job.run_limits:
+        return run_limits.RunLimits.from_json(job.run_limits)
+    if job.kind == Job.Kind.RESTORE:
+        return None
+    return limits_for(job.environment, index, list(job.revisions))
+
+
+def alembic_env(limits: run_limits.RunLimits | None) -> dict[str, str]:
+    """The variables alembic runs with: PGOPTIONS (kept from the worker's environment) with
+    the run's timeouts, and a check every 2 s that alembic is still there (libpq clients:
+    psycopg2, psycopg) — a backend otherwise runs a long statement to its end after its
+    client (and worker) died, holding its locks and transaction open that long."""
+    options = [os.environ.get("PGOPTIONS", ""), "-c client_connection_check_interval=2000"]
+    if limits is not None:
+        options.append(limits.pgoptions())
+    return {"PGOPTIONS": " ".join(part for part in options if part)}
