@@ -31,8 +31,10 @@ parent, which has not reaped it yet (so the number cannot belong to another proc
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import runpy
@@ -40,6 +42,8 @@ import selectors
 import signal
 import socket
 import sys
+import threading
+from typing import NoReturn
 
 # --- the warm parent (run as a program) -------------------------------------------------------
 
@@ -72,10 +76,9 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _child(request: dict, out_fd: int, err_fd: int, go_fd: int, parent: int) -> None:
+def _child(request: dict, out_fd: int, err_fd: int, go_fd: int, parent: int) -> NoReturn:
     """In the forked child: wait for the parent's go, become the command's process and run
-    alembic. Never returns: its SystemExit (or exception) ends the interpreter as the command
-    would end it (atexit handlers, threads joined, the traceback printed)."""
+    alembic; end with its exit status (a traceback printed as the interpreter prints it)."""
     os.setsid()
     _die_with(parent)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -97,8 +100,33 @@ def _child(request: dict, out_fd: int, err_fd: int, go_fd: int, parent: int) -> 
     os.environ.update(request["env"])
     sys.path.insert(0, os.getcwd())  # what `python -m` puts first
     sys.argv = ["alembic", *request["args"]]
-    runpy.run_module("alembic", run_name="__main__", alter_sys=True)
-    raise SystemExit(0)
+    try:
+        runpy.run_module("alembic", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:  # as the interpreter reads it
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    _end(code)
+
+
+def _end(code: int) -> NoReturn:
+    """End as the interpreter would — other threads joined, atexit handlers run (logging's
+    among them), output flushed — but without tearing its modules down: that would touch
+    (and so copy) every page it shares with the warm parent."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code & 0xFF)  # as a shell sees it: sys.exit(-1) is 255
 
 
 def serve(control: socket.socket) -> None:
@@ -179,4 +207,5 @@ def _send(answer: socket.socket, reply: dict) -> None:
 
 if __name__ == "__main__":
     _preload()
+    gc.freeze()  # what the children inherit stays shared: their collector never touches it
     serve(socket.socket(fileno=int(sys.argv[1])))
