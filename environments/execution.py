@@ -252,14 +252,14 @@ def _execute(job: Job, log: JobLog) -> Seen:
             _run_alembic(job, url, log, args, limits)
         read_at = timezone.now()
         found = _read_version(environment, url, session)
-        found_ms = int((timezone.now() - read_at).total_seconds() * 1000)
-    after = tuple(sorted(found.heads or ()))
+        seen = Seen(found, read_at, int((timezone.now() - read_at).total_seconds() * 1000))
+    after = seen.heads
     if list(after) != sorted(job.to_heads):
         raise _Failed(
             f"After the run the database holds {', '.join(after) or 'nothing'}, not "
             f"{', '.join(sorted(job.to_heads)) or 'nothing'} as planned."
         )
-    return Seen(found, read_at, found_ms)
+    return seen
 
 
 def _check_still_approved(job: Job, log: JobLog) -> ScriptIndex | None:

@@ -256,40 +256,51 @@ def run(
         )
     except OSError as exc:
         raise StartError(argv[0], exc.strerror or str(exc)) from None
-    lines: list[str] = []
     timed_out = threading.Event()
 
     def stop() -> None:
         timed_out.set()
         kill_group(process)
 
-    stdout_parts: list[str] = []
-
-    def drain_stdout() -> None:
-        assert process.stdout is not None
-        stdout_parts.append(process.stdout.read())
-
-    reader = threading.Thread(target=drain_stdout, daemon=True) if separate_stdout else None
     streamed = process.stderr if separate_stdout else process.stdout
+    assert streamed is not None and process.stdout is not None
     timer = threading.Timer(timeout, stop)
     timer.start()
     try:
-        if reader is not None:
-            reader.start()
-        assert streamed is not None
-        for raw in streamed:
-            line = redact(raw.rstrip("\n"), url)
-            lines.append(line)
-            if on_line is not None:
-                on_line(line)
-        if reader is not None:
-            reader.join()
+        lines, stdout = follow_output(
+            streamed, process.stdout if separate_stdout else None, url=url, on_line=on_line
+        )
         process.wait()
     finally:
         timer.cancel()
     return RunResult(
         exit_code=process.returncode,
         output="\n".join(lines),
-        stdout=redact("".join(stdout_parts), url),
+        stdout=stdout,
         timed_out=timed_out.is_set(),
     )
+
+
+def follow_output(
+    streamed: IO[str],
+    stdout: IO[str] | None,
+    *,
+    url: str | None,
+    on_line: Callable[[str], None] | None,
+) -> tuple[list[str], str]:
+    """A child's output until it closes it: `streamed` line by line, each redacted of `url`
+    and handed to `on_line`; `stdout`, when kept apart, read whole beside it. Returns the
+    lines and the redacted stdout ("" when not kept apart)."""
+    parts: list[str] = []
+    reader = threading.Thread(target=lambda: parts.append(stdout.read()), daemon=True)
+    if stdout is not None:
+        reader.start()
+    lines: list[str] = []
+    for raw in streamed:
+        line = redact(raw.rstrip("\n"), url)
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+    if stdout is not None:
+        reader.join()
+    return lines, redact("".join(parts), url)

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from environments.core import processes
-from environments.core.database_urls import redact
 from environments.core.processes import RunResult
 
 DEFAULT_COMMAND = ("python", "-m", "alembic", "-c", "alembic.ini")
@@ -298,29 +297,19 @@ def _follow(
         timed_out.set()
         parent.kill_run(pid)
 
-    stdout_parts: list[str] = []
-
-    def drain_stdout() -> None:
-        with open(out_read, encoding="utf-8", errors="replace") as stream:
-            stdout_parts.append(stream.read())
-
-    reader = threading.Thread(target=drain_stdout, daemon=True) if err_read is not None else None
-    streamed = err_read if err_read is not None else out_read
-    lines: list[str] = []
     deadline = time.monotonic() + timeout
     timer = threading.Timer(timeout, stop)
     timer.start()
     try:
-        if reader is not None:
-            reader.start()
-        with open(streamed, encoding="utf-8", errors="replace") as stream:
-            for raw in stream:
-                line = redact(raw.rstrip("\n"), url)
-                lines.append(line)
-                if on_line is not None:
-                    on_line(line)
-        if reader is not None:
-            reader.join()
+        with contextlib.ExitStack() as files:
+            out, err = (
+                files.enter_context(open(fd, encoding="utf-8", errors="replace"))
+                if fd is not None
+                else None
+                for fd in (out_read, err_read)
+            )
+            streamed, kept = (err, out) if err is not None else (out, None)
+            lines, stdout = processes.follow_output(streamed, kept, url=url, on_line=on_line)
         answers.settimeout(max(deadline - time.monotonic(), 0) + EXIT_GRACE_SECONDS)
         exit_code = _exit_code(parent, replies)
     except BaseException:
@@ -331,7 +320,7 @@ def _follow(
     return RunResult(
         exit_code=exit_code,
         output="\n".join(lines),
-        stdout=redact("".join(stdout_parts), url),
+        stdout=stdout,
         timed_out=timed_out.is_set(),
     )
 
