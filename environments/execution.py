@@ -25,11 +25,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from environments import safe_runs
-from environments.core import backups, failures
-from environments.core.database_urls import redact, server_engine, sync_url
-from environments.core.run_limits import RunLimits
-from environments.core.runner import RunnerError
+from environments import lock_retries, safe_runs
+from environments.core import backups
+from environments.core.database_urls import redact, server_engine
 from environments.core.scripts import ScriptIndex
 from environments.core.versions import VersionRead, classify, read_versions, read_versions_on
 from environments.joblog import JobLog, heartbeat
@@ -63,6 +61,8 @@ def _target_lock(url: str, key: int, log: JobLog) -> Iterator[Connection | None]
         try:
             conn = engine.connect()
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            name = f"retort job #{log.job.pk} (migration lock)"  # as the cards name it
+            conn.execute(text("SELECT set_config('application_name', :n, false)"), {"n": name})
             # the reads on this session give up as a version read does (a version table
             # someone holds locked must not keep a job running with nobody watching)
             limit = int(settings.RETORT_CONNECT_TIMEOUT * 1000)
@@ -158,45 +158,14 @@ def _make_backup(job: Job, url: str, log: JobLog, heads: tuple[str, ...]) -> Bac
     return backup
 
 
-def _run_alembic(
-    job: Job, url: str, log: JobLog, args: list[str], limits: RunLimits | None
-) -> None:
-    environment = job.environment
-    if limits is not None:
-        log.add(f"Timeouts on alembic's connection: {limits.sentence()}.")
-    log.add(f"$ {' '.join([*environment.project.command, *environment.alembic_args(args)])}")
+def _heads_or_why(
+    environment: Environment, url: str, session: Connection | None
+) -> tuple[tuple[str, ...], str | None]:
+    """The version table after a failed attempt: (heads, None), or ((), why it is unknown)."""
     try:
-        result = environment.run_alembic(
-            args,
-            url=url,
-            timeout=settings.RETORT_JOB_TIMEOUT,
-            on_line=log.add,
-            extra_env=safe_runs.alembic_env(limits),
-        )
-    except RunnerError as exc:
-        raise _Failed(str(exc)) from None
-    if not result.ok:
-        failure = failures.read_failure(result.output, list(job.revisions))
-        raise _Failed(
-            _failure_sentence(job, url, failure, result.exit_code), exit_code=result.exit_code
-        )
-
-
-def _failure_sentence(job: Job, url: str, failure, exit_code: int) -> str:
-    """The failure with the state the database is in now (its version table read again)."""
-    try:
-        heads, unreadable = _read_heads(job.environment, url), None
+        return _read_heads(environment, url, session), None
     except _Failed as exc:
-        heads, unreadable = (), str(exc)
-    return failures.describe(
-        failure,
-        exit_code=exit_code,
-        planned=len(job.revisions),
-        heads=heads,
-        unreadable=unreadable,
-        rolls_back=sync_url(url).get_backend_name() == "postgresql",
-        backup_id=job.backup_id,
-    )
+        return (), str(exc)
 
 
 @dataclass(frozen=True)
@@ -249,7 +218,16 @@ def _execute(job: Job, log: JobLog) -> Seen:
                 if job.kind == Job.Kind.STAMP
                 else [job.kind, job.target]
             )
-            _run_alembic(job, url, log, args, limits)
+            lock_retries.run_alembic(  # watched; tried again on a lock timeout
+                job,
+                url,
+                log,
+                args,
+                limits,
+                index=index,
+                session=session,
+                heads_now=lambda: _heads_or_why(environment, url, session),
+            )
         read_at = timezone.now()
         found = _read_version(environment, url, session)
         seen = Seen(found, read_at, int((timezone.now() - read_at).total_seconds() * 1000))
@@ -340,7 +318,7 @@ def job_run(*, job_id: int) -> Job | None:
             seen = _execute(job, log)
             heads = seen.heads
             log.add(f"Done: the database holds {', '.join(heads) or 'nothing'}.")
-        except _Failed as exc:
+        except (_Failed, lock_retries.RunFailed) as exc:
             status, error, exit_code = Job.Status.FAILED, str(exc), exc.exit_code
             log.add(f"FAILED: {exc}")
         except Exception as exc:  # noqa: BLE001 - a job must never stay "running"

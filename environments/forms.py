@@ -36,6 +36,8 @@ POLICY_FIELDS = [
     "approval_expiry_hours",
     "lock_timeout_seconds",
     "statement_timeout_seconds",
+    "lock_attempts",
+    "lock_retry_seconds",
 ]
 LEAST = {  # the counts of the policy, and the least value each allows
     "position": 0,
@@ -43,6 +45,7 @@ LEAST = {  # the counts of the policy, and the least value each allows
     "keep_backups": 1,
     "promotion_min_hours": 0,
     "approval_expiry_hours": 1,
+    "lock_attempts": 1,
 }
 
 

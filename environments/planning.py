@@ -223,7 +223,10 @@ def plan_outdated(job: Job, state=None) -> list[str]:
     elif fields["scripts_sha256"] != job.scripts_sha256:
         reasons.append("The revision files changed since the plan was made.")
     elif job.run_limits and fields["run_limits"] != job.run_limits:
-        reasons.append(f"{environment.name}'s timeouts changed since the plan was made.")
+        reasons.append(
+            f"{environment.name}'s timeouts (or retries on a lock timeout) changed since the "
+            "plan was made."
+        )
     return reasons
 
 

@@ -154,6 +154,7 @@ def _apply(state: CurrentState, read: core_status.EnvironmentState, *, changed: 
     state.unknown = list(read.unknown)
     state.error = read.error or ""
     state.duration_ms = read.duration_ms
+    state.migration_lock = read.lock_holder
     state.requested_at = None  # a Refresh asked before is answered (whatever the clocks say)
     if changed:
         state.changed_at = read.checked_at

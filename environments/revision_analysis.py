@@ -9,7 +9,7 @@ from dataclasses import asdict
 from django.conf import settings
 
 from environments.core import findings as core_findings
-from environments.core import run_limits
+from environments.core import lock_waits, run_limits
 from environments.core.revision_files import FileCache, too_large
 from environments.core.revision_headers import RevisionFile
 from environments.core.scripts import ScriptIndex
@@ -17,6 +17,7 @@ from environments.core.scripts import ScriptIndex
 _findings_cache = FileCache()
 _touches_cache = FileCache()
 _limits_cache = FileCache()
+_outside_cache = FileCache()
 
 
 def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | str:
@@ -37,6 +38,17 @@ def revision_limits(revision: RevisionFile) -> list[run_limits.Ask] | str:
         return run_limits.declared(source.decode("utf-8", "replace"), revision.revision)
 
     return _static_read(revision, _limits_cache, read)
+
+
+def revision_outside_transaction(revision: RevisionFile) -> bool | str:
+    """Whether a revision file runs work outside a transaction (`autocommit_block`,
+    CONCURRENTLY), which makes a failed run of it unsafe to try again; a sentence when the
+    file cannot be read."""
+
+    def read(source: bytes) -> bool:
+        return lock_waits.outside_transaction(source.decode("utf-8", "replace"))
+
+    return _static_read(revision, _outside_cache, read)
 
 
 def _static_read(revision: RevisionFile, cache: FileCache, read):

@@ -45,7 +45,11 @@ def limits_for(
             )
         asks += found
     return run_limits.run_limits(
-        environment.lock_timeout_seconds, environment.statement_timeout_seconds, asks
+        environment.lock_timeout_seconds,
+        environment.statement_timeout_seconds,
+        asks,
+        attempts=environment.lock_attempts,
+        backoff=environment.lock_retry_seconds,
     )
 
 
@@ -59,12 +63,27 @@ def job_limits(job: Job, index: ScriptIndex | None) -> run_limits.RunLimits | No
     return limits_for(job.environment, index, list(job.revisions))
 
 
-def alembic_env(limits: run_limits.RunLimits | None) -> dict[str, str]:
+def application_name(job: Job) -> str:
+    """The application_name of alembic's sessions in a job's run (PGAPPNAME): how Retort
+    finds them in pg_stat_activity to say who they wait for."""
+    return f"retort job #{job.pk}"
+
+
+def alembic_env(limits: run_limits.RunLimits | None, job: Job) -> dict[str, str]:
     """The variables alembic runs with: PGOPTIONS (kept from the worker's environment) with
-    the run's timeouts, and a check every 2 s that alembic is still there (libpq clients:
+    the run's timeouts, a check every 2 s that alembic is still there (libpq clients:
     psycopg2, psycopg) — a backend otherwise runs a long statement to its end after its
-    client (and worker) died, holding its locks and transaction open that long."""
-    options = [os.environ.get("PGOPTIONS", ""), "-c client_connection_check_interval=2000"]
+    client (and worker) died, holding its locks and transaction open that long — and
+    `retort.job`, which the env.py recipe for the shared migration lock reads (Retort's own
+    run holds that lock already); the sessions are named after the job."""
+    options = [
+        os.environ.get("PGOPTIONS", ""),
+        "-c client_connection_check_interval=2000",
+        f"-c retort.job={job.pk}",
+    ]
     if limits is not None:
         options.append(limits.pgoptions())
-    return {"PGOPTIONS": " ".join(part for part in options if part)}
+    return {
+        "PGOPTIONS": " ".join(part for part in options if part),
+        "PGAPPNAME": application_name(job),
+    }

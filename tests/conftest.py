@@ -21,7 +21,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 
-from environments import approvals, planning
+from environments import approvals, execution, planning
 from environments.models import Environment, Job, Project
 from examples.inventory import revisions as inv
 
@@ -665,3 +665,46 @@ def _private_backup_root(settings, tmp_path_factory) -> None:
 def _private_audit_head(settings, tmp_path_factory) -> None:
     """Each test's audit chain is its own: so is the head its verifications write outside."""
     settings.RETORT_AUDIT_HEAD_FILE = tmp_path_factory.mktemp("audit") / "audit-head.json"
+
+
+# --- a shop with an `orders` table (safe runs on PostgreSQL) ------------------------------
+
+
+@pytest.fixture
+def orders_project(tmp_path, make_project, pg_database, sqlite_url, unconsumed_queue):
+    """r1 makes `orders`; r2 adds a column to it; r3 asks for a longer statement_timeout."""
+    root = tmp_path / "shop"
+    versions = root / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    shutil.copy(EXAMPLE / "alembic.ini", root / "alembic.ini")
+    shutil.copy(EXAMPLE / "migrations" / "env.py", root / "migrations" / "env.py")
+    write_revision(
+        versions,
+        "r1",
+        None,
+        message="orders",
+        body='op.create_table("orders", sa.Column("id", sa.Integer, primary_key=True))',
+    )
+    write_revision(
+        versions,
+        "r2",
+        "r1",
+        message="orders get a note",
+        body='op.add_column("orders", sa.Column("note", sa.String(100)))',
+    )
+    r3 = write_revision(versions, "r3", "r2", message="a slow index", body="pass")
+    r3.write_text(r3.read_text() + '\nretort_statement_timeout = "2h"  # the index takes long\n')
+    project = make_project(
+        root / "alembic.ini", {"prod": pg_database(), "dev": sqlite_url("dev.db")}, name="shop"
+    )
+    return project
+
+
+def orders_prod(project) -> Environment:
+    return Environment.objects.select_related("project").get(project=project, slug="prod")
+
+
+def at_r1(environment: Environment, user) -> None:
+    job = requested(environment, user, target="r1")
+    execution.job_run(job_id=job.pk)
+    assert Job.objects.get(pk=job.pk).status == "succeeded"

@@ -33,6 +33,8 @@ def _environment_change(client, environment: Environment, **changes) -> str:
         "backup_before_jobs": "on",
         "lock_timeout_seconds": environment.lock_timeout_seconds,
         "statement_timeout_seconds": environment.statement_timeout_seconds,
+        "lock_attempts": environment.lock_attempts,
+        "lock_retry_seconds": environment.lock_retry_seconds,
         **changes,
     }
     response = client.post(
@@ -78,6 +80,8 @@ url = "sqlite:///prod.db"
         ("required_approvals", -1, "Give a whole number of at least 0."),
         ("lock_timeout_seconds", -1, "Ensure this value is greater than or equal to 0."),
         ("statement_timeout_seconds", 700000, "Ensure this value is less than or equal to 604800."),
+        ("lock_attempts", 0, "Give a whole number of at least 1."),
+        ("lock_retry_seconds", 4000, "Ensure this value is less than or equal to 3600."),
     ],
 )
 def test_the_admin_and_the_file_refuse_a_policy_with_the_same_sentence(

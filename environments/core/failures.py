@@ -75,6 +75,19 @@ def describe(
         if (failure.revision)
         else ""
     )
+    state = state_now(failure, heads=heads, unreadable=unreadable, rolls_back=rolls_back)
+    undo = f", restore backup #{backup_id} taken before the run" if backup_id else ""
+    return (
+        f"{cause}{where}.{state} Next: fix the revision and plan the job again{undo}, or stamp "
+        "the version table if the change is already in the database."
+    )
+
+
+def state_now(
+    failure: RunFailure, *, heads: tuple[str, ...], unreadable: str | None, rolls_back: bool
+) -> str:
+    """What the database holds after a failed run, and what became of the failed revision
+    (a sentence with a leading space)."""
     if unreadable:
         state = f" {unreadable}"
     else:
@@ -91,8 +104,4 @@ def describe(
                 )
         else:
             state += "."
-    undo = f", restore backup #{backup_id} taken before the run" if backup_id else ""
-    return (
-        f"{cause}{where}.{state} Next: fix the revision and plan the job again{undo}, or stamp "
-        "the version table if the change is already in the database."
-    )
+    return state

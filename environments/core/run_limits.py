@@ -137,6 +137,8 @@ class RunLimits:
     lock_timeout: float
     statement_timeout: float
     raised_by: tuple[Ask, ...] = field(default=())
+    attempts: int = 1  # tries on a lock timeout (see `lock_retries.py`); 1: no retry
+    backoff: float = 0.0  # seconds before the first retry, doubled before each next one
 
     def pgoptions(self) -> str:
         """libpq's PGOPTIONS for them (whole milliseconds; 0 is PostgreSQL's "no limit")."""
@@ -150,11 +152,25 @@ class RunLimits:
         )
         return f"{text} ({asks})" if asks else text
 
+    def retries(self) -> str:
+        if self.attempts <= 1:
+            return "a run that times out waiting for a lock is not tried again"
+        return (
+            f"a run that times out waiting for a lock is tried up to {self.attempts} times, "
+            f"{describe(self.backoff)} after the first attempt, each wait twice the one before"
+        )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt` (from 1)."""
+        return self.backoff * 2 ** (attempt - 1)
+
     def as_json(self) -> dict:
         return {
             "lock_timeout": self.lock_timeout,
             "statement_timeout": self.statement_timeout,
             "raised_by": [ask.__dict__ for ask in self.raised_by],
+            "attempts": self.attempts,
+            "backoff": self.backoff,
         }
 
     @classmethod
@@ -163,6 +179,8 @@ class RunLimits:
             float(data["lock_timeout"]),
             float(data["statement_timeout"]),
             tuple(Ask(**ask) for ask in data.get("raised_by", [])),
+            int(data.get("attempts", 1)),  # a plan made before retries: none
+            float(data.get("backoff", 0.0)),
         )
 
 
@@ -171,7 +189,14 @@ def _more(a: float, b: float) -> bool:
     return (a == 0 and b != 0) or (b != 0 and a > b)
 
 
-def run_limits(lock_timeout: float, statement_timeout: float, asks: Iterable[Ask]) -> RunLimits:
+def run_limits(
+    lock_timeout: float,
+    statement_timeout: float,
+    asks: Iterable[Ask],
+    *,
+    attempts: int = 1,
+    backoff: float = 0.0,
+) -> RunLimits:
     """The policy's limits, raised where a revision asks for more."""
     values = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
     raised: list[Ask] = []
@@ -179,4 +204,6 @@ def run_limits(lock_timeout: float, statement_timeout: float, asks: Iterable[Ask
         if _more(ask.seconds, values[ask.setting]):
             values[ask.setting] = ask.seconds
             raised = [other for other in raised if other.setting != ask.setting] + [ask]
-    return RunLimits(values["lock_timeout"], values["statement_timeout"], tuple(raised))
+    return RunLimits(
+        values["lock_timeout"], values["statement_timeout"], tuple(raised), attempts, backoff
+    )

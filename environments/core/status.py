@@ -42,6 +42,7 @@ class EnvironmentState:
     error: str | None = None
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration_ms: int = 0
+    lock_holder: dict | None = None  # someone else holds the migration lock (versions.py)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,13 @@ def evaluate(
     index: ScriptIndex | None, read: VersionRead, *, index_error: str | None = None
 ) -> EnvironmentState:
     """Compare what a database holds with what its scripts declare."""
+    state = _evaluate(index, read, index_error)
+    return replace(state, lock_holder=read.lock_holder) if read.lock_holder else state
+
+
+def _evaluate(
+    index: ScriptIndex | None, read: VersionRead, index_error: str | None
+) -> EnvironmentState:
     if read.failure is not None:
         return EnvironmentState(status=Status(read.failure.value), error=read.message)
     if read.heads is None:

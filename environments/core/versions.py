@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -70,15 +70,63 @@ class VersionRead:
     heads: tuple[str, ...] | None = None
     failure: Failure | None = None
     message: str | None = None
+    # PostgreSQL: the session of someone else holding the migration lock (`lock_holder`)
+    lock_holder: dict | None = None
 
 
 def migration_lock_key(version_table: str, version_table_schema: str | None) -> int:
-    """The PostgreSQL advisory lock Retort holds on a version table while it migrates it (64
-    bits of the SHA-256 of "schema.table", signed as pg_advisory_lock takes them): one per
-    version table, so tenants sharing a database in their own schemas migrate side by side."""
+    """The PostgreSQL advisory lock Retort holds on a version table while it migrates it: the
+    first 8 bytes of SHA-256("retort migration lock:" + "<schema>.<table>"), schema empty when
+    none is set, read as a signed big-endian integer as pg_advisory_lock takes it. One per
+    version table, so tenants sharing a database in their own schemas migrate side by side;
+    documented, so that applications can take the same lock (`lock_recipe`)."""
     name = f"{version_table_schema or ''}.{version_table}".encode()
     digest = hashlib.sha256(b"retort migration lock:" + name).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def lock_recipe(key: int) -> str:
+    """Two statements for a project's env.py, right after `with engine.connect() as connection:`,
+    that make an application's own `alembic upgrade` wait while Retort (or another pod) holds
+    the migration lock `key`. Retort's own runs pass over it: they already hold the lock, and
+    PGOPTIONS sets `retort.job` on their connection."""
+    return (
+        "connection.exec_driver_sql(\n"
+        f'    "SELECT pg_advisory_lock({key}) '
+        "WHERE current_setting('retort.job', true) IS NULL\"\n"
+        ")\n"
+        "connection.commit()  # held by the session until it closes; alembic begins after it\n"
+    )
+
+
+# who else holds an advisory lock on the key: pg_locks splits a bigint key into two oids
+_HOLDER = text(
+    """
+    SELECT a.pid, host(a.client_addr), a.application_name, a.usename, a.backend_start
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid::bigint = :high AND l.objid::bigint = :low AND l.pid <> pg_backend_pid()
+    """
+)
+
+
+def lock_holder(connection: Connection, key: int) -> dict | None:
+    """Whoever else holds the migration lock `key` on this PostgreSQL database: pid, client
+    address, application, user and since when its session began (None: nobody)."""
+    row = connection.execute(
+        _HOLDER, {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}
+    ).first()
+    if row is None:
+        return None
+    pid, client, application, user, since = row
+    return {
+        "pid": pid,
+        "client": client or "",
+        "application": application or "",
+        "user": user or "",
+        "since": since.isoformat() if since is not None else None,
+    }
 
 
 def read_versions(
@@ -147,9 +195,12 @@ def read_versions_on(
     )
     heads = context.get_current_heads()
     # No heads: an empty version table (at base), or none at all (Alembic never ran).
+    holder = None
+    if connection.dialect.name == "postgresql":
+        holder = lock_holder(connection, migration_lock_key(version_table, version_table_schema))
     if not heads and not inspect(connection).has_table(version_table, schema=version_table_schema):
-        return VersionRead(heads=None)
-    return VersionRead(heads=tuple(sorted(heads)))
+        return VersionRead(heads=None, lock_holder=holder)
+    return VersionRead(heads=tuple(sorted(heads)), lock_holder=holder)
 
 
 class ReadFailure(Exception):

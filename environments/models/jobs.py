@@ -11,6 +11,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from environments.core.lock_waits import LockWait
 from environments.core.run_limits import RunLimits
 from environments.models.registry import Environment, Project
 
@@ -100,6 +101,9 @@ class Job(models.Model):
     findings = models.JSONField(default=list)
     # PostgreSQL: the run's timeouts (core/run_limits.RunLimits.as_json); {} elsewhere
     run_limits = models.JSONField(default=dict, blank=True)
+    # while a run waits for a lock: what it waits for and who holds it (core/lock_waits.py
+    # LockWait.as_json list, written by the worker as it watches; null when not waiting)
+    lock_wait = models.JSONField(null=True, blank=True)
     scripts_sha256 = models.CharField(
         max_length=64, blank=True, help_text="SHA-256 of the planned revision files' contents."
     )
@@ -191,6 +195,16 @@ class Job(models.Model):
     def limits_sentence(self) -> str:
         """The run's PostgreSQL timeouts in words ("" when it has none)."""
         return RunLimits.from_json(self.run_limits).sentence() if self.run_limits else ""
+
+    @property
+    def retries_sentence(self) -> str:
+        """What the run does on a lock timeout ("" when it has no timeouts)."""
+        return RunLimits.from_json(self.run_limits).retries() if self.run_limits else ""
+
+    @property
+    def lock_waits(self) -> list[str]:
+        """What the run waits for now, in words (empty: nothing)."""
+        return [LockWait.from_json(wait).sentence() for wait in self.lock_wait or ()]
 
     @property
     def backs_up(self) -> bool:

@@ -4,7 +4,7 @@ it."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -54,6 +54,9 @@ class CurrentState(models.Model):
     # the heads of the newest read that succeeded, and when: what a failed read leaves known
     known_heads = models.JSONField(default=list)
     known_at = models.DateTimeField(null=True, blank=True)
+    # PostgreSQL: another session held the migration lock when it was read (a migration is
+    # running there): pid, client, application, user, since (core/versions.lock_holder)
+    migration_lock = models.JSONField(null=True, blank=True)
     # someone asked for a read (Refresh): it is under way until a read is stored (which clears it)
     requested_at = models.DateTimeField(null=True, blank=True)
     # the scheduled refresh sent a read to the workers (so the next tick does not send another)
@@ -67,6 +70,12 @@ class CurrentState(models.Model):
 
     # a read asked for and not done after this long has failed on its way: say so
     READ_GIVES_UP = timedelta(minutes=2)
+
+    @property
+    def migration_lock_since(self) -> datetime | None:
+        """When the session holding the migration lock began (None: nobody holds it)."""
+        since = (self.migration_lock or {}).get("since")
+        return datetime.fromisoformat(since) if since else None
 
     @property
     def unanswered(self) -> bool:

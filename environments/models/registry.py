@@ -299,6 +299,18 @@ class Environment(AuditedModel):
         validators=[MinValueValidator(0), MaxValueValidator(7 * 86400)],
         help_text="PostgreSQL: how long one statement of a run may take (0: no limit).",
     )
+    # ...and a run that gives up waiting for a lock is tried again (lock_retries.py)
+    lock_attempts = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
+        help_text="PostgreSQL: how many times a run that times out waiting for a lock is tried "
+        "(1: never again), when it is safe to try again.",
+    )
+    lock_retry_seconds = models.FloatField(
+        default=5.0,
+        validators=[MinValueValidator(0), MaxValueValidator(3600)],
+        help_text="Seconds before the first retry; each next wait is twice the one before.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

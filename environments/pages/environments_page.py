@@ -9,7 +9,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib import badinput, live
-from environments import fleet, overviews, reads, roles
+from environments import fleet, overviews, reads, roles, safe_runs
+from environments.core.run_limits import describe
 from environments.core.scripts import ScriptIndex
 from environments.models import CurrentState, Discovery, DriftState, Environment, Job, Project
 from environments.pages import live_parts, lookup
@@ -167,4 +168,15 @@ def policy_lines(environment: Environment) -> list[str]:
         )
     if required:
         lines.append(f"Requests expire after {environment.approval_expiry_hours} h.")
+    if safe_runs.applies_to(environment):
+        lock, attempts = environment.lock_timeout_seconds, environment.lock_attempts
+        waits = f"wait at most {describe(lock)} for a lock" if lock else "wait for locks unbounded"
+        retried = (
+            f"tried up to {attempts} times when that times out" if attempts > 1 else "not retried"
+        )
+        lines.append(
+            f"Runs {waits} (statement_timeout {describe(environment.statement_timeout_seconds)})"
+            f" and are {retried}; migration lock key {environment.lock_key} (the env.py recipe "
+            "takes it)."
+        )
     return lines

@@ -93,6 +93,7 @@ def _job_key(job: Job) -> str:
         job.dispatched_at,
         job.expires_at,
         job.replanned_at,
+        job.lock_wait,
         newest_line,
         decisions,
         reads,
