@@ -75,6 +75,8 @@ def job_json(job: Job, user) -> dict:
         "result_heads": job.result_heads,
         "backup": job.backup.path if job.backup else None,
         "error": job.error or None,
+        "run_limits": job.run_limits or None,
+        "lock_wait": job.lock_waits or None,  # while it waits for a lock: who holds it
         "approvals": {
             "required": state.required,
             "given": state.given,

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from environments import notify, roles
+from environments import notify, roles, safe_runs
 from environments.models import Approval, Environment, Job
 from environments.planning import job_request, plan_outdated
 from environments.promotion import promotion_verdict
@@ -33,6 +33,12 @@ def _check_promotion(job: Job, user) -> None:
     verdict = promotion_verdict(job, read=True)
     if not verdict.ok:
         refuse("promotion_rule", verdict.text, user=user, job=job)
+
+
+def _check_lock_review(job: Job, user) -> None:
+    refusal = safe_runs.review_refusal(job)
+    if refusal:
+        refuse("lock_review", refusal, user=user, job=job)
 
 
 def job_request_and_submit(*, environment, user, **request) -> Job:
@@ -71,7 +77,8 @@ def job_submit(*, job: Job, user) -> Job:
             f"Job #{job.pk} is {job.status}; only a planned job can be submitted.", code="job_state"
         )
     _check_promotion(job, user)
-    required = environment.required_approvals
+    _check_lock_review(job, user)
+    required = job.required_approvals
     if not required:
         return _queue(job, user=user)
     now = timezone.now()
@@ -100,7 +107,7 @@ def job_queue(*, job: Job, user) -> Job:
         refuse("not_requester", f"{user.username} may not queue jobs.", user=user, job=job)
     missing = job.approvals_missing()
     if missing:
-        required = environment.required_approvals
+        required = job.required_approvals
         refuse(
             "approvals_missing",
             f"{environment.name} needs {required} approval{'s' if required != 1 else ''} of "
@@ -112,6 +119,7 @@ def job_queue(*, job: Job, user) -> Job:
     if reasons:
         refuse("stale_plan", _stale_message(reasons), user=user, job=job)
     _check_promotion(job, user)
+    _check_lock_review(job, user)
     return _queue(job, user=user)
 
 
@@ -255,7 +263,7 @@ def job_decide(
 
 def _record_decision(job: Job, user, decision: str, comment: str) -> None:
     """Inside the locked transaction: the audit event, the webhook, and the state change."""
-    required = job.environment.required_approvals
+    required = job.required_approvals
     given = job.approvals_counted().count()
     details = {"comment": comment, "plan_sha256": job.plan_sha256}
     if decision == Approval.Decision.REJECT:

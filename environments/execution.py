@@ -252,12 +252,15 @@ def _check_still_approved(job: Job, log: JobLog) -> ScriptIndex | None:
         log.add(f"A target of rollout #{job.rollout_id}, whose plans were approved.")
     missing = 0 if job.rollout_id is not None else job.approvals_missing()
     if missing:
-        required = job.environment.required_approvals
+        required = job.required_approvals
         raise _Failed(
             f"{job.environment.name} needs {required} approval{'s' if required != 1 else ''} "
             f"of this exact plan and {missing} {'is' if missing == 1 else 'are'} missing; "
             "nothing was changed."
         )
+    refusal = safe_runs.review_refusal(job)
+    if refusal:
+        raise _Failed(f"{refusal} Nothing was changed.")
     if job.revisions:
         if index is None:
             raise _Failed(f"The scripts cannot be read: {error}")
@@ -266,9 +269,9 @@ def _check_still_approved(job: Job, log: JobLog) -> ScriptIndex | None:
                 "The revision files changed since this job was planned (and approved); "
                 "nothing was changed. Plan it again."
             )
-    if job.environment.required_approvals and job.rollout_id is None:
+    if job.required_approvals and job.rollout_id is None:
         count = job.approvals_counted().count()
-        log.add(f"Approved by {count} of the {job.environment.required_approvals} required.")
+        log.add(f"Approved by {count} of the {job.required_approvals} required.")
     return index
 
 

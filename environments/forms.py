@@ -38,6 +38,8 @@ POLICY_FIELDS = [
     "statement_timeout_seconds",
     "lock_attempts",
     "lock_retry_seconds",
+    "lock_review_blocks",
+    "lock_review_approval",
 ]
 LEAST = {  # the counts of the policy, and the least value each allows
     "position": 0,

@@ -78,7 +78,7 @@ def job_event(job: Job, event: str, *, actor=None, comment: str = "") -> Notific
     project = job.environment.project
     if not project.webhook_url() or job.rollout_id is not None:
         return None  # a rollout's targets say nothing each: the rollout speaks per wave
-    required = job.environment.required_approvals
+    required = job.required_approvals
     given = job.approvals_counted().count() if required else 0
     actor_name = getattr(actor, "username", "") or ""
     payload = {

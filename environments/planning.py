@@ -300,8 +300,15 @@ def sql_args(job: Job) -> list[str]:
 
 
 def _preview_done(job: Job, status: str, *, sql: str = "", note: str = "") -> Job:
+    """Store the preview, with what the lock rules find in its SQL that the files did not
+    show (before the plan's SHA-256 is known: the SQL is part of it)."""
+    findings = job.findings + risks.sql_lock_risks(job, sql) if sql else job.findings
     Job.objects.filter(pk=job.pk, sql_status=Job.Preview.PENDING).update(
-        sql_status=status, sql_preview=sql, sql_sha256=sql_digest(sql), sql_note=note
+        sql_status=status,
+        sql_preview=sql,
+        sql_sha256=sql_digest(sql),
+        sql_note=note,
+        findings=findings,
     )
     job.refresh_from_db()
     return job

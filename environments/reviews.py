@@ -43,7 +43,7 @@ def approval_state(job: Job, user, *, check_plan: bool = True, state=None) -> Ap
     if job.status == Job.Status.AWAITING_APPROVAL:
         refusal = decision_refusal(job, user, "approve", current, None, expire=False)
     return ApprovalState(
-        required=job.environment.required_approvals,
+        required=job.required_approvals,
         counted=counted,
         stale=stale,
         rejected=rejected,

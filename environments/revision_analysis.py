@@ -10,6 +10,7 @@ from django.conf import settings
 
 from environments.core import findings as core_findings
 from environments.core import lock_waits, run_limits
+from environments.core.findings import locks as lock_review
 from environments.core.revision_files import FileCache, too_large
 from environments.core.revision_headers import RevisionFile
 from environments.core.scripts import ScriptIndex
@@ -18,6 +19,7 @@ _findings_cache = FileCache()
 _touches_cache = FileCache()
 _limits_cache = FileCache()
 _outside_cache = FileCache()
+_locks_cache = FileCache()
 
 
 def revision_findings(revision: RevisionFile) -> list[core_findings.Finding] | str:
@@ -38,6 +40,12 @@ def revision_limits(revision: RevisionFile) -> list[run_limits.Ask] | str:
         return run_limits.declared(source.decode("utf-8", "replace"), revision.revision)
 
     return _static_read(revision, _limits_cache, read)
+
+
+def revision_lock_findings(revision: RevisionFile) -> list[lock_review.LockFinding] | str:
+    """The lock-aware review of a revision file (`core/findings/locks.py`); a sentence when
+    the file cannot be read."""
+    return _static_read(revision, _locks_cache, lock_review.lock_findings)
 
 
 def revision_outside_transaction(revision: RevisionFile) -> bool | str:

@@ -11,8 +11,10 @@ Two sources, one list per plan, shown beside each revision on the job page and t
 
 from __future__ import annotations
 
-from environments import revision_analysis
+from environments import revision_analysis, safe_runs
 from environments.core.findings import IRREVERSIBLE_DOWNGRADE, Touch
+from environments.core.findings.lock_sql import sql_lock_findings
+from environments.core.findings.locks import LockFinding
 from environments.core.scripts import ScriptIndex
 from environments.models import DriftState, Environment, Job
 
@@ -36,6 +38,8 @@ def plan_risks(
     if kind == Job.Kind.STAMP:
         return []  # a stamp runs no code
     found = file_risks(index, revisions, kind) + drift_risks(environment, index, revisions, kind)
+    if safe_runs.applies_to(environment):
+        found += lock_risks(index, revisions, kind)
     order = {revision: position for position, revision in enumerate(revisions)}
     return sorted(found, key=lambda risk: order.get(risk["revision"], len(order)))
 
@@ -58,6 +62,52 @@ def file_risks(index: ScriptIndex, revisions: list[str], kind: str) -> list[dict
             if runs or undo:
                 found.append({"revision": revision_id, **revision_analysis.finding_dict(finding)})
     return found
+
+
+def lock_risks(index: ScriptIndex, revisions: list[str], kind: str) -> list[dict]:
+    """The lock-aware review of the steps this job runs on PostgreSQL (`core/findings/
+    locks.py`): each finding with its squawk id, line, table, lock and safer spelling."""
+    found = []
+    for revision_id in revisions:
+        revision = index.revisions.get(revision_id)
+        result = revision_analysis.revision_lock_findings(revision) if revision else []
+        if isinstance(result, str):
+            continue  # the file's own risks already say it cannot be read
+        found += [lock_dict(revision_id, f) for f in result if f.function == kind]
+    return found
+
+
+def sql_lock_risks(job: Job, sql: str) -> list[dict]:
+    """The lock rules over the plan's rendered SQL (`core/findings/lock_sql.py`), for what the
+    file's op.* calls did not already show (a step the revision computes, raw SQL)."""
+    if job.kind not in (Job.Kind.UPGRADE, Job.Kind.DOWNGRADE) or not job.run_limits:
+        return []  # a stamp runs no step; no run limits: not PostgreSQL
+    seen = {
+        (risk["revision"], risk.get("rule"), risk.get("table"))
+        for risk in job.findings
+        if risk.get("kind") == "lock"
+    }
+    found = []
+    for revision_id, finding in sql_lock_findings(sql, job.kind):
+        key = (revision_id, finding.rule, finding.table)
+        if revision_id in job.revisions and key not in seen:
+            seen.add(key)
+            found.append(lock_dict(revision_id, finding))
+    return found
+
+
+def lock_dict(revision_id: str, finding: LockFinding) -> dict:
+    return {
+        "revision": revision_id,
+        "kind": "lock",
+        "rule": finding.rule,
+        "severity": finding.severity,
+        "line": finding.line,
+        "table": finding.table,
+        "lock": finding.lock,
+        "engine": finding.engine,
+        "detail": finding.sentence(),
+    }
 
 
 def drift_risks(

@@ -87,3 +87,39 @@ def alembic_env(limits: run_limits.RunLimits | None, job: Job) -> dict[str, str]
         "PGOPTIONS": " ".join(part for part in options if part),
         "PGAPPNAME": application_name(job),
     }
+
+
+def review_refusal(job: Job) -> str:
+    """Why the environment's policy does not run this plan, for what its lock review found
+    (`lock_review_blocks`); "" when it does."""
+    threshold = job.environment.lock_review_blocks
+    found = job.lock_findings_at(threshold)
+    if not found:
+        return ""
+    worst = "a danger" if threshold == "danger" else "a warning or worse"
+    return (
+        f"{job.environment.name}'s policy does not run a plan whose lock review finds "
+        f"{worst}: {_named(found)}. Spell the step the safer way, or acknowledge a finding "
+        "the team has weighed with `# retort-allow: <rule>` on its line, and plan again."
+    )
+
+
+def review_extra(job: Job) -> str:
+    """Why this plan needs one approval more than its environment's (`lock_review_approval`);
+    "" when it does not."""
+    found = job.lock_findings_at(job.environment.lock_review_approval)
+    if not found:
+        return ""
+    return (
+        f"This plan needs one approval more than {job.environment.name}'s usual "
+        f"{job.environment.required_approvals}, for what its lock review found: {_named(found)}."
+    )
+
+
+def _named(found: list[dict]) -> str:
+    named = "; ".join(
+        f"{finding['rule']} in {finding['revision']} (line {finding['line']}"
+        f"{' of its SQL' if finding.get('engine') == 'sql' else ''})"
+        for finding in found[:5]
+    )
+    return named + (f" and {len(found) - 5} more" if len(found) > 5 else "")

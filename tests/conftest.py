@@ -708,3 +708,18 @@ def at_r1(environment: Environment, user) -> None:
     job = requested(environment, user, target="r1")
     execution.job_run(job_id=job.pk)
     assert Job.objects.get(pk=job.pk).status == "succeeded"
+
+
+@pytest.fixture
+def index_on_orders(orders_project):
+    """r2 builds an index on `orders` without CONCURRENTLY, and one more in raw SQL."""
+    r2 = next((Path(orders_project.alembic_ini).parent / "migrations/versions").glob("r2_*"))
+    r2.write_text(
+        r2.read_text().replace(
+            '    op.add_column("orders", sa.Column("note", sa.String(100)))',
+            '    op.add_column("orders", sa.Column("note", sa.String(100)))\n'
+            '    op.create_index("ix_orders_note", "orders", ["note"])\n'
+            '    op.execute("ALTER TABLE orders ADD CONSTRAINT ck_orders_id CHECK (id > 0)")',
+        )
+    )
+    return orders_project

@@ -145,9 +145,16 @@ def test_the_file_sets_an_environments_timeouts(orders_project, tmp_path):
         f'[[project]]\nname = "shop"\nalembic_ini = "{orders_project.alembic_ini}"\n\n'
         '[[project.environment]]\nname = "prod"\nurl_from_env = "SHOP_PROD_URL"\n'
         "lock_timeout_seconds = 2.5\nstatement_timeout_seconds = 900\n"
+        'lock_attempts = 5\nlock_retry_seconds = 0.5\nlock_review_blocks = "danger"\n'
+        'lock_review_approval = "warning"\n'
     )
 
     call_command("apply_config", str(path), stdout=StringIO())
 
     environment = prod(orders_project)
     assert (environment.lock_timeout_seconds, environment.statement_timeout_seconds) == (2.5, 900)
+    assert (environment.lock_attempts, environment.lock_retry_seconds) == (5, 0.5)
+    assert (environment.lock_review_blocks, environment.lock_review_approval) == (
+        "danger",
+        "warning",
+    )

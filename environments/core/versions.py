@@ -195,12 +195,18 @@ def read_versions_on(
     )
     heads = context.get_current_heads()
     # No heads: an empty version table (at base), or none at all (Alembic never ran).
+    missing = not heads and not inspect(connection).has_table(
+        version_table, schema=version_table_schema
+    )
     holder = None
-    if connection.dialect.name == "postgresql":
-        holder = lock_holder(connection, migration_lock_key(version_table, version_table_schema))
-    if not heads and not inspect(connection).has_table(version_table, schema=version_table_schema):
-        return VersionRead(heads=None, lock_holder=holder)
-    return VersionRead(heads=tuple(sorted(heads)), lock_holder=holder)
+    if connection.dialect.name == "postgresql":  # last: a failure here loses nothing read
+        try:
+            holder = lock_holder(
+                connection, migration_lock_key(version_table, version_table_schema)
+            )
+        except DBAPIError:
+            holder = None  # a server without pg_locks' columns: nobody is named
+    return VersionRead(heads=None if missing else tuple(sorted(heads)), lock_holder=holder)
 
 
 class ReadFailure(Exception):

@@ -11,6 +11,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from environments.core.findings.locks import reaches
 from environments.core.lock_waits import LockWait
 from environments.core.run_limits import RunLimits
 from environments.models.registry import Environment, Project
@@ -224,8 +225,23 @@ class Job(models.Model):
         (a rollout's target: how many its rollout's plans still need)."""
         if self.rollout_id is not None:
             return self.rollout.approvals_missing()
-        required = self.environment.required_approvals
+        required = self.required_approvals
         return max(required - self.approvals_counted().count(), 0) if required else 0
+
+    @property
+    def required_approvals(self) -> int:
+        """The approvals this plan needs: its environment's, and one more when the policy asks
+        for it for what the lock review found (`lock_review_approval`)."""
+        extra = self.lock_findings_at(self.environment.lock_review_approval)
+        return self.environment.required_approvals + (1 if extra else 0)
+
+    def lock_findings_at(self, threshold: str) -> list[dict]:
+        """The plan's lock-review findings of `threshold` severity or worse (none for "")."""
+        return [
+            finding
+            for finding in self.findings
+            if finding.get("kind") == "lock" and reaches(finding.get("severity", ""), threshold)
+        ]
 
     @property
     def plan_sha256(self) -> str:

@@ -218,6 +218,14 @@ class UrlUnavailable(LookupError):
     """An environment's URL cannot be had (missing variable, undecryptable value)."""
 
 
+def _lock_review(help_text: str) -> models.CharField:
+    """A severity of the lock review (core/findings/locks.py) a policy acts on ("": none)."""
+    choices = [("", "never"), ("warning", "a warning or worse"), ("danger", "a danger")]
+    return models.CharField(
+        max_length=10, choices=choices, blank=True, default="", help_text="PostgreSQL: " + help_text
+    )
+
+
 class Environment(AuditedModel):
     """One database the project's migrations run against."""
 
@@ -310,6 +318,12 @@ class Environment(AuditedModel):
         default=5.0,
         validators=[MinValueValidator(0), MaxValueValidator(3600)],
         help_text="Seconds before the first retry; each next wait is twice the one before.",
+    )
+
+    # ...and what the lock-aware review of a plan may find (core/findings/locks.py)
+    lock_review_blocks = _lock_review("a plan whose lock review finds this is not run.")
+    lock_review_approval = _lock_review(
+        "a plan whose lock review finds this needs one approval more."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

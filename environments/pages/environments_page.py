@@ -179,4 +179,11 @@ def policy_lines(environment: Environment) -> list[str]:
             f" and are {retried}; migration lock key {environment.lock_key} (the env.py recipe "
             "takes it)."
         )
+        blocks, extra = environment.lock_review_blocks, environment.lock_review_approval
+        if blocks or extra:
+            said = {"danger": "a danger", "warning": "a warning or worse"}
+            parts = [f"a plan whose lock review finds {said[blocks]} is not run"] if blocks else []
+            if extra:
+                parts.append(f"one with {said[extra]} needs one approval more")
+            lines.append(f"Lock review: {'; '.join(parts)}.")
     return lines

@@ -10,7 +10,16 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib import live
-from environments import approvals, forms, overviews, planning, reviews, roles, transitions
+from environments import (
+    approvals,
+    forms,
+    overviews,
+    planning,
+    reviews,
+    roles,
+    safe_runs,
+    transitions,
+)
 from environments.models import Approval, Environment, Job
 from environments.pages import environments_page, live_parts, lookup
 
@@ -70,6 +79,8 @@ def _job_page(job: Job, user, error: str | None = None, *, key: str | None = Non
         "job_error": error,
         "may_change": may_change,
         "live_key": key,
+        "lock_blocked": safe_runs.review_refusal(job),
+        "lock_extra": safe_runs.review_extra(job),
     } | reviewed
 
 
