@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from environments import lock_retries, safe_runs
+from environments import lock_retries, rehearsals, safe_runs
 from environments.core import backups
 from environments.core.database_urls import redact, server_engine
 from environments.core.scripts import ScriptIndex
@@ -127,7 +127,12 @@ def _make_backup(job: Job, url: str, log: JobLog, heads: tuple[str, ...]) -> Bac
     folder = _backup_folder(environment)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{timezone.now():%Y%m%dT%H%M%S}-job{job.pk}"
-    log.add(f"Backing up {environment.name} before the {job.kind}…")
+    log.add(
+        f"No backup of {environment.name} at the plan's starting point: backing it up to "
+        "rehearse on a copy…"
+        if job.kind == Job.Kind.REHEARSE
+        else f"Backing up {environment.name} before the {job.kind}…"
+    )
     try:
         result = backups.backup_database(
             url,
@@ -181,8 +186,9 @@ class Seen:
         return tuple(sorted(self.read.heads or ()))
 
 
-def _execute(job: Job, log: JobLog) -> Seen:
-    """The run itself; returns what the version table holds afterwards, or raises _Failed."""
+def _execute(job: Job, log: JobLog) -> Seen | None:
+    """The run itself; returns what the version table holds afterwards (None: a rehearsal,
+    which leaves the target as it was), or raises _Failed."""
     environment = job.environment
     try:
         url = environment.get_url()
@@ -194,6 +200,13 @@ def _execute(job: Job, log: JobLog) -> Seen:
         f" ({len(job.revisions)} revision{'s' if len(job.revisions) != 1 else ''})."
     )
     index = _check_still_approved(job, log)
+    if job.kind == Job.Kind.REHEARSE:  # on a copy: the target is only read (and backed up)
+        heads = _read_heads(environment, url)
+        if list(heads) != sorted(job.from_heads):
+            raise _Failed(_moved(heads, job))
+        source = rehearsals.source_for(job) or _make_backup(job, url, log, heads)
+        rehearsals.rehearse(job, source, log)
+        return None
     try:
         limits = safe_runs.job_limits(job, index)
     except safe_runs.LimitsUnreadable as exc:
@@ -201,12 +214,7 @@ def _execute(job: Job, log: JobLog) -> Seen:
     with _target_lock(url, environment.lock_key, log) as session:
         heads = _read_heads(environment, url, session)
         if list(heads) != sorted(job.from_heads):
-            raise _Failed(
-                "The database moved since this plan: it holds "
-                f"{', '.join(heads) or 'nothing'}, the plan was made when it held "
-                f"{', '.join(sorted(job.from_heads)) or 'nothing'}. Nothing was changed; "
-                "plan the job again."
-            )
+            raise _Failed(_moved(heads, job))
         log.add(f"The database holds {', '.join(heads) or 'nothing'}, as planned.")
         if job.backs_up:
             _make_backup(job, url, log, heads)
@@ -238,6 +246,14 @@ def _execute(job: Job, log: JobLog) -> Seen:
             f"{', '.join(sorted(job.to_heads)) or 'nothing'} as planned."
         )
     return seen
+
+
+def _moved(heads: tuple[str, ...], job: Job) -> str:
+    return (
+        f"The database moved since this plan: it holds {', '.join(heads) or 'nothing'}, the "
+        f"plan was made when it held {', '.join(sorted(job.from_heads)) or 'nothing'}. Nothing "
+        "was changed; plan the job again."
+    )
 
 
 def _check_still_approved(job: Job, log: JobLog) -> ScriptIndex | None:
@@ -319,15 +335,19 @@ def job_run(*, job_id: int) -> Job | None:
     with heartbeat(job, log):
         try:
             seen = _execute(job, log)
-            heads = seen.heads
-            log.add(f"Done: the database holds {', '.join(heads) or 'nothing'}.")
-        except (_Failed, lock_retries.RunFailed) as exc:
+            if seen is not None:
+                heads = seen.heads
+                log.add(f"Done: the database holds {', '.join(heads) or 'nothing'}.")
+            else:
+                log.add(f"Done: {rehearsals.summary(job)}")
+        except (_Failed, lock_retries.RunFailed, rehearsals.RehearsalFailed) as exc:
             status, error, exit_code = Job.Status.FAILED, str(exc), exc.exit_code
             log.add(f"FAILED: {exc}")
         except Exception as exc:  # noqa: BLE001 - a job must never stay "running"
             status, error, exit_code = Job.Status.FAILED, f"Retort error: {exc}", None
             log.add(f"FAILED: Retort error: {exc}")
-    _read_after(job, log, seen)
+    if job.kind != Job.Kind.REHEARSE:
+        _read_after(job, log, seen)
     return _finish(job, status=status, error=error, exit_code=exit_code, heads=heads)
 
 
@@ -417,6 +437,8 @@ def jobs_reap(*, now=None) -> list[int]:
             )
             reaped.append(job.pk)
             backups.remove_partials(_backup_folder(job.environment), f"*-job{job.pk}.*")
+            if job.kind == Job.Kind.REHEARSE:
+                rehearsals.scratch_leftover_drop(job)
             if job.rollout_id is not None:
                 rollout_advance_now(job.rollout_id)
     return reaped

@@ -87,9 +87,10 @@ def cache_key(project: Project, heads, dialect: str) -> dict | None:
 
 
 @contextlib.contextmanager
-def scratch_database(dialect: str, like_url: str) -> Iterator[str]:
-    """A new, empty database of `dialect`, dropped afterwards."""
-    name = f"retort_scratch_{uuid.uuid4().hex[:12]}"
+def scratch_database(dialect: str, like_url: str, name: str | None = None) -> Iterator[str]:
+    """A new, empty database of `dialect` (named `name`, else a random name), dropped
+    afterwards."""
+    name = name or f"retort_scratch_{uuid.uuid4().hex[:12]}"
     if dialect == "sqlite":
         folder = Path(settings.DATA_DIR, "scratch")
         folder.mkdir(parents=True, exist_ok=True)
@@ -119,10 +120,15 @@ def scratch_database(dialect: str, like_url: str) -> Iterator[str]:
         try:
             yield server.set(database=name).render_as_string(hide_password=False)
         finally:
-            with admin.connect() as connection:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            scratch_drop(admin, name)
     finally:
         admin.dispose()
+
+
+def scratch_drop(admin, name: str) -> None:
+    """Drop the scratch database `name` on the server `admin` connects to (if it is there)."""
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def build(*, environment: Environment, heads, dialect: str) -> ExpectedSchema:

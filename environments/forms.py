@@ -272,7 +272,8 @@ class JobRequestForm(forms.Form):
     the names they each use (`job_request_from_page`, `_api`, `_cli`). What is planned and
     whether it may be is for `planning.job_request`; this says only what was asked."""
 
-    kind = forms.ChoiceField(choices=Job.Kind.choices)
+    # a rehearsal is asked for from a plan (rehearsals.py), not planned itself
+    kind = forms.ChoiceField(choices=[c for c in Job.Kind.choices if c[0] != Job.Kind.REHEARSE])
     target = forms.CharField(required=False, max_length=200)
     reason = forms.CharField(required=False, max_length=10_000)
     restore_from = WholeNumberField(required=False)
@@ -283,7 +284,7 @@ class JobRequestForm(forms.Form):
         self.environment = environment
         for field in self.fields:  # the kind's sentences name it: no label before them
             self.fields[field].label = names.get(field, "" if field == "kind" else field)
-        kinds = ", ".join(Job.Kind.values)
+        kinds = ", ".join(v for v in Job.Kind.values if v != Job.Kind.REHEARSE)
         self.fields["kind"].error_messages |= {
             "required": f"Say which kind of job: {kinds}.",
             "invalid_choice": f"%(value)r is not a kind of job: {kinds}.",

@@ -71,7 +71,7 @@ def _plan_fields(
         to_heads, revisions, found, digest = sorted(restore_from.heads), [], [], ""
         target, limits = f"backup #{restore_from.pk}", None
     else:
-        if kind not in Job.Kind.values:
+        if kind not in Job.Kind.values or kind == Job.Kind.REHEARSE:
             raise Refused(f"{kind!r} is not a kind of job: upgrade, downgrade, stamp, restore.")
         if index is None:
             raise Refused(f"The scripts cannot be read: {error}")

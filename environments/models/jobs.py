@@ -62,6 +62,7 @@ class Job(models.Model):
         DOWNGRADE = "downgrade"
         STAMP = "stamp"
         RESTORE = "restore"
+        REHEARSE = "rehearse"  # the plan of `rehearses`, run on a restored copy (rehearsals.py)
 
     class Status(models.TextChoices):
         PLANNED = "planned"
@@ -112,6 +113,11 @@ class Job(models.Model):
     sql_preview = models.TextField(blank=True)
     sql_sha256 = models.CharField(max_length=64, blank=True)
     sql_note = models.TextField(blank=True)
+    # a rehearsal: the job whose plan it runs on a copy, and what it measured there
+    rehearses = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="rehearsals"
+    )
+    rehearsal = models.JSONField(default=dict, blank=True)
     restore_from = models.ForeignKey(
         Backup, null=True, blank=True, on_delete=models.PROTECT, related_name="restored_by"
     )
@@ -232,6 +238,8 @@ class Job(models.Model):
     def required_approvals(self) -> int:
         """The approvals this plan needs: its environment's, and one more when the policy asks
         for it for what the lock review found (`lock_review_approval`)."""
+        if self.kind == self.Kind.REHEARSE:
+            return 0  # it changes no environment: the plan it rehearses is what is approved
         extra = self.lock_findings_at(self.environment.lock_review_approval)
         return self.environment.required_approvals + (1 if extra else 0)
 

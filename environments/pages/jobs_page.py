@@ -15,6 +15,7 @@ from environments import (
     forms,
     overviews,
     planning,
+    rehearsals,
     reviews,
     roles,
     safe_runs,
@@ -84,6 +85,14 @@ def _job_page(job: Job, user, error: str | None = None, *, key: str | None = Non
     } | reviewed
 
 
+def _rehearsed(job: Job) -> tuple[Job, str] | None:
+    """The newest finished rehearsal of this plan, and what it found in a sentence."""
+    if job.kind == Job.Kind.REHEARSE:
+        return (job, rehearsals.summary(job)) if job.is_finished else None
+    found = rehearsals.latest_for(job)
+    return (found, rehearsals.summary(found)) if found is not None else None
+
+
 def _job_key(job: Job) -> str:
     """What the job page's live region shows, as a fingerprint: the job's row, its newest log
     line, its decisions, and the newest read of each of the project's environments (which may
@@ -105,6 +114,7 @@ def _job_key(job: Job) -> str:
         job.expires_at,
         job.replanned_at,
         job.lock_wait,
+        job.rehearsals.aggregate(done=Max("finished_at"))["done"],
         newest_line,
         decisions,
         reads,
@@ -120,6 +130,7 @@ def review(job: Job, user, state=None, *, check_plan: bool = True) -> dict:
         "others": reviews.other_environments(job),
         "policy": environments_page.policy_lines(job.environment),
         "may_request": roles.may_request(user, job.environment.project),
+        "rehearsed": _rehearsed(job),
     }
 
 
@@ -153,6 +164,12 @@ def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
             planning.job_cancel(job=job, user=request.user)
         elif action == "replan":
             planning.job_replan(job=job, user=request.user)
+        elif action == "rehearse":
+            if not roles.may_act_on_jobs(request.user, job.environment):
+                raise transitions.Refused(
+                    f"{request.user.username} may not rehearse jobs.", code="not_requester"
+                )
+            return redirect(rehearsals.rehearsal_request(job=job, user=request.user))
         else:
             raise Http404("No such action.")
     except transitions.Refused as exc:

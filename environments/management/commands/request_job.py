@@ -20,7 +20,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("project", help="project slug or name")
         parser.add_argument("environment", help="environment slug or name")
-        parser.add_argument("--kind", required=True, choices=[k.value for k in Job.Kind])
+        parser.add_argument(
+            "--kind", required=True, choices=[k.value for k in Job.Kind if k != Job.Kind.REHEARSE]
+        )
         parser.add_argument("--target", default="", help="heads, a revision, label@head, +N/-N…")
         parser.add_argument("--backup", type=int, help="backup id (restore jobs)")
         parser.add_argument("--as", dest="username", required=True, help="the requesting user")
