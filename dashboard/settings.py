@@ -177,6 +177,9 @@ RETORT_AUDIT_PAGE_SIZE = 50
 # alembic forked from a warm parent that has alembic and SQLAlchemy imported (the project's
 # command must be this interpreter's `-m alembic`); off: a new interpreter for every run.
 RETORT_WARM_ALEMBIC = env_bool("RETORT_WARM_ALEMBIC", True)
+# After a successful upgrade or downgrade, compare the live schema with the one its revisions
+# build (environments/proofs.py), in a task of its own.
+RETORT_PROOF_AFTER_RUN = env_bool("RETORT_PROOF_AFTER_RUN", True)
 
 # Celery: Redis in production and CI, an embedded SQLite broker otherwise.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}")

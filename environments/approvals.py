@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from environments import notify, roles, safe_runs
+from environments import notify, rehearsals, roles, safe_runs
 from environments.models import Approval, Environment, Job
 from environments.planning import job_request, plan_outdated
 from environments.promotion import promotion_verdict
@@ -80,6 +80,9 @@ def job_submit(*, job: Job, user) -> Job:
     _check_lock_review(job, user)
     required = job.required_approvals
     if not required:
+        unrehearsed = rehearsals.rehearsal_refusal(job)
+        if unrehearsed:
+            refuse("rehearsal_required", unrehearsed, user=user, job=job)
         return _queue(job, user=user)
     now = timezone.now()
     expires_at = now + timedelta(hours=environment.approval_expiry_hours)
@@ -193,6 +196,9 @@ def decision_refusal(
         )
     if decision == Approval.Decision.APPROVE and not job.approvals_missing():
         return ("enough_approvals", f"Job #{job.pk} already has the approvals it needs.")
+    unrehearsed = rehearsals.rehearsal_refusal(job) if decision == Approval.Decision.APPROVE else ""
+    if unrehearsed:
+        return ("rehearsal_required", unrehearsed)
     return None
 
 

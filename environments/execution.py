@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from environments import lock_retries, rehearsals, safe_runs
+from environments import lock_retries, proofs, rehearsals, safe_runs
 from environments.core import backups
 from environments.core.database_urls import redact, server_engine
 from environments.core.scripts import ScriptIndex
@@ -393,6 +393,7 @@ def _finish(job: Job, *, status, error: str, exit_code, heads) -> Job:
         backups_prune(environment=job.environment)
     if job.rollout_id is not None:
         rollout_advance_now(job.rollout_id)
+    proofs.proof_send(job)
     return job
 
 

@@ -40,6 +40,7 @@ POLICY_FIELDS = [
     "lock_retry_seconds",
     "lock_review_blocks",
     "lock_review_approval",
+    "rehearsal_required_hours",
 ]
 LEAST = {  # the counts of the policy, and the least value each allows
     "position": 0,
@@ -48,6 +49,7 @@ LEAST = {  # the counts of the policy, and the least value each allows
     "promotion_min_hours": 0,
     "approval_expiry_hours": 1,
     "lock_attempts": 1,
+    "rehearsal_required_hours": 0,
 }
 
 

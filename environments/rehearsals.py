@@ -15,7 +15,7 @@ the reaper drops.
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from environments import expected, safe_runs
 from environments.core import backups, failures, rehearsal
+from environments.core import schema as core_schema
 from environments.core.database_urls import server_engine, sync_url
 from environments.core.runner import RunnerError
 from environments.joblog import JobLog
@@ -138,7 +139,8 @@ def rehearse(job: Job, source: Backup, log: JobLog) -> None:
 
 
 def _run(job: Job, scratch: str, log: JobLog) -> dict:
-    """The plan's command on the scratch database: what it took and what it rewrote."""
+    """The plan's command on the scratch database: what it took, what it locked and
+    rewrote, and whether the schema it left is the one the migrations build."""
     environment = job.environment
     limits = safe_runs.job_limits(job, None)
     kind = job.rehearsal.get("of_kind", Job.Kind.UPGRADE)
@@ -148,22 +150,32 @@ def _run(job: Job, scratch: str, log: JobLog) -> dict:
     timings = rehearsal.Timings(log.add)
     log.add(f"$ {' '.join([*environment.project.command, *args])}  (on the copy)")
     started = timezone.now()
+    engine = server_engine(scratch, timeout=settings.RETORT_CONNECT_TIMEOUT, autocommit=True)
+    sampler = rehearsal.LockSampler(
+        engine.connect, safe_runs.application_name(job), timings.current
+    )
     try:
-        result = environment.project.run_alembic(
-            args,
-            url=scratch,
-            timeout=settings.RETORT_JOB_TIMEOUT,
-            on_line=timings,
-            extra_env=safe_runs.alembic_env(limits, job),
-        )
+        with sampler if postgres else contextlib.nullcontext():
+            result = environment.project.run_alembic(
+                args,
+                url=scratch,
+                timeout=settings.RETORT_JOB_TIMEOUT,
+                on_line=timings,
+                extra_env=safe_runs.alembic_env(limits, job),
+            )
     except RunnerError as exc:
         return {"failed": str(exc)}
+    finally:
+        engine.dispose()
     timings.end()
     found: dict = {
         "revisions": timings.per_revision(),
         "seconds": round((timezone.now() - started).total_seconds(), 3),
         "rewrites": rehearsal.rewritten(before, _files(scratch)) if postgres else [],
+        "locks": sampler.held(),
     }
+    if result.ok:
+        found["schema"] = _schema_check(job, scratch)
     if not result.ok:
         failure = failures.read_failure(result.output, list(job.revisions))
         where = f" in revision {failure.revision}" if failure.revision else ""
@@ -175,6 +187,33 @@ def _run(job: Job, scratch: str, log: JobLog) -> dict:
             "exit_code": result.exit_code,
         }
     return found
+
+
+def _schema_check(job: Job, scratch: str) -> list[str] | str:
+    """The copy's schema after the plan against the one its migrations build for the plan's
+    end (`expected.py`): the differences in words, or why it could not be compared."""
+    try:
+        live = core_schema.read_schema(scratch, timeout=settings.RETORT_CONNECT_TIMEOUT)
+        built = expected.build(
+            environment=job.environment, heads=list(job.to_heads), dialect=live.dialect
+        )
+    except (core_schema.SchemaReadError, expected.ExpectedSchemaError) as exc:
+        return f"The schema could not be compared: {exc}"
+    if built.error:
+        return f"The schema the migrations build could not be built: {built.error}"
+    copy = "the copy"
+    differences = core_schema.compare_schemas(
+        expected.schema_from_json(built.schema_json),
+        live,
+        left_name="its migrations",
+        right_name=copy,
+        phrasing=lambda has, thing: (
+            f"{copy} has {thing} that no migration creates"
+            if has == copy
+            else f"{copy} lacks {thing} that its migrations create"
+        ),
+    )
+    return [difference.detail for difference in differences]
 
 
 def _files(scratch: str) -> dict[str, int]:
@@ -203,6 +242,30 @@ def latest_for(job: Job) -> Job | None:
     return None
 
 
+def rehearsal_refusal(job: Job) -> str:
+    """Why the environment's policy does not count an approval of (or run, without approvals)
+    this plan yet: no successful rehearsal of it within `rehearsal_required_hours`; "" when
+    the policy asks for none, or it had one."""
+    hours = job.environment.rehearsal_required_hours
+    if not hours or job.kind not in (Job.Kind.UPGRADE, Job.Kind.DOWNGRADE):
+        return ""
+    since = timezone.now() - timedelta(hours=hours)
+    newest = latest_for(job)
+    if newest is not None and newest.status == Job.Status.SUCCEEDED and newest.finished_at >= since:
+        return ""
+    if newest is None:
+        found = "it has none"
+    elif newest.status != Job.Status.SUCCEEDED:
+        found = f"its newest, #{newest.pk}, {newest.status}"
+    else:
+        found = f"its newest, #{newest.pk}, ended {newest.finished_at:%Y-%m-%d %H:%M} UTC"
+    return (
+        f"{job.environment.name}'s policy counts an approval only after a successful rehearsal "
+        f"of this exact plan within the last {hours} h, and {found}. Rehearse it on a copy "
+        "first."
+    )
+
+
 def summary(rehearsal_job: Job) -> str:
     """ "Rehearsed 2 h ago on a copy of prod from 06:00: 4 min 12 s; revision abc rewrote …"."""
     data = rehearsal_job.rehearsal
@@ -214,10 +277,43 @@ def summary(rehearsal_job: Job) -> str:
     )
     if not failed:
         took = f"{data.get('seconds', 0):.1f} s"
-        rewrites = data.get("rewrites") or []
-        rewrote = f"; it rewrote {', '.join(rewrites)}" if rewrites else "; no table was rewritten"
-        return f"Rehearsed on a copy of {environment}{when}: {took}{rewrote}."
+        parts = [_rewrite(table, data.get("locks") or []) for table in data.get("rewrites") or []]
+        parts = parts or ["no table was rewritten"]
+        schema = data.get("schema")
+        if isinstance(schema, list):
+            parts.append(
+                f"the schema differs from what the migrations build: {'; '.join(schema)}"
+                if schema
+                else "its schema is the one the migrations build"
+            )
+        elif schema:
+            parts.append(schema)
+        return f"Rehearsed on a copy of {environment}{when}: {took}; {'; '.join(parts)}."
     return f"The rehearsal on a copy of {environment}{when} failed: {failed}"
+
+
+_STRENGTH = (  # PostgreSQL's table lock modes, weakest first
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
+
+
+def _rewrite(table: str, locks: list[dict]) -> str:
+    """ "revision r2 rewrote orders (3.9 s, AccessExclusiveLock)", from the sampled locks."""
+    held = [lock for lock in locks if lock["relation"] == table]
+    if not held:
+        return f"{table} was rewritten"
+    longest = max(held, key=lambda lock: (_STRENGTH.index(lock["mode"]), lock["seconds"]))
+    return (
+        f"revision {longest['revision']} rewrote {table} ({longest['seconds']} s, "
+        f"{longest['mode']})"
+    )
 
 
 def scratch_leftover_drop(job: Job) -> None:

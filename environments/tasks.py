@@ -11,9 +11,11 @@ from environments import (
     execution,
     notify,
     planning,
+    proofs,
     reads,
     rollout_coordinator,
     rollout_plans,
+    round_trips,
 )
 from environments.models import Environment, Project
 
@@ -120,6 +122,22 @@ def drift_check(project_id: int) -> bool:
     if project is None:
         return False
     drift.drift_record(project=project)
+    return True
+
+
+@shared_task
+def job_prove(job_id: int) -> bool:
+    """Compare a finished job's environment with the schema its revisions build."""
+    return proofs.job_prove(job_id=job_id) is not None
+
+
+@shared_task
+def round_trips_run(project_id: int) -> bool:
+    """Run a project's round-trip tests on scratch databases (a person asked, on its page)."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return False
+    round_trips.round_trips_record(project=project)
     return True
 
 

@@ -10,6 +10,7 @@ from environments.pages import (
     jobs_page,
     live_parts,
     rollouts_page,
+    round_trips_page,
     tokens_page,
 )
 
@@ -62,6 +63,16 @@ urlpatterns = [
     path("projects/<slug:project_slug>/", environments_page.project_detail, name="project_detail"),
     path("projects/<slug:project_slug>/graph", graph_page.project_graph, name="project_graph"),
     path("projects/<slug:project_slug>/drift", drift_page.project_drift, name="project_drift"),
+    path(
+        "projects/<slug:project_slug>/round-trips",
+        round_trips_page.project_round_trips,
+        name="project_round_trips",
+    ),
+    path(
+        "projects/<slug:project_slug>/round-trips/run",
+        round_trips_page.project_round_trips_run,
+        name="project_round_trips_run",
+    ),
     path(
         "projects/<slug:project_slug>/drift/check",
         drift_page.project_drift_check,

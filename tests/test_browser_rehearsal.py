@@ -1,6 +1,7 @@
 """A release manager's journey with a rehearsal, in a real browser with a real worker: a
 developer plans prod's upgrade and rehearses it on a copy, asks for approval; the approver
-reads how the rehearsal went beside the plan, approves, and the upgrade runs."""
+reads how the rehearsal went beside the plan, approves, the upgrade runs, and its result is
+proven against the schema its revisions build."""
 
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def test_plan_rehearse_on_a_copy_then_approve_for_prod(
 
     alice.goto(plan_url)
     expect(alice.get_by_test_id("job-status")).to_have_text("succeeded", timeout=90_000)
+    # a worker proves the result soon after, and the page, still following, shows it
+    expect(alice.locator("#job-proof")).to_contain_text(
+        "Proof after the run: the schema is the one its revisions build.", timeout=90_000
+    )
     with contextlib.closing(psycopg2.connect(environment.get_url())) as db, db.cursor() as cur:
         cur.execute("SELECT version_num FROM alembic_version")
         assert cur.fetchall() == [("r3",)]

@@ -35,6 +35,7 @@ def _environment_change(client, environment: Environment, **changes) -> str:
         "statement_timeout_seconds": environment.statement_timeout_seconds,
         "lock_attempts": environment.lock_attempts,
         "lock_retry_seconds": environment.lock_retry_seconds,
+        "rehearsal_required_hours": environment.rehearsal_required_hours,
         **changes,
     }
     response = client.post(

@@ -70,6 +70,7 @@ def test_no_get_connects_to_a_target_or_writes_a_row(client, people, fleet, targ
         reverse("project_graph", args=["inventory"]) + "?env=prod",
         reverse("revision_panel", args=["inventory", inv.HEAD]),
         reverse("project_drift", args=["inventory"]),
+        reverse("project_round_trips", args=["inventory"]),
         reverse("job_detail", args=[job.pk]),
         reverse("job_live", args=[job.pk]),
         reverse("approvals"),

@@ -1,24 +1,29 @@
-"""Rehearsals: a plan run on a restored copy of its target before anyone approves it — the
-target untouched, the scratch database gone afterwards, the time of each revision and the
-tables rewritten recorded, a failure on the copy's data named (real PostgreSQL and SQLite
-databases, real pg_dump/pg_restore, real alembic)."""
+"""Rehearsals: a plan run on a restored copy of its target (50 MB and more) before anyone
+approves it — the target untouched, the scratch database gone afterwards (also after its
+worker is killed), the time of each revision, the locks it held and the tables rewritten
+recorded, a failure on the copy's data named, and a policy that wants a recent rehearsal
+(real PostgreSQL and SQLite databases, real pg_dump/pg_restore, real alembic, a real worker
+where it is killed)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import signal
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg2
 import pytest
+from django.conf import settings as django_settings
 from django.utils import timezone
 
 from environments import approvals, execution, rehearsals
 from environments.models import Environment, Job
 from environments.transitions import Refused
-from tests.conftest import at_r1, pg_admin, planned
+from tests.conftest import at_r1, pg_admin, planned, wait_for
 from tests.conftest import orders_prod as prod
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,12 +88,13 @@ def test_a_rehearsal_runs_the_plan_on_a_copy_and_leaves_the_target_as_it_was(
     r2_body(
         orders_project,
         '    op.add_column("orders", sa.Column("note", sa.String(100)))\n'
-        '    op.alter_column("orders", "id", type_=sa.BigInteger())  # rewrites orders',
+        '    op.alter_column("orders", "id", type_=sa.BigInteger())  # rewrites orders\n'
+        '    op.execute("SELECT pg_sleep(0.5)")  # holding its lock',
     )
     environment = prod(orders_project)
     at_r1(environment, users["alice"])
     url = environment.get_url()
-    with_orders(url, 20_000)
+    with_orders(url, 1_500_000)  # 50 MB and more
     before = checksums(url)
     job = planned(environment, users["alice"], target="r2")
 
@@ -102,11 +108,20 @@ def test_a_rehearsal_runs_the_plan_on_a_copy_and_leaves_the_target_as_it_was(
     assert [step["revision"] for step in data["revisions"]] == ["r2"]
     assert data["revisions"][0]["seconds"] > 0
     assert data["rewrites"] == ["orders"]
+    exclusive = [
+        lock
+        for lock in data["locks"]
+        if (lock["revision"], lock["relation"], lock["mode"])
+        == ("r2", "orders", "AccessExclusiveLock")
+    ]
+    assert exclusive and exclusive[0]["seconds"] >= 0.4, data["locks"]
+    assert data["schema"] == []  # the copy's schema is the one the migrations build
     assert data["backup"] == rehearsal.backup_id  # no backup at r1 yet: a fresh one
     # the plan's page says it was rehearsed, and how it went
     page = client_alice.get(job.get_absolute_url()).content.decode()
     assert "Rehearsed on a copy of prod from " in page
-    assert "; it rewrote orders." in page
+    assert "revision r2 rewrote orders (" in page and "s, AccessExclusiveLock)" in page
+    assert "its schema is the one the migrations build." in page
     assert f"Rehearsal #{rehearsal.pk}" in page
     # a second rehearsal uses the backup the first one made
     again = rehearse(Job.objects.get(pk=job.pk), users["alice"])
@@ -189,3 +204,78 @@ def test_the_reaper_drops_the_scratch_database_a_killed_rehearsal_left(orders_pr
 
     assert Job.objects.get(pk=rehearsal.pk).status == "interrupted"
     assert not scratch_exists(rehearsal)
+
+
+def test_a_policy_counts_an_approval_only_after_a_recent_successful_rehearsal(
+    orders_project, people
+):
+    environment = prod(orders_project)
+    at_r1(environment, people["alice"])
+    environment.required_approvals = 1
+    environment.rehearsal_required_hours = 24
+    environment.save()
+    job = approvals.job_submit(
+        job=planned(environment, people["alice"], target="r2"), user=people["alice"]
+    )
+
+    def approve():
+        job.refresh_from_db()
+        return approvals.job_decide(
+            job=job, user=people["carol"], decision="approve", plan_sha256=job.plan_sha256
+        )
+
+    none = (
+        "prod's policy counts an approval only after a successful rehearsal of this exact plan "
+        r"within the last 24 h, and it has none\."
+    )
+    with pytest.raises(Refused, match=none):
+        approve()
+    old = rehearse(job, people["alice"])
+    Job.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(hours=25))
+    with pytest.raises(Refused, match=f"its newest, #{old.pk}, ended ") as refused:
+        approve()
+    assert refused.value.code == "rehearsal_required"
+    assert Job.objects.get(pk=job.pk).approvals.count() == 0
+
+    rehearse(Job.objects.get(pk=job.pk), people["alice"])
+    approved = approve()
+
+    assert approved.status == "queued"
+
+
+def log_of(job: Job) -> str:
+    return "\n".join(job.log_lines.order_by("seq").values_list("text", flat=True))
+
+
+@pytest.mark.worker
+def test_a_rehearsal_of_a_50_mb_copy_killed_with_its_worker_is_cleaned_up_by_the_reaper(
+    orders_project, users, start_worker, settings
+):
+    r2_body(
+        orders_project,
+        '    op.add_column("orders", sa.Column("note", sa.String(100)))\n'
+        '    op.execute("SELECT pg_sleep(120)")  # the worker is killed meanwhile',
+    )
+    environment = prod(orders_project)
+    at_r1(environment, users["alice"])
+    url = environment.get_url()
+    with_orders(url, 1_500_000)
+    with contextlib.closing(psycopg2.connect(url)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT pg_total_relation_size('orders')")
+        assert cursor.fetchone()[0] >= 50 * 1024 * 1024
+    before = checksums(url)
+    settings.CELERY_TASK_DEFAULT_QUEUE = start_worker()
+    job = planned(environment, users["alice"], target="r2")
+
+    rehearsal = rehearsals.rehearsal_request(job=job, user=users["alice"])
+    assert wait_for(lambda: "Running upgrade r1 -> r2" in log_of(rehearsal), seconds=180)
+    assert scratch_exists(rehearsal)
+    rehearsal.refresh_from_db()
+    os.kill(rehearsal.worker_pid, signal.SIGKILL)
+    later = timezone.now() + timedelta(seconds=django_settings.RETORT_HEARTBEAT_TIMEOUT + 5)
+
+    assert execution.jobs_reap(now=later) == [rehearsal.pk]
+
+    assert Job.objects.get(pk=rehearsal.pk).status == "interrupted"
+    assert not scratch_exists(rehearsal)
+    assert checksums(url) == before

@@ -146,7 +146,7 @@ def test_the_file_sets_an_environments_timeouts(orders_project, tmp_path):
         '[[project.environment]]\nname = "prod"\nurl_from_env = "SHOP_PROD_URL"\n'
         "lock_timeout_seconds = 2.5\nstatement_timeout_seconds = 900\n"
         'lock_attempts = 5\nlock_retry_seconds = 0.5\nlock_review_blocks = "danger"\n'
-        'lock_review_approval = "warning"\n'
+        'lock_review_approval = "warning"\nrehearsal_required_hours = 24\n'
     )
 
     call_command("apply_config", str(path), stdout=StringIO())
@@ -158,3 +158,4 @@ def test_the_file_sets_an_environments_timeouts(orders_project, tmp_path):
         "danger",
         "warning",
     )
+    assert environment.rehearsal_required_hours == 24

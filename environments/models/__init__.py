@@ -13,7 +13,13 @@ from environments.models.audit import (
 )
 from environments.models.fleets import Discovery
 from environments.models.jobs import Approval, Backup, Job, JobLogLine, Notification
-from environments.models.reads import CurrentState, DriftState, ExpectedSchema, StateChange
+from environments.models.reads import (
+    CurrentState,
+    DriftState,
+    ExpectedSchema,
+    RoundTripState,
+    StateChange,
+)
 from environments.models.registry import (
     AuditedModel,
     Environment,
@@ -48,6 +54,7 @@ __all__ = [
     "RolloutApproval",
     "RolloutTarget",
     "RolloutWave",
+    "RoundTripState",
     "StateChange",
     "UrlUnavailable",
     "default_command",

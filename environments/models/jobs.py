@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -118,6 +119,8 @@ class Job(models.Model):
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="rehearsals"
     )
     rehearsal = models.JSONField(default=dict, blank=True)
+    # proof after the run (proofs.py): the live schema against the one its revisions build
+    proof = models.JSONField(default=dict, blank=True)
     restore_from = models.ForeignKey(
         Backup, null=True, blank=True, on_delete=models.PROTECT, related_name="restored_by"
     )
@@ -193,6 +196,22 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def proof_expected(self) -> bool:
+        """A worker proves this job's result after it (proofs.py): a succeeded upgrade or
+        downgrade, while RETORT_PROOF_AFTER_RUN is on."""
+        changed = self.kind in (self.Kind.UPGRADE, self.Kind.DOWNGRADE)
+        return settings.RETORT_PROOF_AFTER_RUN and self.status == self.Status.SUCCEEDED and changed
+
+    @property
+    def settled(self) -> bool:
+        """Finished, with nothing more to come: its page stops following it (a proof comes
+        from a worker soon after a success; one not come within 2 minutes is not awaited)."""
+        if not self.is_finished:
+            return False
+        waiting = self.proof_expected and not self.proof and self.finished_at is not None
+        return not (waiting and timezone.now() - self.finished_at < timedelta(minutes=2))
 
     @property
     def progress_total(self) -> int:

@@ -212,3 +212,36 @@ class DriftState(models.Model):
 
     def involving(self, slug: str, *, kinds=("schema", "expected", "unknown_revision")) -> list:
         return [f for f in self.findings if slug in f["environments"] and f["kind"] in kinds]
+
+
+class RoundTripState(models.Model):
+    """A project's round-trip tests as a worker last ran them (round_trips.py): one row per
+    project, the results per dialect and revision; a run asked for is under way while
+    requested_at is after checked_at."""
+
+    project = models.OneToOneField(
+        Project, on_delete=models.CASCADE, related_name="round_trip_state"
+    )
+    results = models.JSONField(default=list)  # round_trips.round_trip() for each dialect
+    error = models.TextField(blank=True)  # why it could not run at all
+    checked_at = models.DateTimeField(null=True, blank=True)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    GIVES_UP = timedelta(minutes=30)
+
+    def __str__(self) -> str:
+        return f"round trips of {self.project}"
+
+    @property
+    def running(self) -> bool:
+        asked = self.requested_at is not None and (
+            self.checked_at is None or self.requested_at > self.checked_at
+        )
+        return asked and timezone.now() - self.requested_at < self.GIVES_UP
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.results) and not self.error and all(r["ok"] for r in self.results)

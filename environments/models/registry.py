@@ -12,7 +12,6 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.urls import reverse
 
@@ -20,6 +19,7 @@ from dashboard.lib import secretbox
 from environments.core import heads as core_heads
 from environments.core import runner, script_config, scripts, tenants, versions
 from environments.core.database_urls import display_url, sync_url, url_problem
+from environments.models.policies import SafeRunPolicy
 
 
 class AuditedModel(models.Model):
@@ -218,15 +218,7 @@ class UrlUnavailable(LookupError):
     """An environment's URL cannot be had (missing variable, undecryptable value)."""
 
 
-def _lock_review(help_text: str) -> models.CharField:
-    """A severity of the lock review (core/findings/locks.py) a policy acts on ("": none)."""
-    choices = [("", "never"), ("warning", "a warning or worse"), ("danger", "a danger")]
-    return models.CharField(
-        max_length=10, choices=choices, blank=True, default="", help_text="PostgreSQL: " + help_text
-    )
-
-
-class Environment(AuditedModel):
+class Environment(SafeRunPolicy, AuditedModel):
     """One database the project's migrations run against."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="environments")
@@ -295,35 +287,6 @@ class Environment(AuditedModel):
     )
     approval_expiry_hours = models.PositiveIntegerField(
         default=24, help_text="A request not approved within this many hours expires."
-    )
-    # Safe runs on PostgreSQL (core/run_limits.py): alembic's connection gets these timeouts.
-    lock_timeout_seconds = models.FloatField(
-        default=5.0,
-        validators=[MinValueValidator(0), MaxValueValidator(7 * 86400)],
-        help_text="PostgreSQL: how long a statement of a run may wait for a lock (0: no limit).",
-    )
-    statement_timeout_seconds = models.FloatField(
-        default=0.0,
-        validators=[MinValueValidator(0), MaxValueValidator(7 * 86400)],
-        help_text="PostgreSQL: how long one statement of a run may take (0: no limit).",
-    )
-    # ...and a run that gives up waiting for a lock is tried again (lock_retries.py)
-    lock_attempts = models.PositiveSmallIntegerField(
-        default=3,
-        validators=[MinValueValidator(1), MaxValueValidator(20)],
-        help_text="PostgreSQL: how many times a run that times out waiting for a lock is tried "
-        "(1: never again), when it is safe to try again.",
-    )
-    lock_retry_seconds = models.FloatField(
-        default=5.0,
-        validators=[MinValueValidator(0), MaxValueValidator(3600)],
-        help_text="Seconds before the first retry; each next wait is twice the one before.",
-    )
-
-    # ...and what the lock-aware review of a plan may find (core/findings/locks.py)
-    lock_review_blocks = _lock_review("a plan whose lock review finds this is not run.")
-    lock_review_approval = _lock_review(
-        "a plan whose lock review finds this needs one approval more."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

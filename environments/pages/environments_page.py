@@ -168,6 +168,11 @@ def policy_lines(environment: Environment) -> list[str]:
         )
     if required:
         lines.append(f"Requests expire after {environment.approval_expiry_hours} h.")
+    if environment.rehearsal_required_hours:
+        lines.append(
+            "An approval counts only after a successful rehearsal of the plan on a copy within "
+            f"the last {environment.rehearsal_required_hours} h."
+        )
     if safe_runs.applies_to(environment):
         lock, attempts = environment.lock_timeout_seconds, environment.lock_attempts
         waits = f"wait at most {describe(lock)} for a lock" if lock else "wait for locks unbounded"

@@ -114,6 +114,7 @@ def _job_key(job: Job) -> str:
         job.expires_at,
         job.replanned_at,
         job.lock_wait,
+        job.proof,
         job.rehearsals.aggregate(done=Max("finished_at"))["done"],
         newest_line,
         decisions,
@@ -149,7 +150,7 @@ def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
             "environments/job_detail.html#live",
             _job_page(job, request.user, key=key) | {"oob_nav": True},
         ),
-        final=job.is_finished,
+        final=job.settled,
     )
 
 
