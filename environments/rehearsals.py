@@ -19,17 +19,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from sqlalchemy.exc import SQLAlchemyError
 
-from environments import expected, safe_runs
+from environments import expected, roles, safe_runs
 from environments.core import backups, failures, rehearsal
 from environments.core import schema as core_schema
 from environments.core.database_urls import server_engine, sync_url
 from environments.core.runner import RunnerError
 from environments.joblog import JobLog
 from environments.models import Backup, Job, UrlUnavailable
-from environments.transitions import Refused, job_audit, move
+from environments.transitions import Refused, job_audit, move, name_of, refuse
 
 
 class RehearsalFailed(Exception):
@@ -45,7 +46,15 @@ def scratch_name(job: Job) -> str:
 
 
 def rehearsal_request(*, job: Job, user) -> Job:
-    """Queue a rehearsal of `job`'s plan (as it stands: its SHA-256 is recorded)."""
+    """Queue a rehearsal of `job`'s plan (as it stands: its SHA-256 is recorded). Refused, with
+    nothing left behind, when another job of the environment is queued or running."""
+    if not roles.may_act_on_jobs(user, job.environment):
+        refuse(
+            "not_requester",
+            f"{name_of(user)} may not rehearse jobs of {job.environment.name}.",
+            user=user,
+            job=job,
+        )
     if job.kind not in (Job.Kind.UPGRADE, Job.Kind.DOWNGRADE):
         raise Refused(f"Only an upgrade or a downgrade can be rehearsed, not a {job.kind}.")
     if job.status not in (Job.Status.PLANNED, Job.Status.AWAITING_APPROVAL):
@@ -63,6 +72,11 @@ def rehearsal_request(*, job: Job, user) -> Job:
         raise Refused("A schema tenant cannot be rehearsed yet: only whole databases.")
     if _dialect(job) not in ("postgresql", "sqlite"):
         raise Refused("Rehearsals run on PostgreSQL and SQLite databases.")
+    with transaction.atomic():  # a rehearsal that cannot be queued is not kept
+        return _queue_rehearsal(job, user)
+
+
+def _queue_rehearsal(job: Job, user) -> Job:
     rehearsal_job = Job.objects.create(
         environment=job.environment,
         kind=Job.Kind.REHEARSE,

@@ -103,19 +103,46 @@ def round_trip(project: Project, dialect: str, like_url: str) -> dict:
                 results.append({"revision": revision_id, "ok": not problems, "problems": problems})
                 if before is None:  # the database is in no known state: stop here
                     break
+            models = _models(project, scratch) if len(results) == len(order) else None
     except expected.ExpectedSchemaError as exc:
         raise RoundTripError(str(exc)) from None
     heads = project.heads_verdict(index)  # several heads the project does not intend
     problems = [] if heads.expected else [heads.sentence]
+    if models and models != MODELS_MATCH and models != MODELS_UNNAMED:
+        problems.append(models)
     return {
         "dialect": dialect,
         "ok": not problems
         and all(result["ok"] for result in results)
         and len(results) == len(order),
         "problems": problems,
+        "models": models,
         "revisions": results,
         "not_reached": order[len(results) :],
     }
+
+
+MODELS_MATCH = "the models match the migrations at head"
+MODELS_UNNAMED = "env.py names no models (target_metadata), so they were not compared"
+
+
+def _models(project: Project, scratch: str) -> str:
+    """Whether the models env.py names (its target_metadata) match what the migrations build
+    at head, by Alembic's own autogenerate comparison (`alembic check`)."""
+    failed = _alembic(project, scratch, "upgrade", "heads")
+    if failed:
+        return failed
+    try:
+        result = project.run_alembic(["check"], url=scratch, timeout=settings.RETORT_JOB_TIMEOUT)
+    except RunnerError as exc:
+        return f"`alembic check` could not run: {exc}"
+    if result.ok:
+        return MODELS_MATCH
+    if "does not provide a MetaData object" in result.output:
+        return MODELS_UNNAMED
+    detected = [line for line in result.output.splitlines() if "New upgrade operations" in line]
+    cause = detected[-1].split("FAILED: ", 1)[-1] if detected else result.output.strip()[-500:]
+    return f"the models and the migrations differ at head: {cause[:1000]}"
 
 
 def _parents(index, revision_id: str) -> tuple[str, ...]:

@@ -279,3 +279,18 @@ def test_a_rehearsal_of_a_50_mb_copy_killed_with_its_worker_is_cleaned_up_by_the
     assert Job.objects.get(pk=rehearsal.pk).status == "interrupted"
     assert not scratch_exists(rehearsal)
     assert checksums(url) == before
+
+
+def test_a_rehearsal_that_cannot_be_queued_leaves_nothing_behind(orders_project, users):
+    environment = prod(orders_project)
+    at_r1(environment, users["alice"])
+    job = planned(environment, users["alice"], target="r2")
+    other = planned(environment, users["alice"], target="r3")
+    approvals.job_submit(job=other, user=users["alice"])  # queued: it holds prod
+
+    with pytest.raises(Refused, match="prod already has a job queued or running"):
+        rehearsals.rehearsal_request(job=job, user=users["alice"])
+    with pytest.raises(Refused, match="vera may not rehearse jobs of prod"):
+        rehearsals.rehearsal_request(job=job, user=users["vera"])
+
+    assert not Job.objects.filter(kind="rehearse").exists()

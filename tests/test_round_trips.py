@@ -9,6 +9,7 @@ import html
 import json
 import shutil
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -19,6 +20,8 @@ from environments.models import RoundTripState
 from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+UNNAMED = "env.py names no models (target_metadata), so they were not compared"
 
 REVISION = '''"""{message}
 
@@ -98,8 +101,8 @@ def test_a_clean_history_round_trips_on_every_dialect(history):
 
     assert code == 0, out
     assert out.splitlines() == [
-        "shop on postgresql:", "  r1: ok", "  r2: ok",
-        "shop on sqlite:", "  r1: ok", "  r2: ok",
+        "shop on postgresql:", "  r1: ok", "  r2: ok", f"  models: {UNNAMED}",
+        "shop on sqlite:", "  r1: ok", "  r2: ok", f"  models: {UNNAMED}",
     ]  # fmt: skip
 
 
@@ -179,6 +182,36 @@ def test_several_heads_the_project_does_not_intend_fail_the_round_trips(history)
     code, out = migration_test(history)
 
     assert code == 1
-    assert "  heads: " in out and "r2" in out and "r3" in out
+    assert "  FAILED: 2 heads — a merge is missing: r2, r3 diverged from r1" in out
     assert "  r2: ok" in out and "  r3: ok" in out  # each on its own branch round-trips
-    assert "FAILED" not in out
+    assert out.count("FAILED") == 2  # the heads, once per dialect
+
+
+MODELS = """import sqlalchemy as _sa
+target_metadata = _sa.MetaData()
+_sa.Table(
+    "items",
+    target_metadata,
+    _sa.Column("id", _sa.Integer, primary_key=True),
+    _sa.Column("name", _sa.String(50)),
+    _sa.Column("note", _sa.String(100)),{more}
+)
+"""
+
+
+@pytest.mark.parametrize(("more", "verdict"), [
+    ("", "the models match the migrations at head"),
+    ('\n    _sa.Column("price", _sa.Integer),', "the models and the migrations differ at head: "),
+])  # fmt: skip
+def test_the_models_env_py_names_are_compared_with_the_migrations_at_head(history, more, verdict):
+    env_py = Path(history.alembic_ini).parent / "migrations" / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace("target_metadata = None\n", MODELS.format(more=more))
+    )
+
+    code, out = migration_test(history)
+
+    assert (f"  FAILED: {verdict}" if more else f"  models: {verdict}") in out, out
+    assert code == (0 if not more else 1)
+    if more:
+        assert "price" in out and "add_column" in out

@@ -41,8 +41,8 @@ class Command(BaseCommand):
         else:
             for result in results:
                 self.stdout.write(f"{project.name} on {result['dialect']}:")
-                for problem in result["problems"]:
-                    self.stdout.write(f"  heads: {problem}")
+                for problem in result["problems"]:  # the history as a whole: heads, models
+                    self.stdout.write(f"  FAILED: {problem}")
                 for step in result["revisions"]:
                     verdict = "ok" if step["ok"] else "FAILED"
                     self.stdout.write(f"  {step['revision']}: {verdict}")
@@ -50,5 +50,7 @@ class Command(BaseCommand):
                         self.stdout.write(f"    - {problem}")
                 for revision in result["not_reached"]:
                     self.stdout.write(f"  {revision}: not reached")
+                if result.get("models") in (round_trips.MODELS_MATCH, round_trips.MODELS_UNNAMED):
+                    self.stdout.write(f"  models: {result['models']}")
         if not all(result["ok"] for result in results):
             sys.exit(1)
