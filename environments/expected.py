@@ -104,10 +104,7 @@ def scratch_database(dialect: str, like_url: str, name: str | None = None) -> It
         raise ExpectedSchemaError(
             f"Expected schemas are built for SQLite and PostgreSQL, not {dialect}."
         )
-    server = sync_url(settings.RETORT_SCRATCH_POSTGRES_URL or like_url)
-    admin = server_engine(
-        server, timeout=settings.RETORT_CONNECT_TIMEOUT, autocommit=True, database="postgres"
-    )
+    server, admin = _scratch_server(like_url)
     try:
         try:
             with admin.connect() as connection:
@@ -125,10 +122,28 @@ def scratch_database(dialect: str, like_url: str, name: str | None = None) -> It
         admin.dispose()
 
 
+def _scratch_server(like_url: str):
+    """The server scratch PostgreSQL databases are made on, and an engine on its "postgres"."""
+    server = sync_url(settings.RETORT_SCRATCH_POSTGRES_URL or like_url)
+    admin = server_engine(
+        server, timeout=settings.RETORT_CONNECT_TIMEOUT, autocommit=True, database="postgres"
+    )
+    return server, admin
+
+
 def scratch_drop(admin, name: str) -> None:
     """Drop the scratch database `name` on the server `admin` connects to (if it is there)."""
     with admin.connect() as connection:
         connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def scratch_leftover_drop(like_url: str, name: str) -> None:
+    """Drop a named scratch PostgreSQL database a killed worker left behind."""
+    _, admin = _scratch_server(like_url)
+    try:
+        scratch_drop(admin, name)
+    finally:
+        admin.dispose()
 
 
 def build(*, environment: Environment, heads, dialect: str) -> ExpectedSchema:

@@ -160,11 +160,11 @@ def _run(job: Job, scratch: str, log: JobLog) -> dict:
     kind = job.rehearsal.get("of_kind", Job.Kind.UPGRADE)
     args = [kind, job.target]
     postgres = sync_url(scratch).get_backend_name() == "postgresql"
-    before = _files(scratch) if postgres else {}
     timings = rehearsal.Timings(log.add)
     log.add(f"$ {' '.join([*environment.project.command, *args])}  (on the copy)")
     started = timezone.now()
     engine = server_engine(scratch, timeout=settings.RETORT_CONNECT_TIMEOUT, autocommit=True)
+    before = _files(engine) if postgres else {}
     sampler = rehearsal.LockSampler(
         engine.connect, safe_runs.application_name(job), timings.current
     )
@@ -177,20 +177,21 @@ def _run(job: Job, scratch: str, log: JobLog) -> dict:
                 on_line=timings,
                 extra_env=safe_runs.alembic_env(limits, job),
             )
+        timings.end()
+        after = _files(engine) if postgres else {}
     except RunnerError as exc:
         return {"failed": str(exc)}
     finally:
         engine.dispose()
-    timings.end()
     found: dict = {
         "revisions": timings.per_revision(),
         "seconds": round((timezone.now() - started).total_seconds(), 3),
-        "rewrites": rehearsal.rewritten(before, _files(scratch)) if postgres else [],
+        "rewrites": rehearsal.rewritten(before, after),
         "locks": sampler.held(),
     }
     if result.ok:
         found["schema"] = _schema_check(job, scratch)
-    if not result.ok:
+    else:
         failure = failures.read_failure(result.output, list(job.revisions))
         where = f" in revision {failure.revision}" if failure.revision else ""
         cause = failure.cause or f"alembic exited with code {result.exit_code}"
@@ -230,15 +231,13 @@ def _schema_check(job: Job, scratch: str) -> list[str] | str:
     return [difference.detail for difference in differences]
 
 
-def _files(scratch: str) -> dict[str, int]:
-    engine = server_engine(scratch, timeout=settings.RETORT_CONNECT_TIMEOUT)
+def _files(engine) -> dict[str, int]:
+    """The copy's tables' storage files (empty when they cannot be read)."""
     try:
         with engine.connect() as connection:
             return rehearsal.storage_files(connection)
     except SQLAlchemyError:
         return {}
-    finally:
-        engine.dispose()
 
 
 def _store(job: Job, found: dict) -> None:
@@ -335,14 +334,4 @@ def scratch_leftover_drop(job: Job) -> None:
     with contextlib.suppress(Exception):
         url = job.environment.get_url()
         if backups.dialect_of(url) == "postgresql":
-            server = sync_url(settings.RETORT_SCRATCH_POSTGRES_URL or url)
-            admin = server_engine(
-                server,
-                timeout=settings.RETORT_CONNECT_TIMEOUT,
-                autocommit=True,
-                database="postgres",
-            )
-            try:
-                expected.scratch_drop(admin, scratch_name(job))
-            finally:
-                admin.dispose()
+            expected.scratch_leftover_drop(url, scratch_name(job))
