@@ -439,7 +439,11 @@ def run_job(environment: Environment, user, probes: Probes) -> JobRun:
         queue = time.perf_counter() - started
 
     gc.collect()
-    with probes.attached():
+    after: list[str] = []  # the proof's task (proofs.py), recorded: the copy is dropped soon
+    with (
+        probes.attached(),
+        mock.patch.object(dispatch, "send", lambda name, *a, **k: after.append(name)),
+    ):
         cpu = cpu_seconds()
         started = time.perf_counter()
         done = execution.job_run(job_id=job.pk)
@@ -455,6 +459,8 @@ def run_job(environment: Environment, user, probes: Probes) -> JobRun:
         raise RuntimeError(f"job #{done.pk} planned {done.revisions}, not {list(PENDING)}")
     if sent != ["job_preview_sql", "job_run"]:
         raise RuntimeError(f"job #{done.pk}: planning and queueing would have sent {sent}")
+    if after != (["job_prove"] if settings.RETORT_PROOF_AFTER_RUN else []):
+        raise RuntimeError(f"job #{done.pk}: its run would have sent {after}")
     backup = done.backup
     if backup is None or not backup.verified or not Path(backup.path).is_file():
         raise RuntimeError(f"job #{done.pk} left no verified backup on disk: {backup}")

@@ -109,13 +109,18 @@ def render(report: Report) -> str:
     lines += [f"- **{name}:** {value}" for name, value in report.machine.items()]
     lines += ["", "| Figure | Measured | Aim | Met |", "|---|---|---|---|"]
     lines += [
-        f"| {figure.name} | {figure.measured} | {figure.aim} | {figure.verdict} |"
-        for figure in report.figures
+        "| " + " | ".join(_cell(text) for text in (f.name, f.measured, f.aim, f.verdict)) + " |"
+        for f in report.figures
     ]
     if report.notes:
         lines += ["", "## How it was measured", ""]
         lines += [f"- {note}" for note in report.notes]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """A table cell: a `|` in the text would end it."""
+    return text.replace("|", "\\|")
 
 
 def write(report: Report, path: Path = RESULTS) -> Path:

@@ -28,7 +28,7 @@ from examples.synthetic import SyntheticHistory, write_history
 
 if TYPE_CHECKING:
     from bench.audit import AuditFigures, ExportRun
-    from bench.jobs import JobFigures
+    from bench.jobs import JobFigures, Template
     from bench.overview import OverviewRun, Parts
     from environments.models import Project
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["reads", "jobs", "overview", "drift", "load", "fleet", "rollout"],
+        choices=["reads", "jobs", "rehearsals", "overview", "drift", "load", "fleet", "rollout"],
         help="run only this section and print its figures; bench/RESULTS.md is left alone",
     )
     only = parser.parse_args(argv).only
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             elif only == "jobs":
                 setup_django(databases.create(), Path(tmp))
                 measure_jobs(report, databases, Path(tmp))
+            elif only == "rehearsals":
+                setup_django(databases.create(), Path(tmp))
+                measure_rehearsals(report, databases, Path(tmp))
             elif only == "drift":
                 setup_django(databases.create(), Path(tmp))
                 measure_drift(report, databases)
@@ -116,8 +119,9 @@ def run(report: Report, databases: Databases, tmp: Path) -> None:
     measure_load(report, databases, tmp)
     measure_rollout(report, databases, tmp)  # after every overview: its 200 tenants stay
     # Last: its project's environments point at databases dropped once measured, which an
-    # overview after it would try to read.
-    measure_jobs(report, databases, tmp)
+    # overview after it would try to read. The rehearsals reuse its target.
+    jobs = measure_jobs(report, databases, tmp)
+    measure_rehearsals(report, databases, tmp, template=jobs.template)
 
 
 def measure_reads(report: Report, history: SyntheticHistory) -> None:
@@ -306,7 +310,7 @@ def measure_rollout(report: Report, databases: Databases, tmp: Path) -> None:
     report.notes.append(rollout_note(figures))
 
 
-def measure_jobs(report: Report, databases: Databases, tmp: Path) -> None:
+def measure_jobs(report: Report, databases: Databases, tmp: Path) -> JobFigures:
     from bench import jobs  # needs django.setup()
 
     log("jobs: backup-then-upgrade on a 100+ MB PostgreSQL database vs pg_dump + alembic")
@@ -314,6 +318,18 @@ def measure_jobs(report: Report, databases: Databases, tmp: Path) -> None:
     figures = jobs.measure(databases, tmp / "jobs", log=log)
     report.add(*job_figures(figures))
     report.notes.append(jobs_note(figures))
+    return figures
+
+
+def measure_rehearsals(
+    report: Report, databases: Databases, tmp: Path, template: Template | None = None
+) -> None:
+    from bench import rehearse  # needs django.setup()
+
+    log("rehearsals: a plan rehearsed on a copy vs createdb + pg_restore + alembic + dropdb")
+    figures = rehearse.measure(databases, tmp / "rehearsals", template=template, log=log)
+    report.add(*rehearse.figures(figures))
+    report.notes.append(rehearse.note(figures))
 
 
 # --- setup -----------------------------------------------------------------------------------
@@ -700,7 +716,8 @@ def job_figures(f: JobFigures) -> list[Figure]:
             f", alembic {part('alembic')} (direct "
             f"{_duration(median(lambda r: r.direct.upgrade))}); Retort's own: verification "
             f"{_duration(verify.median)} (`pg_restore --list` {part('verify_list')} + "
-            f"`pg_restore` of the whole archive {part('verify_read')}), SHA-256 "
+            f"the rest of `_verify` {part('verify_read')}: the full read of the archive happens "
+            f"before a restore, not here), SHA-256 "
             f"{part('sha256')}, fsync + rename {part('publish')}, rest of the backup step "
             f"{part('backup_rest')}, start (claim, audit) {part('start')}, advisory lock "
             f"{part('lock')}, version re-reads ×2 {part('read_heads')}, log + lock release "
@@ -782,10 +799,12 @@ def jobs_note(f: JobFigures) -> str:
         "registered untimed; `job_request(kind='upgrade', target='head')`, then "
         "`job_preview_sql` (7g), `job_queue`, and `job_run(job_id=…)` called in this process: "
         "that call is the whole body of the Celery task `environments.tasks.job_run`, so the "
-        "figure holds no broker or queue latency. `dispatch.send_on_commit` was replaced by a "
-        "recorder for the section: nothing reached a broker (a real worker on the default "
-        "queue could otherwise have picked up the job ids), and each job's planning and "
-        "queueing were checked to have sent exactly `job_preview_sql` and `job_run`. "
+        "figure holds no broker or queue latency. `dispatch.send_on_commit` (planning, "
+        "queueing) and `dispatch.send` (the run) were replaced by recorders: nothing reached "
+        "a broker (a real worker on the default queue could otherwise have picked up the job "
+        "ids), each job's planning and queueing were checked to have sent exactly "
+        "`job_preview_sql` and `job_run`, and its run `job_prove` (the proof after the run, "
+        "a task of its own that the job does not wait for, is not in these figures). "
         "RETORT_BACKUP_ROOT was a folder in the bench's temporary directory, on the same "
         "filesystem as the direct dumps; RETORT_JOB_TIMEOUT and the heartbeat as configured; "
         "PYTHONDONTWRITEBYTECODE=1 for every alembic child of both sides. Checked after each "
@@ -803,9 +822,9 @@ def jobs_note(f: JobFigures) -> str:
         "and calls the original) split the `job_run` call into parts that add up to it; 7k "
         "reads the same runs from their log lines, which cannot separate pg_dump's end from "
         "the verification. 7d depends on how heavy the migration is: here the upgrade takes "
-        "about as long as the dump, so Retort's own parts (mostly reading the backup back) "
-        "are diluted by half; 7j is the backup step alone, the ratio a migration that takes no "
-        "time would approach. 7l: `getrusage` of the bench process (every thread) and its "
+        "about as long as the dump, so Retort's own parts (mostly `pg_restore --list` and the "
+        "SHA-256) are diluted by half; 7j is the backup step alone, the ratio a migration that "
+        "takes no time would approach. 7l: `getrusage` of the bench process (every thread) and its "
         "waited-for children, so pg_dump, pg_restore and alembic are in it and the PostgreSQL "
         f"backends are not; less sensitive than wall time to other load on the machine.{unprobed}"
     )
