@@ -92,7 +92,7 @@ def _ids(revisions: list[str], limit: int = 12) -> str:
 
 def _applied(index: ScriptIndex, state: CurrentState) -> set[str]:
     known = [head for head in state.heads if index.knows(head)]
-    return set(index.applied(known)) if known else set()
+    return set(index.holds(known))
 
 
 def drift_build(

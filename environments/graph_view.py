@@ -105,7 +105,7 @@ def graph_build(
             view.selected = environment
             view.unknown = list(state.unknown)
             view.pending = frozenset(state.pending)
-            view.applied = frozenset(index.applied(known)) if known else frozenset()
+            view.applied = index.holds(known)
     view.matches = search(index, query)
     view.flagged = revision_analysis.destructive_revisions(index)
     view.layout = core_graph.layout(
@@ -242,7 +242,7 @@ def revision_panel_build(*, project: Project, revision_id: str) -> RevisionPanel
             at_revision.append(environment.name)
         if revision_id in state.pending:
             pending_in.append(environment.name)
-        elif state.heads and revision_id in index.applied(state.heads):
+        elif state.heads and revision_id in index.holds(state.heads):
             applied_in.append(environment.name)
     found = revision_analysis.revision_findings(revision)
     try:

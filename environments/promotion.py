@@ -69,7 +69,7 @@ def promotion_verdict(job: Job, *, read: bool = False, now: datetime | None = No
         key = tuple(sorted(heads))
         if key not in holds_cache:
             known = [head for head in key if index.knows(head)]
-            applied = set(index.applied(known)) if known else set()
+            applied = index.holds(known)
             holds_cache[key] = all(revision in applied for revision in wanted)
         return holds_cache[key]
 

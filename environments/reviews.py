@@ -81,7 +81,7 @@ def other_environments(job: Job) -> list[OtherEnvironment]:
         if state is not None and index is not None and index.revision_map is not None:
             heads = list(state.heads)
             if not state.is_read_failure and all(index.knows(h) for h in heads):
-                applied = set(index.applied(heads)) if heads else set()
+                applied = index.holds(heads)
                 holds = all(revision in applied for revision in wanted)
         found.append(
             OtherEnvironment(

@@ -16,10 +16,11 @@ from environments.core.revision_map import LinearRevisionMap
 from tests.conftest import three_heads_history
 
 
-def random_history(seed: int, size: int) -> list[tuple]:
+def random_history(seed: int, size: int, label_rate: float = 0.03) -> list[tuple]:
     """(id, down_revision, depends_on, branch_labels) rows of a random history: several
     roots, branches, merges of two and three parents, depends_on on ids, on branch labels and
-    on ancestors already (which Alembic normalises away)."""
+    on ancestors already (which Alembic normalises away), `label_rate` of them labelled (one
+    label or two)."""
     rng = random.Random(seed)
     rows: list[tuple] = []
     ids: list[str] = []
@@ -41,9 +42,9 @@ def random_history(seed: int, size: int) -> list[tuple]:
             pool = ids + list(labels)
             depends = tuple(rng.sample(pool, min(len(pool), rng.choice((1, 1, 2)))))
         label = None
-        if rng.random() < 0.03:
-            label = (f"line{n}",)
-            labels[f"line{n}"] = revision
+        if rng.random() < label_rate:
+            label = (f"line{n}",) if rng.random() < 0.8 else (f"line{n}", f"also{n}")
+            labels.update(dict.fromkeys(label, revision))
         parents = () if down is None else ((down,) if isinstance(down, str) else down)
         tips = [t for t in tips if t not in parents] + [revision]
         rows.append((revision, down, depends, label))
@@ -101,6 +102,57 @@ def test_random_histories_give_alembics_answers(seed):
 
     for order in (rows, shuffled):
         assert view(build(LinearRevisionMap, order)) == view(build(RevisionMap, order))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_labelled_histories_give_alembics_branch_labels(seed):
+    rows = random_history(1000 + seed, size=150 + seed * 11, label_rate=0.05 + seed * 0.005)
+    assert sum(1 for row in rows if row[3]) >= 0.03 * len(rows)
+
+    ours, theirs = view(build(LinearRevisionMap, rows)), view(build(RevisionMap, rows))
+
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        # a plain line above the label: its labels go down to the root
+        [("a", None, None, None), ("b", "a", None, None), ("c", "b", None, ("x",))],
+        # a branch point below the label stops them
+        [
+            ("a", None, None, None),
+            ("b", "a", None, None),
+            ("c", "a", None, None),
+            ("d", "b", None, ("x",)),
+        ],
+        # a dependency on the labelled revision's parent makes it a branch point as well
+        [
+            ("a", None, None, None),
+            ("b", "a", None, None),
+            ("c", "b", None, ("x",)),
+            ("z", None, "b", None),
+        ],
+        # above the label the line branches: nothing goes below it
+        [
+            ("a", None, None, None),
+            ("b", "a", None, ("x",)),
+            ("c", "b", None, None),
+            ("d", "b", None, None),
+        ],
+        # a merge above the label stops the walk, and labelled branches merged carry both
+        [
+            ("a", None, None, None),
+            ("b", "a", None, ("x",)),
+            ("c", "a", None, ("y",)),
+            ("m", ("b", "c"), None, None),
+            ("n", "m", None, ("z",)),
+        ],
+    ],
+    ids=["line", "branch below", "dependency below", "branch above", "merged labels"],
+)
+def test_each_rule_of_alembics_label_walk_is_kept(rows):
+    assert view(build(LinearRevisionMap, rows)) == view(build(RevisionMap, rows))
 
 
 def test_a_dependency_an_ancestor_already_has_is_normalised_away_as_alembic_does():

@@ -15,7 +15,11 @@ that is not spent importing files).
   its ancestors, instead of walking the ancestors of each revision again;
 - `_detect_cycles` proves the graph acyclic by a topological sort; an acyclic graph passes
   Alembic's checks (every revision lies between a head and a base), so only a graph that is not
-  acyclic, or is unusual in any way, goes to Alembic's own code, which then names the cycle.
+  acyclic, or is unusual in any way, goes to Alembic's own code, which then names the cycle;
+- `_add_branches` gives every revision the branch labels Alembic gives it in one pass down the
+  graph and one pass up, instead of walking every descendant of every labelled revision (n² on
+  a history whose labelled branches are merged back). The label sets are frozen and shared
+  between revisions that hold the same labels: on a long history they are most of the map.
 `tests/test_revision_map.py` checks the result against a stock `RevisionMap`, attribute by
 attribute, on generated histories and on broken ones.
 
@@ -110,8 +114,70 @@ def _parents_first(
     return order if len(order) == count else None
 
 
+class _Unions:
+    """Unions of frozen label sets, the same object for the same pair (and for a union that
+    adds nothing), so revisions with equal labels share one set."""
+
+    def __init__(self) -> None:
+        # keyed by identity; the pair is kept so that neither id is reused while it is a key
+        self._made: dict[tuple[int, int], tuple[frozenset[str], frozenset[str], frozenset[str]]]
+        self._made = {}
+
+    def __call__(self, a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
+        if not b or a is b or b <= a:
+            return a
+        if not a or a <= b:
+            return b
+        key = (id(a), id(b))
+        found = self._made.get(key)
+        if found is None:
+            found = self._made[key] = (a, b, a | b)
+        return found[2]
+
+
+def _spread_labels(
+    order: list[Revision], map_: Mapping[str | None, Revision | None]
+) -> dict[Revision, frozenset[str]]:
+    """Every revision's branch labels as Alembic's `_add_branches` leaves them, given the
+    revisions parents first.
+
+    Alembic gives a labelled revision's labels to all its descendants (over `down_revision`,
+    not `depends_on`), then walks down from its last descendant while a revision is neither a
+    branch point (counting `depends_on`) nor a merge point, labelling each. That walk gets
+    past the labelled revision only when it and everything above it form one such plain line,
+    and then goes on through its ancestors until a branch or merge point. Below: the first
+    part as a union over parents, the second as what each plain revision hands its parent."""
+    union = _Unions()
+    nothing: frozenset[str] = frozenset()
+    down: dict[Revision, frozenset[str]] = {}
+    for revision in order:
+        held = frozenset(revision._orig_branch_labels) if revision._orig_branch_labels else nothing
+        for parent_id in revision._versioned_down_revisions:
+            held = union(held, down[map_[parent_id]])
+        down[revision] = held
+    labels: dict[Revision, frozenset[str]] = {}
+    handed: dict[Revision, frozenset[str]] = {}  # what a walk carries on to the parent
+    plain_line: dict[Revision, bool] = {}  # it and everything above it: one plain line
+    for revision in reversed(order):
+        if revision._is_real_branch_point or revision.is_merge_point:
+            labels[revision] = down[revision]
+            plain_line[revision] = False
+            continue
+        # plain: one child at most, over down_revision or depends_on
+        child = map_[next(iter(revision.nextrev))] if revision.nextrev else None
+        arriving = handed.get(child, nothing) if child is not None else nothing
+        held = labels[revision] = union(down[revision], arriving)
+        plain_line[revision] = child is None or plain_line[child]
+        if revision.down_revision is not None:
+            starts = revision._orig_branch_labels and plain_line[revision]
+            handed[revision] = held if starts else arriving
+    return labels
+
+
 class LinearRevisionMap(RevisionMap):
     """A `RevisionMap` whose construction is linear; every answer is Alembic's."""
+
+    _labels_spread = False
 
     @alembic_util.memoized_property
     def _revision_map(self):  # noqa: ANN202 - Alembic's own type
@@ -148,6 +214,25 @@ class LinearRevisionMap(RevisionMap):
                 revision._normalized_resolved_dependencies = tuple(normalized)
             else:
                 revision._normalized_resolved_dependencies = ()
+
+    def _add_branches(
+        self, revisions: Collection[Revision], map_: Mapping[str | None, Revision | None]
+    ) -> None:
+        nodes = [rev for key, rev in map_.items() if rev is not None and key == rev.revision]
+        if self._labels_spread:  # add_revision() after the build: Alembic's code, plain sets
+            for revision in nodes:
+                revision.branch_labels = set(revision.branch_labels)
+            super()._add_branches(revisions, map_)
+            return
+        if not revisions:
+            return
+        order = _parents_first(nodes, map_, _versioned)
+        if order is None:
+            super()._add_branches(revisions, map_)
+            return
+        for revision, labels in _spread_labels(order, map_).items():
+            revision.branch_labels = labels  # frozen: shared, and never changed in place
+        self._labels_spread = True
 
     def _detect_cycles(self, rev_map, heads, bases, _real_heads, _real_bases) -> None:  # noqa: ANN001
         # Acyclic over all edges implies acyclic over the versioned ones (a subgraph).

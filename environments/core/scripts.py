@@ -19,7 +19,7 @@ from pathlib import Path
 
 from alembic.script.revision import Revision, RevisionError, RevisionMap
 
-from environments.core import static_names
+from environments.core import revision_order, static_names
 from environments.core.revision_files import (
     ScriptProblem,
     check_syntax,
@@ -47,9 +47,11 @@ class ScriptIndex:
     duplicates: dict[str, list[str]] = field(default_factory=dict)  # id → files declaring it
     # modules of the project a header's name was looked up in, with their (size, mtime)
     modules: tuple[tuple[str, tuple[int, int] | None], ...] = ()
-    _pending_cache: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+    # (kind, heads) → applied, pending or held revisions; read without the lock
+    _answers: dict[tuple, tuple | frozenset] = field(default_factory=dict)
+    _places: tuple[dict[str, int], dict[str, int]] | None = None
     memo: dict[object, object] = field(default_factory=dict)  # answers derived from the index
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # held to compute, not read
 
     _syntax_problems: list[ScriptProblem] | None = None
 
@@ -96,30 +98,63 @@ class ScriptIndex:
 
     def pending(self, current_heads: Sequence[str]) -> tuple[str, ...]:
         """Revisions `alembic upgrade heads` would apply from `current_heads`, in its order."""
-        key = tuple(sorted(current_heads))
-        with self._lock:
-            cached = self._pending_cache.get(key)
-        if cached is not None:
-            return cached
-        assert self.revision_map is not None
-        with self._lock:
-            revisions = self.revision_map.iterate_revisions("heads", key, implicit_base=True)
-            pending = tuple(rev.revision for rev in reversed(list(revisions)))
-            if len(self._pending_cache) > 512:
-                self._pending_cache.clear()
-            self._pending_cache[key] = pending
-        return pending
+        return self._answer("pending", current_heads)
 
     def applied(self, current_heads: Sequence[str]) -> tuple[str, ...]:
         """Revisions a database at `current_heads` holds, newest first."""
-        if not current_heads:
-            return ()
+        return self._answer("applied", current_heads) if current_heads else ()
+
+    def holds(self, current_heads: Sequence[str]) -> frozenset[str]:
+        """The same revisions as `applied`, as a set (no order to work out)."""
+        return self._answer("holds", current_heads) if current_heads else frozenset()
+
+    def _answer(self, kind: str, current_heads: Sequence[str]):  # noqa: ANN202
+        """Computed once per (index, heads); a cached answer is read without a lock."""
+        key = (kind, tuple(sorted(current_heads)))
+        found = self._answers.get(key)
+        if found is not None:
+            return found
         assert self.revision_map is not None
-        with self._lock:
-            revisions = self.revision_map.iterate_revisions(
-                tuple(current_heads), "base", implicit_base=True
-            )
-            return tuple(rev.revision for rev in revisions)
+        with self._lock:  # one thread computes, the others wait for its answer
+            found = self._answers.get(key)
+            if found is None:
+                found = self._compute(kind, key[1])
+                if len(self._answers) > 2048:
+                    self._answers.clear()
+                self._answers[key] = found
+        return found
+
+    def _compute(self, kind: str, heads: tuple[str, ...]):  # noqa: ANN202
+        revision_map = self.revision_map
+        assert revision_map is not None
+        map_ = revision_map._revision_map
+        try:
+            held = revision_order.ancestors(map_, heads)
+            if kind == "holds":
+                return held
+            if kind == "applied":
+                todo, targets = held, heads
+            else:
+                targets = revision_map._real_heads  # what "heads" names: no dependents either
+                todo = revision_order.ancestors(map_, targets) - held
+            newest_first = revision_order.upgrade_order(map_, todo, targets, *self._order())
+            return tuple(newest_first) if kind == "applied" else tuple(reversed(newest_first))
+        except revision_order.Unusual:
+            pass  # Alembic's own code answers (or names what is wrong)
+        if kind == "pending":
+            found = revision_map.iterate_revisions("heads", heads, implicit_base=True)
+            return tuple(rev.revision for rev in reversed(list(found)))
+        found = revision_map.iterate_revisions(heads, "base", implicit_base=True)
+        ids = tuple(rev.revision for rev in found)
+        return frozenset(ids) if kind == "holds" else ids
+
+    def _order(self) -> tuple[dict[str, int], dict[str, int]]:
+        """What `revision_order.upgrade_order` needs of the map, once per index."""
+        if self._places is None:
+            assert self.revision_map is not None
+            map_ = self.revision_map._revision_map
+            self._places = (revision_order.positions(map_), revision_order.depths(map_))
+        return self._places
 
 
 _index_cache: dict[ScriptConfig, ScriptIndex] = {}
