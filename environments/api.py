@@ -180,6 +180,8 @@ def job_action(request: HttpRequest, job_id: int, action: str, *, body: dict):
             job = approvals.job_queue(job=job, user=request.user)
         elif action == "replan":
             job, _ = planning.job_replan(job=job, user=request.user)
+        elif action == "sql":
+            job = planning.job_sql_request(job=job, user=request.user)
         else:
             return JsonResponse({"error": f"No action {action!r}."}, status=404)
     except transitions.Refused as exc:

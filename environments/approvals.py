@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from environments import notify, rehearsals, roles, safe_runs
 from environments.models import Approval, Environment, Job
-from environments.planning import job_request, plan_outdated
+from environments.planning import job_request, job_sql_request, plan_outdated
 from environments.promotion import promotion_verdict
 from environments.transitions import Refused, job_audit, move, refuse
 
@@ -84,6 +84,8 @@ def job_submit(*, job: Job, user) -> Job:
         if unrehearsed:
             refuse("rehearsal_required", unrehearsed, user=user, job=job)
         return _queue(job, user=user)
+    if job.sql_status == Job.Preview.ON_REQUEST:  # approvers read the plan with its SQL
+        job = job_sql_request(job=job)
     now = timezone.now()
     expires_at = now + timedelta(hours=environment.approval_expiry_hours)
     return move(

@@ -280,6 +280,7 @@ class JobRequestForm(forms.Form):
     reason = forms.CharField(required=False, max_length=10_000)
     restore_from = WholeNumberField(required=False)
     take_backup = forms.NullBooleanField(required=False)
+    sql = forms.BooleanField(required=False)  # render the SQL now, whoever else needs it
 
     def __init__(self, data, *, environment: Environment, names: dict[str, str]) -> None:
         super().__init__(data)
@@ -321,13 +322,15 @@ def job_request_from_page(post, environment: Environment) -> JobRequestForm:
         "reason": post.get("reason", ""),
         "restore_from": post.get("backup") if post.get("kind") == Job.Kind.RESTORE else None,
         "take_backup": (post.get("take_backup") == "on") if post.get("backup_choice") else None,
+        "sql": True,  # the plan's page is where its SQL is read
     }
     return JobRequestForm(data, environment=environment, names={"restore_from": "The backup"})
 
 
 def job_request_from_api(body: dict, environment: Environment) -> JobRequestForm:
     """The API's JSON: `kind`, `target`, `reason`, `restore_from` (a backup's number) and
-    `backup` (true or false: take one first; absent: the environment's policy)."""
+    `backup` (true or false: take one first; absent: the environment's policy) and `sql`
+    (true: render the SQL now, even where nobody has to approve the plan)."""
     backup = body.get("backup")
     data = {
         "kind": body.get("kind", ""),
@@ -335,6 +338,7 @@ def job_request_from_api(body: dict, environment: Environment) -> JobRequestForm
         "reason": body.get("reason", ""),
         "restore_from": body.get("restore_from"),
         "take_backup": backup if isinstance(backup, bool) else None,
+        "sql": body.get("sql") is True,
     }
     for key in ("kind", "target", "reason"):
         if not isinstance(data[key], str):
@@ -345,13 +349,15 @@ def job_request_from_api(body: dict, environment: Environment) -> JobRequestForm
 
 
 def job_request_from_cli(options: dict, environment: Environment) -> JobRequestForm:
-    """`manage.py request_job`'s options: --kind, --target, --reason, --backup, --no-backup."""
+    """`manage.py request_job`'s options: --kind, --target, --reason, --backup, --no-backup,
+    --sql."""
     data = {
         "kind": options["kind"],
         "target": options["target"],
         "reason": options["reason"],
         "restore_from": options["backup"],
         "take_backup": False if options["no_backup"] else None,
+        "sql": options.get("sql", False),
     }
     names = {"target": "--target", "reason": "--reason", "restore_from": "--backup"}
     return JobRequestForm(data, environment=environment, names=names)

@@ -111,10 +111,12 @@ def job_request(
     reason: str = "",
     restore_from: Backup | None = None,
     take_backup: bool | None = None,
+    sql: bool = False,
 ) -> Job:
-    """Plan a job from where the database stands now; the SQL preview follows on a worker.
-    `take_backup` defaults to the environment's `backup_before_jobs`; a policy that makes
-    backups mandatory refuses False."""
+    """Plan a job from where the database stands now. Its SQL preview follows on a worker when
+    someone will read it (`preview_wanted`; `sql` asks for it in any case), else it waits for
+    `job_sql_request`. `take_backup` defaults to the environment's `backup_before_jobs`; a
+    policy that makes backups mandatory refuses False."""
     if take_backup is None:
         take_backup = environment.backup_before_jobs
     if not roles.may_request(user, environment.project):
@@ -142,7 +144,7 @@ def job_request(
             requested_by=user,
             reason=reason,
             take_backup=take_backup or environment.backup_required,
-            sql_status=Job.Preview.NOT_NEEDED if kind == Job.Kind.RESTORE else Job.Preview.PENDING,
+            sql_status=_preview_status(environment, kind, asked=sql),
             **fields,
         )
         job_audit(job, "job_planned", user=user, details={"revisions": len(job.revisions)})
@@ -185,8 +187,9 @@ def job_replan(*, job: Job, user) -> tuple[Job, bool]:
         for key, value in fields.items():
             setattr(locked, key, value)
         if locked.kind != Job.Kind.RESTORE:
-            locked.sql_status, locked.sql_preview, locked.sql_sha256 = Job.Preview.PENDING, "", ""
-            locked.sql_note = ""
+            asked = locked.sql_status != Job.Preview.ON_REQUEST  # it was rendered once
+            locked.sql_status = _preview_status(locked.environment, locked.kind, asked=asked)
+            locked.sql_preview, locked.sql_sha256, locked.sql_note = "", "", ""
         locked.replanned_at = timezone.now()
         locked.save()
         stale = locked.approvals.filter(plan_sha256=before).count()
@@ -250,6 +253,48 @@ def job_cancel(*, job: Job, user) -> Job:
 
 
 # --- the SQL preview (a worker runs it: alembic --sql runs env.py) -------------------------
+
+
+def preview_wanted(environment: Environment) -> bool:
+    """Whether a plan's SQL is read before it can run: by approvers (the policy asks for
+    approvals), or by the lock review of its statements (`lock_review_blocks`,
+    `lock_review_approval`). Otherwise it is rendered only when someone asks."""
+    return bool(
+        environment.required_approvals
+        or environment.lock_review_blocks
+        or environment.lock_review_approval
+    )
+
+
+def _preview_status(environment: Environment, kind: str, *, asked: bool) -> str:
+    if kind == Job.Kind.RESTORE:
+        return Job.Preview.NOT_NEEDED
+    if asked or preview_wanted(environment):
+        return Job.Preview.PENDING
+    return Job.Preview.ON_REQUEST
+
+
+def job_sql_request(*, job: Job, user=None) -> Job:
+    """Render the SQL of a plan nobody had asked to read yet (a worker does it); nothing
+    happens when it is rendered or rendering already. Approvals bind to the plan with its SQL,
+    so a job that needs them asks for it by itself (`approvals.job_submit`)."""
+    if user is not None and not roles.may_act_on_jobs(user, job.environment):
+        refuse(
+            "not_requester",
+            f"{name_of(user)} may not ask for the SQL of {job.environment.name}'s jobs: it is "
+            "rendered against the database, by whoever may plan or approve them.",
+            user=user,
+            job=job,
+        )
+    with transaction.atomic():
+        asked = Job.objects.filter(
+            pk=job.pk, sql_status=Job.Preview.ON_REQUEST, status__in=Job.WAITING
+        ).update(sql_status=Job.Preview.PENDING)
+        if asked:
+            dispatch.job_preview_on_commit(job)
+    job.refresh_from_db()
+    return job
+
 
 
 def job_preview_sql(*, job_id: int) -> Job | None:

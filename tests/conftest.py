@@ -466,8 +466,10 @@ def env(project: Project, slug: str) -> Environment:
 def planned(
     environment: Environment, user, target: str = inv.STAGING_TARGET, kind: str = "upgrade"
 ) -> Job:
-    """Plan a job and render its SQL (real `alembic --sql`, in this process)."""
-    job = planning.job_request(environment=environment, kind=kind, target=target, user=user)
+    """Plan a job, asking for its SQL, and render it (real `alembic --sql`, in this process)."""
+    job = planning.job_request(
+        environment=environment, kind=kind, target=target, user=user, sql=True
+    )
     planning.job_preview_sql(job_id=job.pk)
     job.refresh_from_db()
     assert job.sql_status == "ready", job.sql_note

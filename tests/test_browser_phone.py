@@ -47,6 +47,7 @@ def test_at_390_px_the_header_graph_job_and_audit_pages_fit_the_screen(
         target="heads",
         user=users["alice"],
         reason="release 4.2",
+        sql=True,
     )
     planning.job_preview_sql(job_id=job.pk)
     page = as_user(browser, live_server.url, "alice", width=PHONE)

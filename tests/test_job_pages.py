@@ -204,6 +204,7 @@ def test_the_plan_sha_is_shown_once_the_sql_it_covers_is_rendered(
         kind="upgrade",
         target="heads",
         user=users["alice"],
+        sql=True,  # the page shows the SQL being rendered, then rendered
     )
     rendering = client_alice.get(reverse("job_detail", args=[job.pk])).content.decode()
 
@@ -235,6 +236,7 @@ def test_a_job_pages_poll_answers_nothing_until_the_job_changes_then_stops_when_
         kind="upgrade",
         target="heads",
         user=users["alice"],
+        sql=True,  # the page shows the SQL being rendered, then rendered
     )
     url = reverse("job_live", args=[job.pk])
     # the page (still) reads the database as it renders: its first poll may render once more

@@ -298,7 +298,9 @@ def test_a_target_changed_by_hand_between_plan_and_run_is_refused(
 ):
     worker()
     _, prod, url = pg_project()
-    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(
+        environment=prod, kind="upgrade", target="heads", user=users["bob"], sql=True
+    )
     alembic(inventory, url, "upgrade", "+1")
     moved = heads_of(url)
 
@@ -318,7 +320,9 @@ def test_a_wrong_password_fails_the_job_and_stays_out_of_its_log(
     alembic(inventory, good, "upgrade", inv.PROD_TARGET)
     project = make_project(inventory, {"prod": good})
     prod = project.environments.get()
-    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(
+        environment=prod, kind="upgrade", target="heads", user=users["bob"], sql=True
+    )
     wrong = "Wr0ng-Pa55word%!"
     prod.set_url(pg_url("postgres", user=PASSWORD_ROLE, password=wrong, port=password_postgres))
     prod.save()
@@ -379,7 +383,9 @@ def test_the_sql_preview_is_the_sql_for_this_database(pg_project, worker, users)
     worker()
     _, prod, _ = pg_project()
 
-    job = planning.job_request(environment=prod, kind="upgrade", target="heads", user=users["bob"])
+    job = planning.job_request(
+        environment=prod, kind="upgrade", target="heads", user=users["bob"], sql=True
+    )
 
     assert wait_for(lambda: Job.objects.get(pk=job.pk).sql_status != "pending")
     job.refresh_from_db()
@@ -407,7 +413,9 @@ def test_a_project_that_cannot_run_offline_gets_no_preview_but_can_run(
     )
     _, prod, url = pg_project()
 
-    job = planning.job_request(environment=prod, kind="upgrade", target="+1", user=users["bob"])
+    job = planning.job_request(
+        environment=prod, kind="upgrade", target="+1", user=users["bob"], sql=True
+    )
 
     assert wait_for(lambda: Job.objects.get(pk=job.pk).sql_status != "pending")
     job.refresh_from_db()

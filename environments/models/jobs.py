@@ -93,6 +93,7 @@ class Job(models.Model):
         READY = "ready"
         UNAVAILABLE = "unavailable"
         NOT_NEEDED = "not_needed"
+        ON_REQUEST = "on_request"  # nobody has to read it yet: rendered when someone asks
 
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=20, choices=Kind.choices)

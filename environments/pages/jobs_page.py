@@ -167,6 +167,8 @@ def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
             planning.job_replan(job=job, user=request.user)
         elif action == "rehearse":
             return redirect(rehearsals.rehearsal_request(job=job, user=request.user))
+        elif action == "sql":
+            planning.job_sql_request(job=job, user=request.user)
         else:
             raise Http404("No such action.")
     except transitions.Refused as exc:

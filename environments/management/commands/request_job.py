@@ -32,6 +32,11 @@ class Command(BaseCommand):
             action="store_true",
             help="skip the backup before an upgrade or downgrade (refused where mandatory)",
         )
+        parser.add_argument(
+            "--sql",
+            action="store_true",
+            help="render the plan's SQL now (it is rendered anyway where approvers read it)",
+        )
         parser.add_argument("--wait", action="store_true", help="wait for the job to end")
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to --wait")
 
