@@ -296,7 +296,6 @@ def job_sql_request(*, job: Job, user=None) -> Job:
     return job
 
 
-
 def job_preview_sql(*, job_id: int) -> Job | None:
     """Capture the exact SQL of the plan with `alembic ... --sql` (the worker runs env.py)."""
     job = Job.objects.select_related("environment__project").filter(pk=job_id).first()

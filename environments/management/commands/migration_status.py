@@ -47,10 +47,13 @@ class Command(BaseCommand):
         ]
         if options["env"] and not named:
             raise CommandError(f"No environment {options['env']!r}.", returncode=2)
-        # only the databases the labels leave are read; the status is known once read
+        # only the databases the labels leave are read, and only their projects' scripts;
+        # the status is known once read
         labelled = [environment for environment in named if wanted.labels_match(environment)]
-        built = overviews.overview_build(projects=projects, refresh=True, environments=labelled)
         holding = {environment.project_id for environment in named}
+        if options["env"]:
+            projects = [project for project in projects if project.pk in holding]
+        built = overviews.overview_build(projects=projects, refresh=True, environments=labelled)
         unexpected_heads = any(
             overview.project.pk in holding
             and overview.heads is not None
