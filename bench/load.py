@@ -56,7 +56,7 @@ class LoadFigures:
         return statistics.median(self.latencies) if self.latencies else 0.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -64,12 +64,17 @@ def _free_port() -> int:
 
 def _client(base: str) -> urllib.request.OpenerDirector:
     """An opener logged in as the demo's viewer (its own session and cookies)."""
+    return login(base, "viewer", "retort-demo")
+
+
+def login(base: str, username: str, password: str) -> urllib.request.OpenerDirector:
+    """An opener logged in through the login form, with its own session and cookies."""
     opener = urllib.request.build_opener(
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
     )
     page = opener.open(f"{base}/login/", timeout=30).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    form = {"username": "viewer", "password": "retort-demo", "csrfmiddlewaretoken": token}
+    form = {"username": username, "password": password, "csrfmiddlewaretoken": token}
     request = urllib.request.Request(
         f"{base}/login/",
         data=urllib.parse.urlencode(form).encode(),
@@ -81,7 +86,7 @@ def _client(base: str) -> urllib.request.OpenerDirector:
 
 def measure(dashboard_url: str, data_dir: Path, *, log) -> LoadFigures:
     database = dashboard_url.rsplit("/", 1)[1]
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,

@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.db.models import F
+
 from bench.scripts_read import clear_caches
 from bench.silent import SilentServer
 from bench.stats import Samples, repeat, timed
@@ -157,12 +159,21 @@ def measure_parts(project: Project, *, count: int = 20, budget: float = 30.0) ->
     )
 
 
-def measure_silent(project: Project, *, count: int = 3, budget: float = 30.0) -> OverviewRun:
-    """The overview with one more environment whose server accepts and never answers."""
+def measure_silent(
+    project: Project, *, silent: int = 16, count: int = 3, budget: float = 60.0
+) -> OverviewRun:
+    """The overview with `silent` more environments whose server accepts and never answers,
+    placed before every healthy one (they take the read slots first)."""
+    healthy = project.environments.all()
     with SilentServer() as server:
         url = f"postgresql://postgres@127.0.0.1:{server.port}/silent"
-        environment = add_environment(project, "silent", url, position=1000)
+        healthy.update(position=F("position") + silent)
+        added = [
+            add_environment(project, f"silent-{n:02d}", url, position=n) for n in range(silent)
+        ]
         try:
             return _timed_runs(count, budget)
         finally:
-            environment.delete()
+            for environment in added:
+                environment.delete()
+            healthy.update(position=F("position") - silent)
