@@ -12,6 +12,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from bench.scopes import SCOPES, figure_id
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -112,6 +114,13 @@ def render(report: Report) -> str:
         "| " + " | ".join(_cell(text) for text in (f.name, f.measured, f.aim, f.verdict)) + " |"
         for f in report.figures
     ]
+    lines += ["", "## What each figure times", ""]
+    seen: list[str] = []
+    for figure in report.figures:
+        key = figure_id(figure.name)
+        if key not in seen:
+            seen.append(key)
+            lines.append(f"- **{key}.** {SCOPES.get(key, '**no scope written for it**')}")
     if report.notes:
         lines += ["", "## How it was measured", ""]
         lines += [f"- {note}" for note in report.notes]
