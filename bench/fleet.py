@@ -43,6 +43,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from bench import growth
 from bench.postgres import BenchSetupError, Databases
 from bench.stats import Samples, repeat
 from environments import overviews, reads
@@ -51,6 +52,7 @@ from examples.synthetic import SyntheticHistory, write_history
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (10, 100, 1000)
+HTTP_SIZES = (3, 10, 100, 1000)  # the overview over HTTP, cold and warm
 REVISIONS = 100
 WORKER_PROCESSES = 2
 REFRESH_RUNS = 3  # timed full refreshes of the 1,000
@@ -98,6 +100,7 @@ class FleetFigures:
     statuses: Counter[str]
     setup_seconds: float
     overview: dict[int, Samples]  # page server time by number of environments
+    http: dict[int, tuple[list[float], float]]  # over HTTP: [cold, warm…] seconds, worker MiB
     shown: dict[int, str]  # what the page showed at each size
     poll: Samples  # the overview region's poll when nothing changed, at 1,000
     filtered: Samples  # the overview at 1,000 filtered by status and label
@@ -130,16 +133,20 @@ def measure(databases: Databases, tmp: Path, *, log: Callable[[str], None] = pri
             name="tenants", slug="tenants", alembic_ini=history.alembic_ini
         )
         client = _logged_in_client()
+        growth.bench_user()  # who logs in over HTTP (a viewer)
         with worker(tmp / "worker.log", log=log):
             overview: dict[int, Samples] = {}
+            http: dict[int, tuple[list[float], float]] = {}
             shown: dict[int, str] = {}
             registered = 0
-            for size in SIZES:
+            for size in HTTP_SIZES:
                 register(project, tenants[registered:size], start=registered)
                 registered = size
                 refresh_all(project)
                 log(f"fleet: the overview of {size} environments")
-                overview[size], shown[size] = time_page(client, reverse("overview"))
+                if size in SIZES:
+                    overview[size], shown[size] = time_page(client, reverse("overview"))
+                http[size] = growth.over_http("/", b'data-testid="counts"')
             statuses = Counter(
                 CurrentState.objects.filter(environment__project=project).values_list(
                     "status", flat=True
@@ -172,6 +179,7 @@ def measure(databases: Databases, tmp: Path, *, log: Callable[[str], None] = pri
         statuses=statuses,
         setup_seconds=setup_seconds,
         overview=overview,
+        http=http,
         shown=shown,
         poll=poll,
         filtered=filtered,

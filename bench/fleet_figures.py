@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import TYPE_CHECKING
 
 from bench.report import Figure
@@ -50,6 +51,12 @@ def fleet_figures(f: FleetFigures) -> list[Figure]:
         for key, n in f.rows.rows.items()
         if key not in {(f.state_table, "UPDATE"), (f.change_table, "INSERT")}
     }
+    per_database = f.loop.samples.median / f.loop.databases
+    over_http = "; ".join(
+        f"{size:,}: {ms(times[0])} cold, {ms(statistics.median(times[1:]))} warm "
+        f"(`alembic current` × {size:,} in a loop ≈ {per_database * size:.1f} s)"
+        for size, (times, _) in sorted(f.http.items())
+    )
     return [
         Figure(
             "10a. Fleet: the overview page, server time, 1,000 environments as the worker "
@@ -109,6 +116,11 @@ def fleet_figures(f: FleetFigures) -> list[Figure]:
             f"{updates * REFRESH_PER_HOUR:,.0f} ({updates:,.0f} a refresh: each state row "
             "marked sent, then its read stored); other rows written: "
             + (", ".join(f"{op.lower()} {table} {n}" for (table, op), n in other.items()) or "0"),
+        ),
+        Figure(
+            "10k. Fleet: the overview over HTTP (gunicorn, 1 sync worker, loopback), the first "
+            "request after the server started and the median of 5 more, as the fleet grows",
+            f"{over_http}; worker peak RSS at 1,000 {f.http[max(f.http)][1]:.0f} MiB",
         ),
     ]
 

@@ -288,22 +288,32 @@ _SHOWS = {  # what each page must show, or the figure is of an error page
 }
 
 
+def over_http(
+    path: str, shows: bytes, *, username: str = USER, password: str = PASSWORD
+) -> tuple[list[float], float]:
+    """GET `path` from a freshly started server, once cold and WARM times warm: the client's
+    wall clock of each request (it must answer 200 and show `shows`), and the worker's peak
+    RSS in MiB."""
+    with served() as (base, peak):
+        opener = login(base, username, password)  # the login page reads no scripts
+        times = []
+        for _ in range(1 + WARM):
+            started = time.perf_counter()
+            with opener.open(base + path, timeout=600) as response:
+                body = response.read()
+                status = response.status
+            times.append(time.perf_counter() - started)
+            if status != 200 or shows not in body:
+                raise RuntimeError(f"GET {path}: {status}, without {shows!r}")
+        return times, peak()
+
+
 def time_pages(size: Size, project: Project) -> None:
     """Each page cold (the first request to a freshly started server) and warm."""
     for page, path in page_urls(project).items():
-        with served() as (base, peak):
-            opener = login(base, USER, PASSWORD)  # the login page reads no scripts
-            times = []
-            for _ in range(1 + WARM):
-                started = time.perf_counter()
-                with opener.open(base + path, timeout=600) as response:
-                    body = response.read()
-                    status = response.status
-                times.append(time.perf_counter() - started)
-                if status != 200 or _SHOWS[page] not in body:
-                    raise RuntimeError(f"GET {path}: {status}, without {_SHOWS[page]!r}")
-            size.cold[page], size.warm[page] = times[0], times[1:]
-            size.worker_mib = max(size.worker_mib, peak())
+        times, mib = over_http(path, _SHOWS[page])
+        size.cold[page], size.warm[page] = times[0], times[1:]
+        size.worker_mib = max(size.worker_mib, mib)
 
 
 # --- the run -----------------------------------------------------------------------------------

@@ -86,6 +86,10 @@ SCOPES: dict[str, str] = {
     "10h": "as 10g, 16 wide with `xargs -P 16`",
     "10i": "no timer: change rows counted by triggers over the refreshes, per hour",
     "10j": "no timer: state rows updated in place, per hour",
+    "10k": "inside: one HTTP request for the overview to gunicorn (1 sync worker) over "
+    "loopback, client side, at 3, 10, 100 and 1,000 environments; cold = the first after the "
+    "server started; not: the server's start, the login, the workers' reads; alembic: 10g's "
+    "per-database time × the count",
     "11a": "inside: the shell loop of `alembic upgrade head` over 200 tenants, wall clock",
     "11b": "as 11a, 8 wide",
     "11c": "inside: from the rollout's submit to its last target's end (broker and worker "
