@@ -423,8 +423,8 @@ def run_job(environment: Environment, user, probes: Probes) -> JobRun:
     with mock.patch.object(dispatch, "send_on_commit", record):
         gc.collect()
         started = time.perf_counter()
-        job = planning.job_request(
-            environment=environment, kind=Job.Kind.UPGRADE, target="head", user=user
+        job = planning.job_request(  # its SQL asked for, as a plan made on its page
+            environment=environment, kind=Job.Kind.UPGRADE, target="head", user=user, sql=True
         )
         plan = time.perf_counter() - started
 

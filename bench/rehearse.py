@@ -295,8 +295,8 @@ def measure(
         user.groups.add(Group.objects.get(name=roles.RELEASE_MANAGER))
         sent: list[str] = []
         with mock.patch.object(dispatch, "send_on_commit", lambda name, *a, **k: sent.append(name)):
-            plan = planning.job_request(
-                environment=environment, kind=Job.Kind.UPGRADE, target="head", user=user
+            plan = planning.job_request(  # its SQL asked for, as a plan made on its page
+                environment=environment, kind=Job.Kind.UPGRADE, target="head", user=user, sql=True
             )
         plan = planning.job_preview_sql(job_id=plan.pk)
         if plan is None or plan.sql_status != Job.Preview.READY or sent != ["job_preview_sql"]:
