@@ -15,13 +15,11 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,8 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from bench.load import free_port, login
+from bench import load
+from bench.load import login
 from bench.report import Figure
 from environments import reads, roles
 from environments.models import Environment, Project
@@ -229,37 +228,10 @@ def bench_user() -> None:
 
 @contextlib.contextmanager
 def served() -> Iterator[tuple[str, Callable[[], float]]]:
-    """gunicorn with one sync worker, as docker-compose.yml runs it; yields the base URL and
-    a function giving the worker's peak RSS in MiB."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {  # the bench's own dashboard database, data folder and keys (os.environ)
-        **os.environ,
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-    gunicorn = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "dashboard.wsgi", "-b",
-         f"127.0.0.1:{port}", "--workers", "1", "--timeout", "600", "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or gunicorn.poll() is not None:
-                    raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.2)
-        yield base, _worker_peak(gunicorn.pid)
-    finally:
-        gunicorn.send_signal(signal.SIGTERM)
-        try:
-            gunicorn.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            gunicorn.kill()
+    """gunicorn with one sync worker on the bench's own dashboard database, data folder and
+    keys (os.environ); yields the base URL and a function giving the worker's peak RSS, MiB."""
+    with load.served(dict(os.environ), workers=1, timeout=600) as (base, master):
+        yield base, _worker_peak(master)
 
 
 def _worker_peak(master: int) -> Callable[[], float]:

@@ -9,6 +9,7 @@ and the most connections the dashboard database saw at once (sampled every 0.5 s
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import os
 import re
@@ -22,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,29 +86,19 @@ def login(base: str, username: str, password: str) -> urllib.request.OpenerDirec
     return opener
 
 
-def measure(dashboard_url: str, data_dir: Path, *, log) -> LoadFigures:
-    database = dashboard_url.rsplit("/", 1)[1]
+@contextlib.contextmanager
+def served(env: dict[str, str], *, workers: int, timeout: int) -> Iterator[tuple[str, int]]:
+    """gunicorn as docker-compose.yml runs it (sync workers) on a free loopback port, once it
+    answers /healthz; yields the base URL and the master's pid. Stopped with SIGTERM after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": dashboard_url,
-        "RETORT_DATA_DIR": str(data_dir),
-        "RETORT_DB_CONN_MAX_AGE": "60",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-    python = sys.executable
-    for command in (["migrate", "--noinput", "-v0"], ["seed_demo"]):
-        subprocess.run(
-            [python, "manage.py", *command], cwd=REPO, env=env, check=True, capture_output=True
-        )
     gunicorn = subprocess.Popen(
-        [str(Path(python).parent / "gunicorn"), "dashboard.wsgi", "-b", f"127.0.0.1:{port}",
-         "--workers", str(WORKERS), "--timeout", "60", "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [str(Path(sys.executable).parent / "gunicorn"), "dashboard.wsgi", "-b",
+         f"127.0.0.1:{port}", "--workers", str(workers), "--timeout", str(timeout),
+         "--log-level", "warning"],
+        cwd=REPO, env={**env, "ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    figures = LoadFigures(CLIENTS, SECONDS, WORKERS)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -114,18 +106,39 @@ def measure(dashboard_url: str, data_dir: Path, *, log) -> LoadFigures:
                 urllib.request.urlopen(f"{base}/healthz", timeout=2).read()
                 break
             except OSError:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or gunicorn.poll() is not None:
                     raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.3)
-        openers = [_client(base) for _ in range(CLIENTS)]
-        log(f"load: {CLIENTS} clients on the overview for {SECONDS:.0f} s ({WORKERS} workers)")
-        _run(openers, base, figures, database)
+                time.sleep(0.2)
+        yield base, gunicorn.pid
     finally:
         gunicorn.send_signal(signal.SIGTERM)
         try:
             gunicorn.wait(timeout=30)
         except subprocess.TimeoutExpired:
             gunicorn.kill()
+
+
+def measure(dashboard_url: str, data_dir: Path, *, log) -> LoadFigures:
+    database = dashboard_url.rsplit("/", 1)[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": dashboard_url,
+        "RETORT_DATA_DIR": str(data_dir),
+        "RETORT_DB_CONN_MAX_AGE": "60",
+    }
+    for command in (["migrate", "--noinput", "-v0"], ["seed_demo"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    figures = LoadFigures(CLIENTS, SECONDS, WORKERS)
+    with served(env, workers=WORKERS, timeout=60) as (base, _):
+        openers = [_client(base) for _ in range(CLIENTS)]
+        log(f"load: {CLIENTS} clients on the overview for {SECONDS:.0f} s ({WORKERS} workers)")
+        _run(openers, base, figures, database)
     return figures
 
 

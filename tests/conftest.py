@@ -453,10 +453,15 @@ def saas(inventory, make_project, demo_templates, tmp_path) -> Callable[[int], P
 
 
 @pytest.fixture
-def unconsumed_queue(settings) -> str:
-    """Messages for the workers go to a queue nobody reads: the test runs the tasks itself."""
-    settings.CELERY_TASK_DEFAULT_QUEUE = f"retort-test-unconsumed-{uuid.uuid4().hex[:6]}"
-    return settings.CELERY_TASK_DEFAULT_QUEUE
+def unconsumed_queue(settings) -> Iterator[str]:
+    """Messages for the workers go to a queue nobody reads: the test runs the tasks itself.
+    The queue is emptied afterwards."""
+    from dashboard.celery import app as celery_app
+
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE = f"retort-test-unconsumed-{uuid.uuid4().hex[:6]}"
+    yield queue
+    with contextlib.suppress(Exception), celery_app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(queue)
 
 
 def env(project: Project, slug: str) -> Environment:

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import pytest
 from django.urls import reverse
 
-from dashboard.celery import app as celery_app
 from environments import planning
 from environments.models import Job
 from examples.inventory import revisions as inv
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_worker_listens(settings):
-    """Tasks go to a queue nobody consumes, emptied afterwards."""
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE = "retort-test-nobody-listens"
-    yield
-    with contextlib.suppress(Exception), celery_app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(queue)
+# tasks go to a queue nobody consumes (the test runs what it needs itself)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("unconsumed_queue")]
 
 
 def _plan(client, environment, **fields):

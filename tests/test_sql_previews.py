@@ -4,26 +4,15 @@ for a CLI job on an environment with no approval step."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from dashboard.celery import app as celery_app
 from environments import approvals, planning
 from environments.models import ApiToken, Job
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_worker_listens(settings):
-    """Tasks go to a queue nobody consumes (the test runs the preview itself)."""
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE = "retort-test-previews-unread"
-    yield
-    with contextlib.suppress(Exception), celery_app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(queue)
+# tasks go to a queue nobody consumes (the test runs what it needs itself)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("unconsumed_queue")]
 
 
 def _cli_job(environment, *options) -> Job:

@@ -218,13 +218,13 @@ class LinearRevisionMap(RevisionMap):
     def _add_branches(
         self, revisions: Collection[Revision], map_: Mapping[str | None, Revision | None]
     ) -> None:
+        if not revisions and not self._labels_spread:
+            return  # no label anywhere: nothing to spread
         nodes = [rev for key, rev in map_.items() if rev is not None and key == rev.revision]
         if self._labels_spread:  # add_revision() after the build: Alembic's code, plain sets
             for revision in nodes:
                 revision.branch_labels = set(revision.branch_labels)
             super()._add_branches(revisions, map_)
-            return
-        if not revisions:
             return
         order = _parents_first(nodes, map_, _versioned)
         if order is None:

@@ -129,14 +129,14 @@ class ScriptIndex:
         assert revision_map is not None
         map_ = revision_map._revision_map
         try:
-            held = revision_order.ancestors(map_, heads)
+            held = self._held(heads)
             if kind == "holds":
                 return held
             if kind == "applied":
                 todo, targets = held, heads
             else:
                 targets = revision_map._real_heads  # what "heads" names: no dependents either
-                todo = revision_order.ancestors(map_, targets) - held
+                todo = self._held(targets) - held
             newest_first = revision_order.upgrade_order(map_, todo, targets, *self._order())
             return tuple(newest_first) if kind == "applied" else tuple(reversed(newest_first))
         except revision_order.Unusual:
@@ -147,6 +147,18 @@ class ScriptIndex:
         found = revision_map.iterate_revisions(heads, "base", implicit_base=True)
         ids = tuple(rev.revision for rev in found)
         return frozenset(ids) if kind == "holds" else ids
+
+    def _held(self, heads: Sequence[str]) -> frozenset[str]:
+        """`holds`, cached with it, for `_compute` (which runs under the lock): the held set
+        of the script heads is worked out once for every `pending`, not once per call."""
+        key = ("holds", tuple(sorted(heads)))
+        found = self._answers.get(key)
+        if found is None:
+            assert self.revision_map is not None
+            found = self._answers[key] = revision_order.ancestors(
+                self.revision_map._revision_map, key[1]
+            )
+        return found
 
     def _order(self) -> tuple[dict[str, int], dict[str, int]]:
         """What `revision_order.upgrade_order` needs of the map, once per index."""
