@@ -46,7 +46,7 @@ from django.utils import timezone
 from bench import growth
 from bench.postgres import BenchSetupError, Databases
 from bench.stats import Samples, repeat
-from environments import overviews, reads
+from environments import overviews, read_requests, reads
 from environments.models import CurrentState, Environment, Project, StateChange
 from examples.synthetic import SyntheticHistory, write_history
 
@@ -375,7 +375,7 @@ def refresh_all(project: Project, *, timeout: float = 180.0) -> float:
     with override_settings(RETORT_REFRESH_SECONDS=1.0):
         started = time.perf_counter()
         since = timezone.now()
-        sent = reads.reads_send_due()
+        sent = read_requests.reads_send_due()
         if sent != expected:
             raise BenchSetupError(f"the tick sent {sent} reads, not {expected}")
         while states.filter(checked_at__gte=since).count() < expected:

@@ -48,8 +48,8 @@ class _Failed(Exception):
 @contextlib.contextmanager
 def _target_lock(url: str, key: int, log: JobLog) -> Iterator[Connection | None]:
     """A PostgreSQL advisory lock on the target's version table (`key`, see
-    `versions.migration_lock_key`) for the whole run: another Retort (or anyone taking the same
-    lock) cannot migrate it at the same time; tenants in other schemas of the database can.
+    `migration_lock.migration_lock_key`) for the whole run: another Retort (or anyone taking
+    the same lock) cannot migrate it at the same time; tenants in other schemas of the database can.
     Held by a session of its own, so it is released when the run ends or the worker dies; the
     version table is read on that session (autocommit: each read sees what alembic committed).
     SQLite relies on the one-active-job constraint (and yields no session)."""

@@ -7,15 +7,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db.models import Prefetch
 
 from dashboard.lib import live
 from environments.core.heads import HeadsVerdict
 from environments.core.revision_files import ScriptProblem
-from environments.core.scripts import ScriptIndex
 from environments.models import CurrentState, DriftState, Environment, Project, StateChange
 from environments.reads import Indexes, environment_read, environments_read
+
+if TYPE_CHECKING:
+    from environments.core.scripts import ScriptIndex
 
 HISTORY_SHOWN = 50  # changes on an environment's page
 
@@ -82,16 +85,21 @@ class ProjectOverview:
 
     def heads_dict(self) -> dict[str, object]:
         """The heads verdict as the CI gate and the status API print it."""
-        verdict = self.heads
-        return {
-            "multiple_heads": bool(self.multiple_heads),
-            "heads_expected": verdict.expected if verdict else None,
-            "heads_reason": verdict.sentence if verdict else "",
-        }
+        return heads_dict(self.heads)
 
     @property
     def fatal(self) -> str | None:
         return self.index_error or (self.index.fatal if self.index else None)
+
+
+def heads_dict(verdict: HeadsVerdict | None) -> dict[str, object]:
+    """A project's heads verdict (None: the scripts could not be read) as the CI gate and the
+    status API print it."""
+    return {
+        "multiple_heads": bool(verdict and verdict.several),
+        "heads_expected": verdict.expected if verdict else None,
+        "heads_reason": verdict.sentence if verdict else "",
+    }
 
 
 def _card(

@@ -2,28 +2,28 @@
 each within its own timeout) and stored on its one `CurrentState` row, in place, only if newer
 than what the row holds. A read that finds another status or other heads writes a
 `StateChange`; one that finds other revisions than the last successful read is audited with
-the job that explains it. Celery beat sends the reads that are due in batches
-(`reads_send_due`), a person's Refresh sends one at once (`read_request`); pages only render
-what was stored. The CI gate's exit code comes from a set of states."""
+the job that explains it (environments/read_requests.py sends the workers the reads that are
+due, and a person's Refresh); pages only render what was stored. The CI gate's exit code
+comes from a set of states."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
-from environments import dispatch
 from environments.audit import audit_record
 from environments.core import status as core_status
-from environments.core.scripts import ScriptIndex
-from environments.core.versions import VersionRead
 from environments.models import CurrentState, Environment, Job, StateChange
+
+if TYPE_CHECKING:
+    from environments.core.scripts import ScriptIndex
+    from environments.core.versions import VersionRead
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _target(environment: Environment, index: ScriptIndex | None, error: str | No
     )
 
 
-Indexes = dict[int, tuple[ScriptIndex | None, str | None]]
+Indexes = dict[int, tuple["ScriptIndex | None", str | None]]
 
 
 def environments_read(
@@ -205,51 +205,6 @@ def environment_read_store(
     state = core_status.evaluate(index, read, index_error=error)
     state = replace(state, checked_at=checked_at, duration_ms=duration_ms)
     return reads_store([environment], {environment.pk: state})[environment.pk]
-
-
-def read_request(*, environment: Environment) -> bool:
-    """A person's Refresh: a worker reads the environment at once, and the card follows until
-    the read is stored. False when the broker could not take it (nothing is left waiting)."""
-    now = timezone.now()
-    CurrentState.objects.update_or_create(environment=environment, defaults={"requested_at": now})
-    if dispatch.send("environment_refresh", environment.pk):
-        return True
-    CurrentState.objects.filter(environment=environment, requested_at=now).update(requested_at=None)
-    return False
-
-
-def reads_send_due(*, now=None) -> int:
-    """Send the workers every environment whose newest read is older than
-    RETORT_REFRESH_SECONDS (or that was never read) and whose read was not sent within that
-    time, RETORT_READ_BATCH to a task; returns how many were sent. A batch the broker cannot
-    take is sent again at the next tick."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.RETORT_REFRESH_SECONDS)
-    due = (
-        Environment.objects.filter(
-            Q(current_state__isnull=True)
-            | Q(current_state__checked_at__isnull=True)
-            | Q(current_state__checked_at__lt=cutoff)
-        )
-        .filter(Q(current_state__queued_at__isnull=True) | Q(current_state__queued_at__lt=cutoff))
-        .filter(gone_at__isnull=True)  # a tenant its server no longer lists
-        .order_by("pk")
-    )
-    ids = list(due.values_list("pk", flat=True))
-    CurrentState.objects.ensure(ids)
-    sent = 0
-    size = max(settings.RETORT_READ_BATCH, 1)
-    for start in range(0, len(ids), size):
-        batch = ids[start : start + size]
-        marked = CurrentState.objects.filter(environment_id__in=batch)
-        marked.update(queued_at=now)
-        if dispatch.send("environments_refresh", batch):
-            sent += len(batch)
-        else:
-            marked.update(queued_at=None)
-            logger.warning("%d reads wait for the broker", len(ids) - start)
-            break
-    return sent
 
 
 def exit_code_for(states: Iterable[CurrentState], *, unexpected_heads: bool) -> int:

@@ -12,6 +12,7 @@ from environments import (
     notify,
     planning,
     proofs,
+    read_requests,
     reads,
     rollout_coordinator,
     rollout_plans,
@@ -45,7 +46,7 @@ def environments_refresh(environment_ids: list[int]) -> int:
 @shared_task
 def environments_refresh_due() -> int:
     """Celery beat's tick: send the reads that are due, in batches."""
-    return reads.reads_send_due()
+    return read_requests.reads_send_due()
 
 
 @shared_task

@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from environments import discovery, reads
+from environments import discovery, read_requests
 from environments.discovery_forms import DiscoveryForm
 from environments.models import AuditEvent, Discovery, Environment, StateChange
 from tests.conftest import pg_admin, pg_url, read_all
@@ -136,8 +136,8 @@ def test_a_vanished_tenant_is_marked_gone_kept_with_its_history_and_no_longer_re
     # the next scheduled reads leave it out
     sent = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reads.dispatch, "send", lambda task, ids: sent.extend(ids) or True)
-        reads.reads_send_due(now=gone.gone_at.replace(year=gone.gone_at.year + 1))
+        patch.setattr(read_requests.dispatch, "send", lambda task, ids: sent.extend(ids) or True)
+        read_requests.reads_send_due(now=gone.gone_at.replace(year=gone.gone_at.year + 1))
     assert sent == [Environment.objects.get(name=kept).pk]
     assert "1 gone" in " ".join(html.split())
     assert "its server has not listed it since" in html

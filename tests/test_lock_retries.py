@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from environments import execution
-from environments.core import lock_waits, versions
+from environments.core import lock_waits, migration_lock
 from environments.models import Environment, Job
 from environments.reads import environment_read
 from tests.conftest import REPO, alembic, at_r1, requested, wait_for
@@ -242,9 +242,9 @@ def test_an_application_upgrade_with_the_readme_recipe_waits_for_retorts_run(
     environment = prod(orders_project)
     url = environment.get_url()
     root = Path(orders_project.alembic_ini).parent
-    key = versions.migration_lock_key("alembic_version", None)
+    key = migration_lock.migration_lock_key("alembic_version", None)
     assert environment.lock_key == key
-    recipe = versions.lock_recipe(key)
+    recipe = migration_lock.lock_recipe(key)
     assert recipe in (REPO / "README.md").read_text(), "the README shows the recipe as it is"
     env_py = root / "migrations" / "env.py"
     opening = "        with engine.connect() as connection:\n"

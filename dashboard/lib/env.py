@@ -1,6 +1,7 @@
 """Read settings from environment variables, failing loudly on malformed values."""
 
 import os
+import urllib.parse
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -42,35 +43,42 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 def database_from_url(url: str, *, conn_max_age: float = 0) -> dict[str, object]:
-    """Django DATABASES entry for a PostgreSQL or SQLite URL.
+    """Django DATABASES entry for a PostgreSQL or SQLite URL, read as SQLAlchemy reads one
+    (`sqlite:///relative.db`, `sqlite:////absolute.db`, `postgresql+psycopg2://user:p%40ss@
+    host:5432/name`), with the standard library: every process reads its settings first, and
+    most never need SQLAlchemy.
 
     `conn_max_age`: seconds a PostgreSQL connection is kept for the next request. Safe only
     where a process serves one request at a time (gunicorn's sync workers): runserver starts a
     thread per request and each kept one connection until the server refused new ones."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        raise ImproperlyConfigured("DATABASE_URL is not a valid database URL") from None
-    backend = parsed.get_backend_name()
+    scheme, separator, rest = url.partition("://")
+    backend = scheme.partition("+")[0].lower()
+    if not separator or not backend:
+        raise ImproperlyConfigured("DATABASE_URL is not a valid database URL")
     if backend == "sqlite":
         # IMMEDIATE: a transaction takes the write lock when it begins, so the web process and
         # the worker queue for it instead of failing with "database is locked" mid-way; the
         # audit chain relies on writers being serialised this way.
+        path = rest.partition("/")[2].partition("?")[0]
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": parsed.database or ":memory:",
+            "NAME": path or ":memory:",
             "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
         }
-    if backend == "postgresql":
+    if backend in {"postgresql", "postgres"}:
+        parsed = urllib.parse.urlsplit(f"postgresql://{rest}")
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ImproperlyConfigured("DATABASE_URL has a port that is not a number") from None
+        unquote = urllib.parse.unquote
         return {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": parsed.database or "",
-            "USER": parsed.username or "",
-            "PASSWORD": parsed.password or "",
-            "HOST": parsed.host or "",
-            "PORT": str(parsed.port or ""),
+            "NAME": unquote(parsed.path.lstrip("/")),
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": unquote(parsed.hostname or ""),
+            "PORT": str(port or ""),
             "CONN_MAX_AGE": conn_max_age,
             "CONN_HEALTH_CHECKS": True,
         }

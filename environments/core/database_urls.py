@@ -1,17 +1,19 @@
 """Database URLs, in one place for the core and the Django side alike: parsed (refusing one
 that parses two ways), mapped to the sync driver Retort connects with, shown and logged without
-their password, and turned into an engine that connects within a timeout."""
+their password, and turned into an engine that connects within a timeout.
+
+SQLAlchemy is imported when a URL is first parsed, not with this module: the models import it,
+and a command that reads no URL (or the CI gate's quick read) starts without SQLAlchemy."""
 
 from __future__ import annotations
 
 import math
 import re
 import urllib.parse
+from typing import TYPE_CHECKING
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import NullPool
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Engine
 
 # Drivers applications use in their own config, mapped to the sync driver Retort reads with.
 # Plain `postgresql://` means psycopg (v3) to SQLAlchemy 2.1; Retort ships psycopg2.
@@ -31,9 +33,23 @@ _SYNC_DRIVERS = {
 }
 
 
+def parse(url: str) -> URL | None:
+    """SQLAlchemy's reading of `url`; None when it is not a database URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+
+
 def sync_url(url: str | URL) -> URL:
-    """The URL Retort connects with: async drivers swapped for their sync counterparts."""
-    parsed = make_url(url) if isinstance(url, str) else url
+    """The URL Retort connects with: async drivers swapped for their sync counterparts.
+    Raises ValueError for a string that is not a database URL."""
+    parsed = parse(url) if isinstance(url, str) else url
+    if parsed is None:
+        raise ValueError("not a database URL")
     name = parsed.drivername
     if name in _SYNC_DRIVERS:
         parsed = parsed.set(drivername=_SYNC_DRIVERS[name])
@@ -48,10 +64,8 @@ def redact(text: str, url: str | URL | None) -> str:
         # where the password ends is not known: hide everything before the host's last '@'
         userinfo = url.partition("://")[2].rpartition("@")[0]
         return text.replace(userinfo, "***") if userinfo else text
-    try:
-        password = (make_url(url) if isinstance(url, str) else url).password
-    except (ArgumentError, ValueError):
-        password = None
+    parsed = parse(url) if isinstance(url, str) else url
+    password = parsed.password if parsed is not None else None
     if password:
         for form in {
             str(password),
@@ -84,23 +98,25 @@ def url_problem(url: str) -> str | None:
     A password with an unencoded '@' (or '/', '?', '#') is split by SQLAlchemy at the wrong
     place: the rest of the password becomes the host name, shown on pages and looked up in DNS.
     """
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
+    parsed = parse(url)
+    if parsed is None:
         return "This is not a database URL (dialect://user:password@host:port/database)."
     if parsed.get_backend_name() == "sqlite":
         return None  # a file path, which may hold any character
+    return AMBIGUOUS_URL if ambiguous_authority(url) else None
+
+
+def ambiguous_authority(url: str) -> bool:
+    """Whether the user name or password seems to hold an unencoded '@', '/', '?' or '#'
+    (`url_problem`, for a URL that is not a SQLite file's)."""
     authority, remainder = _authority(url)
-    if authority.count("@") > 1 or ("@" in remainder and "@" not in authority):
-        return AMBIGUOUS_URL
-    return None
+    return authority.count("@") > 1 or ("@" in remainder and "@" not in authority)
 
 
 def display_url(url: str) -> str:
     """The URL as it may be shown: never with its password, nor any part of one."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
+    parsed = parse(url)
+    if parsed is None:
         return "(not a valid database URL)"
     if url_problem(url):
         return f"{url.partition('://')[0]}://***"
@@ -120,15 +136,20 @@ def connect_args(target: URL, timeout: float, statement_timeout: float | None) -
     `statement_timeout` (None: as long as `timeout`; 0: no limit)."""
     backend = target.get_backend_name()
     if backend == "postgresql":
-        # libpq counts whole seconds and treats anything under 2 as 2.
-        found = {"connect_timeout": max(2, math.ceil(timeout)), "application_name": "retort"}
-        if statement_timeout != 0:
-            statement_ms = int((statement_timeout or timeout) * 1000)
-            found["options"] = f"-c statement_timeout={statement_ms}"
-        return found
+        return postgres_connect_args(timeout, statement_timeout)
     if backend in {"mysql", "mariadb"}:
         return {"connect_timeout": max(1, math.ceil(timeout))}
     return {}
+
+
+def postgres_connect_args(timeout: float, statement_timeout: float | None) -> dict:
+    """psycopg2's arguments for `connect_args`."""
+    # libpq counts whole seconds and treats anything under 2 as 2.
+    found = {"connect_timeout": max(2, math.ceil(timeout)), "application_name": "retort"}
+    if statement_timeout != 0:
+        statement_ms = int((statement_timeout or timeout) * 1000)
+        found["options"] = f"-c statement_timeout={statement_ms}"
+    return found
 
 
 def server_engine(
@@ -137,6 +158,9 @@ def server_engine(
     """A NullPool engine for work on a server (a lock, CREATE DATABASE), not a version read:
     it connects within `timeout` seconds; `database` connects to another database of the same
     server (e.g. "postgres")."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
     target = sync_url(url)
     if database is not None:
         target = target.set(database=database)

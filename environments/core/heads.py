@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from environments.core.scripts import ScriptIndex
+if TYPE_CHECKING:
+    from environments.core.scripts import ScriptIndex
 
 
 class HeadsPolicy(StrEnum):

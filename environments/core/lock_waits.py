@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 # the backends of alembic's run (found by the application_name Retort gives it) that wait for
 # a lock, with every backend that blocks them and what that one holds on the same object
-WAITS = text(
-    """
+WAITS = """
     SELECT w.pid, l.mode, l.locktype,
            CASE WHEN l.relation IS NOT NULL THEN l.relation::regclass::text END,
            extract(epoch FROM clock_timestamp() - w.query_start),
@@ -41,7 +41,6 @@ WAITS = text(
     WHERE w.application_name = :app AND w.datname = current_database()
     ORDER BY w.pid, b.pid
     """
-)
 
 _OUTSIDE = re.compile(r"autocommit_block|concurrently", re.IGNORECASE)
 _LOCK_TIMEOUT = ("LockNotAvailable", "lock timeout", "could not obtain lock")
@@ -106,8 +105,10 @@ class LockWait:
 
 def waits(connection: Connection, application: str) -> list[LockWait]:
     """What the backends named `application` wait for now (empty: nothing)."""
+    from sqlalchemy import text  # here, not at import: the models import this module
+
     found: dict[int, LockWait] = {}
-    for row in connection.execute(WAITS, {"app": application}):
+    for row in connection.execute(text(WAITS), {"app": application}):
         pid, mode, locktype, relation, seconds, *rest = row
         blocker = Blocker(
             pid=rest[0],

@@ -15,9 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alembic.config import Config
-from alembic.util import CommandError
-
 
 class ScriptConfigError(Exception):
     """The project's Alembic configuration cannot be turned into a script directory."""
@@ -55,6 +52,9 @@ def config_from_ini(
     folder), like Alembic resolves them against its working directory. Arguments override the
     file. Alembic's warnings about the configuration come back in `ScriptConfig.warnings`.
     """
+    from alembic.config import Config  # here: the models import this module
+    from alembic.util import CommandError
+
     ini = Path(ini_path).resolve()
     if not ini.is_file():
         raise ScriptConfigError(f"The Alembic configuration file {ini} does not exist.")

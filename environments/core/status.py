@@ -1,4 +1,7 @@
-"""Where a database stands against its script directory, and reading many at once."""
+"""Where a database stands against its script directory, and reading many at once.
+
+Alembic and SQLAlchemy are imported when a state is worked out or a database read, not with
+this module: the models import its `Status`."""
 
 from __future__ import annotations
 
@@ -9,11 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from alembic.script.revision import RevisionError
-
-from environments.core.scripts import ScriptIndex
 from environments.core.versions import Failure, VersionRead, read_versions
+
+if TYPE_CHECKING:
+    from environments.core.scripts import ScriptIndex
 
 
 class Status(StrEnum):
@@ -78,6 +82,8 @@ def _evaluate(
             error="The database has no version table: Alembic has never run here "
             "(or it uses another version table name).",
         )
+    from alembic.script.revision import RevisionError
+
     heads = read.heads
     if index is None or index.revision_map is None:
         reason = index_error or (index.fatal if index is not None else None)

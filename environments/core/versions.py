@@ -5,23 +5,21 @@ Alembic's `MigrationContext`, so custom table names and schemas are quoted exact
 quotes them. Any failure comes back as a sentence with the password removed. Each read opens
 its own connection and closes it: the workers read each database once a refresh interval, so a
 fleet of databases never holds an idle session of Retort's between reads.
+
+Alembic and SQLAlchemy are imported by the functions that connect, not with the module: its
+`VersionRead`, `Failure` and `classify` are used where neither is needed (the models' states,
+the CI gate's quick read).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sqlite3
 import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from typing import TYPE_CHECKING
 
 from environments.core.database_urls import (
     AMBIGUOUS_URL,
@@ -30,6 +28,15 @@ from environments.core.database_urls import (
     sync_url,
     url_problem,
 )
+from environments.core.migration_lock import (
+    HOLDER_QUERY,
+    holder_found,
+    holder_parameters,
+    migration_lock_key,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Connection
 
 _AUTH_MARKERS = (
     "password authentication failed",
@@ -74,59 +81,11 @@ class VersionRead:
     lock_holder: dict | None = None
 
 
-def migration_lock_key(version_table: str, version_table_schema: str | None) -> int:
-    """The PostgreSQL advisory lock Retort holds on a version table while it migrates it: the
-    first 8 bytes of SHA-256("retort migration lock:" + "<schema>.<table>"), schema empty when
-    none is set, read as a signed big-endian integer as pg_advisory_lock takes it. One per
-    version table, so tenants sharing a database in their own schemas migrate side by side;
-    documented, so that applications can take the same lock (`lock_recipe`)."""
-    name = f"{version_table_schema or ''}.{version_table}".encode()
-    digest = hashlib.sha256(b"retort migration lock:" + name).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def lock_recipe(key: int) -> str:
-    """Two statements for a project's env.py, right after `with engine.connect() as connection:`,
-    that make an application's own `alembic upgrade` wait while Retort (or another pod) holds
-    the migration lock `key`. Retort's own runs pass over it: they already hold the lock, and
-    PGOPTIONS sets `retort.job` on their connection."""
-    return (
-        "connection.exec_driver_sql(\n"
-        f'    "SELECT pg_advisory_lock({key}) '
-        "WHERE current_setting('retort.job', true) IS NULL\"\n"
-        ")\n"
-        "connection.commit()  # held by the session until it closes; alembic begins after it\n"
-    )
-
-
-# who else holds an advisory lock on the key: pg_locks splits a bigint key into two oids
-_HOLDER = text(
-    """
-    SELECT a.pid, host(a.client_addr), a.application_name, a.usename, a.backend_start
-    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.classid::bigint = :high AND l.objid::bigint = :low AND l.pid <> pg_backend_pid()
-    """
-)
-
-
 def lock_holder(connection: Connection, key: int) -> dict | None:
     """Whoever else holds the migration lock `key` on this PostgreSQL database: pid, client
     address, application, user and since when its session began (None: nobody)."""
-    row = connection.execute(
-        _HOLDER, {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}
-    ).first()
-    if row is None:
-        return None
-    pid, client, application, user, since = row
-    return {
-        "pid": pid,
-        "client": client or "",
-        "application": application or "",
-        "user": user or "",
-        "since": since.isoformat() if since is not None else None,
-    }
+    row = connection.exec_driver_sql(HOLDER_QUERY, holder_parameters(key)).first()
+    return holder_found(row)
 
 
 def read_versions(
@@ -137,6 +96,8 @@ def read_versions(
     timeout: float = 3.0,
 ) -> VersionRead:
     """Connect with a short timeout, read the heads stored in the version table, close."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
     if url_problem(url) == AMBIGUOUS_URL:
         # a URL stored before this check: connecting would look part of its password up as a
         # host name, on this machine's resolver and beyond
@@ -189,6 +150,10 @@ def read_versions_on(
 ) -> VersionRead:
     """The heads in the version table, read on an open connection (a job's, which holds the
     migration lock on it). Driver errors are the caller's to turn into words (`classify`)."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import DBAPIError
+
     context = MigrationContext.configure(
         connection,
         opts={"version_table": version_table, "version_table_schema": version_table_schema},
@@ -219,6 +184,9 @@ class ReadFailure(Exception):
 def open_engine(target: URL, timeout: float, statement_timeout: float | None = None):
     """A NullPool engine that connects within `timeout` seconds and lets a statement run for
     `statement_timeout` (default: the same); SQLite files are opened read-only."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
     if target.get_backend_name() == "sqlite":
         return _sqlite_engine(target, timeout)
     arguments = connect_args(target, timeout, statement_timeout)
@@ -227,6 +195,9 @@ def open_engine(target: URL, timeout: float, statement_timeout: float | None = N
 
 def _sqlite_engine(target: URL, timeout: float):
     """Open SQLite files read-only, so reading never creates or changes a file."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
     database = target.database or ""
     if database in {"", ":memory:"} or database.startswith("file::memory:"):
         raise ReadFailure(Failure.ERROR, "An in-memory SQLite database has nothing to read.")

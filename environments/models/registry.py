@@ -8,6 +8,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -17,9 +18,12 @@ from django.urls import reverse
 
 from dashboard.lib import secretbox
 from environments.core import heads as core_heads
-from environments.core import runner, script_config, scripts, tenants, versions
+from environments.core import migration_lock, runner, script_config, tenants
 from environments.core.database_urls import display_url, sync_url, url_problem
 from environments.models.policies import SafeRunPolicy
+
+if TYPE_CHECKING:
+    from environments.core import scripts
 
 
 class AuditedModel(models.Model):
@@ -184,6 +188,8 @@ class Project(AuditedModel):
 
     def load_scripts(self) -> tuple[scripts.ScriptIndex | None, str | None]:
         """The script index, or None and the reason it could not be read."""
+        from environments.core import scripts  # Alembic's map: imported when first read
+
         try:
             return scripts.load_index(self.script_config()), None
         except script_config.ScriptConfigError as exc:
@@ -357,7 +363,7 @@ class Environment(SafeRunPolicy, AuditedModel):
     @property
     def lock_key(self) -> int:
         """The advisory lock Retort holds on this environment's version table while it runs."""
-        return versions.migration_lock_key(
+        return migration_lock.migration_lock_key(
             self.project.version_table or "alembic_version", self.version_table_schema
         )
 

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.lib import badinput, live
-from environments import fleet, overviews, reads, roles, safe_runs
+from environments import fleet, overviews, read_requests, roles, safe_runs
 from environments.core.run_limits import describe
 from environments.core.scripts import ScriptIndex
 from environments.models import CurrentState, Discovery, DriftState, Environment, Job, Project
@@ -121,7 +121,7 @@ def environment_refresh(request: HttpRequest, project_slug: str, env_slug: str) 
     When the broker cannot take the read, it is made here (a POST may connect to a target;
     a GET never does)."""
     environment = lookup.get_environment(project_slug, env_slug)
-    asked = reads.read_request(environment=environment)
+    asked = read_requests.read_request(environment=environment)
     card = overviews.environment_card(environment=environment, refresh=not asked)
     if not request.htmx:
         return redirect(environment)
