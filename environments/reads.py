@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from environments import script_digests
 from environments.audit import audit_record
 from environments.core import status as core_status
 from environments.models import CurrentState, Environment, Job, StateChange
@@ -61,6 +62,9 @@ def environments_read(
         timeout=settings.RETORT_CONNECT_TIMEOUT,
         workers=settings.RETORT_READ_WORKERS,
     )
+    read_projects = {environment.project_id: environment.project for environment in environments}
+    for project_id, project in read_projects.items():
+        script_digests.digest_store(project, indexes[project_id][0])  # for the CI gate
     return reads_store(environments, found)
 
 

@@ -18,6 +18,7 @@ from environments.models.reads import (
     DriftState,
     ExpectedSchema,
     RoundTripState,
+    ScriptsDigest,
     StateChange,
 )
 from environments.models.registry import (
@@ -55,6 +56,7 @@ __all__ = [
     "RolloutTarget",
     "RolloutWave",
     "RoundTripState",
+    "ScriptsDigest",
     "StateChange",
     "UrlUnavailable",
     "default_command",

@@ -245,3 +245,22 @@ class RoundTripState(models.Model):
     @property
     def ok(self) -> bool:
         return bool(self.results) and not self.error and all(r["ok"] for r in self.results)
+
+
+class ScriptsDigest(models.Model):
+    """What the newest full read of a project's scripts found that the CI gate can reuse while
+    none of their files changed: the heads, whether a database at them is current, and the
+    heads verdict, with `key` saying what it holds for (the project's settings, the config
+    files', revision files' and consulted modules' sizes and mtimes). Written by the workers'
+    and the gate's reads, never by a page (environments/script_digests.py)."""
+
+    project = models.OneToOneField(
+        Project, on_delete=models.CASCADE, primary_key=True, related_name="scripts_digest"
+    )
+    key_hash = models.CharField(max_length=64)
+    key = models.JSONField()
+    answer = models.JSONField()
+    made_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.project} scripts at {', '.join(self.answer.get('heads', [])) or 'base'}"

@@ -4,10 +4,13 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
-from environments import overviews, reads
+from environments import gate, overviews, reads
 
 
 class Command(BaseCommand):
+    # a read-only command a CI job runs on every build: Django's checks belong to `manage.py
+    # check` (and the web process), not to the start-up of every gate
+    requires_system_checks: list[str] = []
     help = (
         "Read each environment's migration state. Exit 0 when all are current, 1 when any is "
         "behind, unknown, uninitialized or the scripts have several heads the project does not "
@@ -53,7 +56,7 @@ class Command(BaseCommand):
         holding = {environment.project_id for environment in named}
         if options["env"]:
             projects = [project for project in projects if project.pk in holding]
-        built = overviews.overview_build(projects=projects, refresh=True, environments=labelled)
+        built = gate.gate_read(projects=projects, environments=labelled)
         unexpected_heads = any(
             overview.project.pk in holding
             and overview.heads is not None
