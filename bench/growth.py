@@ -31,6 +31,7 @@ from bench import load
 from bench.load import login
 from bench.report import Figure
 from environments import reads, roles
+from environments.core import syntax_check
 from environments.models import Environment, Project
 from examples.synthetic import SyntheticHistory, write_history
 
@@ -46,22 +47,25 @@ USER, PASSWORD = "bench-growth", "bench-growth-password"
 # Peak RSS from /proc/self/status (VmHWM, this process's own memory since exec): ru_maxrss
 # would carry the forking parent's peak over into the child.
 _READ = """
-import json, sys, time
-from environments.core import script_config, scripts
+import json, resource, sys, time
+from environments.core import script_config, scripts, syntax_check
 def peak():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
+checked = sys.argv[2] == "checked"
+if not checked:  # the headers and the map alone: no file compiled
+    syntax_check.SWEEP_FROM = 10**12
 config = script_config.config_from_ini(sys.argv[1])
 before = peak()
 started = time.perf_counter()
 index = scripts.load_index(config)
 read = time.perf_counter() - started
-started = time.perf_counter()
-problems = index.problems
-syntax = time.perf_counter() - started
+problems = index.problems if checked else []
+total = time.perf_counter() - started
 peak = peak()
-print(json.dumps({"read": read, "syntax": syntax, "before": before, "peak": peak,
+child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the compiling child, if any
+print(json.dumps({"read": read, "total": total, "before": before, "peak": peak, "child": child,
                   "revisions": len(index.revisions), "heads": list(index.heads),
                   "problems": len(problems), "fatal": index.fatal}))
 """
@@ -79,10 +83,11 @@ print(json.dumps({"seconds": time.perf_counter() - started, "revisions": count})
 
 @dataclass(frozen=True)
 class ColdRead:
-    read: float  # load_index in a fresh process (imports before the timer)
-    syntax: float  # the first index.problems after it: every file compiled
-    before_mib: float  # the process's peak RSS before the read (Python + imports)
+    read: float  # load_index in a fresh process (imports before the timer), no file compiled
+    checked: float  # another fresh process: load_index + index.problems, every file compiled
+    before_mib: float  # that process's peak RSS before the read (Python + imports)
     peak_mib: float  # and after the read and the syntax check
+    child_mib: float = 0.0  # the compiling child's peak RSS, its pages shared with it included
 
 
 @dataclass
@@ -107,7 +112,7 @@ class Size:
     def read_ratio_with_syntax(self) -> float | None:
         if self.alembic_walk is None or self.retort is None:
             return None
-        return self.alembic_walk / (self.retort.read + self.retort.syntax)
+        return self.alembic_walk / self.retort.checked
 
     def warm_median(self, page: str) -> float:
         return statistics.median(self.warm[page])
@@ -145,10 +150,21 @@ def _python(code: str, *args: str, env: dict | None = None, cwd: Path = REPO) ->
 
 
 def cold_read(history: SyntheticHistory) -> ColdRead:
-    found = _python(_READ, str(history.alembic_ini))
-    if found["revisions"] != len(history.revisions) or found["fatal"] or found["problems"]:
-        raise RuntimeError(f"Retort read the history as {found}")
-    return ColdRead(found["read"], found["syntax"], found["before"] / 1024, found["peak"] / 1024)
+    """Two fresh processes: the index alone (no file compiled), then the index with the syntax
+    check as shipped (`index.problems`; many files are compiled on both cores while the
+    headers are read)."""
+    plain = _python(_READ, str(history.alembic_ini), "plain")
+    checked = _python(_READ, str(history.alembic_ini), "checked")
+    for found in (plain, checked):
+        if found["revisions"] != len(history.revisions) or found["fatal"] or found["problems"]:
+            raise RuntimeError(f"Retort read the history as {found}")
+    return ColdRead(
+        plain["read"],
+        checked["total"],
+        checked["before"] / 1024,
+        checked["peak"] / 1024,
+        checked["child"] / 1024,
+    )
 
 
 def _no_bytecode(history: SyntheticHistory) -> dict[str, str]:
@@ -302,7 +318,7 @@ def measure(tmp: Path, *, sizes=SIZES, log: Callable[[str], None] = print) -> Gr
         size.retort = cold_read(history)
         log(
             f"growth: {revisions} revisions ({size.labelled} labelled): cold read "
-            f"{size.retort.read:.2f} s + syntax {size.retort.syntax:.2f} s, peak "
+            f"{size.retort.read:.2f} s, with the syntax check {size.retort.checked:.2f} s, peak "
             f"{size.retort.peak_mib:.0f} MiB"
         )
         urls = stamped(history, tmp / f"growth-{revisions}")
@@ -410,9 +426,10 @@ def figures(f: GrowthFigures) -> list[Figure]:
             Figure(
                 f"13a. Cold read, fresh process, {size.revisions:,} revisions "
                 f"({size.labelled:,} labelled)",
-                f"Retort `load_index` {_s(read.read)}, then the syntax check (every file "
-                f"compiled, what the overview asks for next) {_s(read.syntax)}; peak RSS "
-                f"{read.peak_mib:.0f} MiB ({read.before_mib:.0f} MiB before the read){alembic}",
+                f"Retort `load_index` {_s(read.read)} without compiling; with the syntax check "
+                f"(every file compiled, what the overview asks for) {_s(read.checked)}; peak RSS "
+                f"{read.peak_mib:.0f} MiB ({read.before_mib:.0f} MiB before the read; the "
+                f"compiling child's {read.child_mib:.0f} MiB, shared pages included){alembic}",
             )
         )
     for size in f.sizes:
@@ -435,14 +452,15 @@ def figures(f: GrowthFigures) -> list[Figure]:
             )
         )
     ten, two, twenty = by_size.get(10_000), by_size.get(2_000), by_size.get(20_000)
-    if ten is not None and ten.read_ratio is not None:
+    if ten is not None and ten.read_ratio_with_syntax is not None:
         lines.append(
             Figure(
                 "13c. Cold read of 10,000 revisions, 5 % labelled: alembic `walk_revisions()` ÷ "
-                "Retort `load_index`",
-                f"{ten.read_ratio:.1f}×",
+                "Retort `load_index` with the syntax check",
+                f"{ten.read_ratio_with_syntax:.1f}× (the index alone, no file compiled: "
+                f"{ten.read_ratio:.1f}×)",
                 f"≥ {READ_AIM:g}×",
-                ten.read_ratio >= READ_AIM,
+                ten.read_ratio_with_syntax >= READ_AIM,
             )
         )
     if two is not None and two.read_ratio_with_syntax is not None:
@@ -458,10 +476,11 @@ def figures(f: GrowthFigures) -> list[Figure]:
         read = twenty.retort
         lines.append(
             Figure(
-                "13e. Cold read of 20,000 revisions, 5 % labelled: time and peak RSS",
-                f"{_s(read.read)}, {read.peak_mib:.0f} MiB",
+                "13e. Cold read of 20,000 revisions, 5 % labelled, with the syntax check: time "
+                "and peak RSS",
+                f"{_s(read.checked)}, {read.peak_mib:.0f} MiB (the index alone: {_s(read.read)})",
                 f"≤ {BIG_SECONDS:g} s and ≤ {BIG_MIB:g} MiB",
-                read.read <= BIG_SECONDS and read.peak_mib <= BIG_MIB,
+                read.checked <= BIG_SECONDS and read.peak_mib <= BIG_MIB,
             )
         )
     if ten is not None:
@@ -498,8 +517,10 @@ def note(f: GrowthFigures) -> str:
         f"Growth (13): `examples.synthetic.write_history(dir, N, {shape})` for N in {sizes} "
         "(every 20th revision that is not a "
         "merge carries a branch label). 13a: each read in a new Python process (`python -c`), "
-        "its imports before the timer; Retort's `load_index`, then `index.problems` (the syntax "
-        "check); alembic's `ScriptDirectory.from_config` + `walk_revisions()` with "
+        "its imports before the timer; Retort's `load_index` with no file compiled, and in "
+        "another process `load_index` + `index.problems` as shipped (every file compiled; from "
+        f"{syntax_check.SWEEP_FROM} files on, on both cores while the headers are read); "
+        "alembic's `ScriptDirectory.from_config` + `walk_revisions()` with "
         "`__pycache__` removed and PYTHONDONTWRITEBYTECODE=1, as a first run after a checkout; "
         "peak RSS is the process's VmHWM (`/proc/self/status`). 13b: a project of 3 SQLite "
         "environments (the head, 30 and 200 revisions behind, written with sqlite3) read once "

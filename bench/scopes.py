@@ -107,15 +107,18 @@ SCOPES: dict[str, str] = {
     "12d": "the ratio of 12c to 12b (medians; and per round)",
     "12e": "12c and 12b each without its alembic process, as a ratio",
     "12f": "12c split by timers wrapped around the functions it calls",
-    "13a": "inside: `load_index` in a new process (imports before the timer), then "
-    "`index.problems`; alembic: `from_config` + `walk_revisions()` without bytecode, imports "
-    "before the timer",
+    "13a": "inside: `load_index` in a new process (imports before the timer), no file "
+    "compiled; in another, `load_index` + `index.problems` (every file compiled, the child "
+    "process that shares the work included); alembic: `from_config` + `walk_revisions()` "
+    "without bytecode, imports before the timer",
     "13b": "inside: one HTTP request to gunicorn (1 sync worker) over loopback, client side; "
     "cold = the first after the server started (scripts read, templates compiled); not: the "
     "server's start, the login; alembic: whole `python -m alembic` processes",
-    "13c": "the ratio of 13a's alembic read to Retort's `load_index` at 10,000",
+    "13c": "the ratio of 13a's alembic read to Retort's `load_index` + `index.problems` at "
+    "10,000 (and to the index alone)",
     "13d": "the ratio of 13a's alembic read to Retort's `load_index` + `index.problems` at 2,000",
-    "13e": "13a at 20,000: `load_index`, and the process's peak RSS (VmHWM)",
+    "13e": "13a at 20,000: `load_index` + `index.problems`, and that process's peak RSS "
+    "(VmHWM; the compiling child's own pages are not in it)",
     "13f": "13b's graph page with prod picked at 10,000, warm (cold in 13b)",
     "14": "inside: each command a whole new process, wall clock — `manage.py migration_status` "
     "(Django start-up, the dashboard database, the read, storing it) and `python -m alembic "

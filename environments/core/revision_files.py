@@ -1,6 +1,6 @@
 """Finding and reading a script directory's files as Alembic would load them: only regular
 files inside the project, each read once per version (size and mtime), never more than a limit
-of bytes, compiled (never run) to find syntax errors."""
+of bytes (environments/core/syntax_check.py compiles them to find syntax errors)."""
 
 from __future__ import annotations
 
@@ -134,9 +134,6 @@ class FileCache(dict):
 _file_cache = FileCache()
 
 
-_syntax_cache = FileCache()
-
-
 def read_file(
     path: str, size: int, mtime: int, max_bytes: int = 1_000_000
 ) -> RevisionFile | ScriptProblem:
@@ -188,23 +185,3 @@ def too_large(size: int, max_bytes: int) -> str | None:
         f"{_too_large(size, max_bytes)} (RETORT_MAX_REVISION_BYTES): only its header was read; "
         "its code is not checked, analysed or shown"
     )
-
-
-def check_syntax(path: str, size: int, mtime: int) -> ScriptProblem | None:
-    """Compile (never run) a file whose header was read by the fast scan, once per version."""
-
-    def compile_file() -> ScriptProblem | None:
-        try:
-            compile(Path(path).read_bytes(), path, "exec", dont_inherit=True)
-        except SyntaxError as exc:
-            where = f" on line {exc.lineno}" if exc.lineno else ""
-            return ScriptProblem(
-                os.path.basename(path),
-                f"syntax error{where}: {exc.msg} — alembic cannot load the scripts until it is "
-                "fixed",
-            )
-        except (ValueError, OSError) as exc:
-            return ScriptProblem(os.path.basename(path), f"cannot be compiled: {exc}")
-        return None
-
-    return _syntax_cache.get_or_compute(path, size, mtime, compile_file)

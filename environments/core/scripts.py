@@ -19,10 +19,9 @@ from pathlib import Path
 
 from alembic.script.revision import Revision, RevisionError, RevisionMap
 
-from environments.core import revision_order, static_names
+from environments.core import revision_order, static_names, syntax_check
 from environments.core.revision_files import (
     ScriptProblem,
-    check_syntax,
     list_revision_files,
     read_file,
     too_large,
@@ -57,10 +56,11 @@ class ScriptIndex:
 
     @property
     def problems(self) -> list[ScriptProblem]:
-        """Unreadable headers, and syntax errors anywhere in a file (checked on first ask).
+        """Unreadable headers, and syntax errors anywhere in a file.
 
-        Compiling every file costs more than reading the whole graph, so it happens only when
-        someone asks for problems, once per version of each file.
+        Compiling every file costs more than reading the whole graph: a few files are compiled
+        when someone first asks, many on a second core while the index is read
+        (syntax_check.py); either way once per version of each file.
         """
         if self._syntax_problems is None:
             by_path = {path: (size, mtime) for path, size, mtime in self.fingerprint[1]}
@@ -69,7 +69,7 @@ class ScriptIndex:
                 size, mtime = by_path.get(revision.filename, (0, 0))
                 if size > self.config.max_bytes:
                     continue  # said already, and never compiled
-                problem = check_syntax(revision.filename, size, mtime)
+                problem = syntax_check.check_syntax(revision.filename, size, mtime)
                 if problem is not None:
                     found.append(problem)
             self._syntax_problems = found
@@ -208,6 +208,21 @@ def _still_valid(index: ScriptIndex, print_: tuple) -> bool:
 
 
 def _build_index(
+    config: ScriptConfig,
+    files: list[tuple[str, int, int]],
+    print_: tuple,
+    refused: Sequence[tuple[str, str]] = (),
+) -> ScriptIndex:
+    # many files: compiled on a second core while their headers are read (syntax_check.py)
+    sweep = syntax_check.sweep_start(files, config.max_bytes)
+    try:
+        return _read_index(config, files, print_, refused)
+    finally:
+        if sweep is not None:
+            sweep.finish()
+
+
+def _read_index(
     config: ScriptConfig,
     files: list[tuple[str, int, int]],
     print_: tuple,
