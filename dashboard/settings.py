@@ -21,9 +21,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    # the admin's registrations load with the URLs (dashboard/urls.py), so a command that
-    # serves no page (the CI gate) does not import every admin action's module
-    "django.contrib.admin.apps.SimpleAdminConfig",
+    "dashboard.apps.RetortAdminConfig",  # the admin, registered with the URLs (apps.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -10,7 +10,7 @@ handler403 = "dashboard.views.forbidden"
 handler404 = "dashboard.views.not_found"
 handler500 = "dashboard.views.server_error"
 
-admin.autodiscover()  # SimpleAdminConfig (settings.py): registered here, with the URLs
+admin.autodiscover()  # registered here, with the URLs (dashboard/apps.py)
 admin.site.login_form = ThrottledAdminAuthenticationForm
 admin.site.site_header = "Retort administration"
 admin.site.site_title = "Retort"

@@ -14,12 +14,15 @@ from dashboard.lib.env import database_from_url
     [
         "sqlite:///var/retort.sqlite3",
         "sqlite:////srv/retort/with space.sqlite3",
+        "sqlite:////srv/retort/encoded%20name.sqlite3",
         "sqlite+pysqlite:///relative/dir/x.db",
         "postgresql://postgres@127.0.0.1:5432/retort",
         "postgresql+psycopg2://app:p%40ss%2Fw%3Ard@db.example.com:6543/na%20me",
         "postgresql://app@db/retort?sslmode=require",
         "postgresql://app:secret@[::1]:5433/retort",
         "postgresql:///local_socket_db",
+        "postgresql://app:pa/ss#word@DB.Example.com/retort",  # unencoded: SQLAlchemy's reading
+        "postgresql://app@%2Fvar%2Frun%2FPostgreSQL/retort",
     ],
 )
 def test_a_database_url_reads_as_sqlalchemy_reads_it(url):

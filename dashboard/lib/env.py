@@ -1,6 +1,7 @@
 """Read settings from environment variables, failing loudly on malformed values."""
 
 import os
+import re
 import urllib.parse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -42,43 +43,53 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+# SQLAlchemy's URL grammar, dialect+driver://user:password@host:port/database?query: the
+# password runs to the last '@' before the host, the database to the query; user, password and
+# database are percent-decoded, the host is not
+_URL = re.compile(
+    r"""(?P<scheme>[\w+]+)://
+        (?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?
+        (?:(?:\[(?P<ipv6>[^/?]+)\]|(?P<host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?
+        (?:/(?P<database>[^?]*))?
+        (?:\?.*)?$""",
+    re.X,
+)
+
+
 def database_from_url(url: str, *, conn_max_age: float = 0) -> dict[str, object]:
     """Django DATABASES entry for a PostgreSQL or SQLite URL, read as SQLAlchemy reads one
     (`sqlite:///relative.db`, `sqlite:////absolute.db`, `postgresql+psycopg2://user:p%40ss@
-    host:5432/name`), with the standard library: every process reads its settings first, and
-    most never need SQLAlchemy.
+    host:5432/name`), without importing it: every process reads its settings first, and most
+    never need SQLAlchemy.
 
     `conn_max_age`: seconds a PostgreSQL connection is kept for the next request. Safe only
     where a process serves one request at a time (gunicorn's sync workers): runserver starts a
     thread per request and each kept one connection until the server refused new ones."""
-    scheme, separator, rest = url.partition("://")
-    backend = scheme.partition("+")[0].lower()
-    if not separator or not backend:
+    found = _URL.match(url)
+    if found is None:
         raise ImproperlyConfigured("DATABASE_URL is not a valid database URL")
+    backend = found["scheme"].partition("+")[0].lower()
+    database = urllib.parse.unquote(found["database"] or "")
     if backend == "sqlite":
         # IMMEDIATE: a transaction takes the write lock when it begins, so the web process and
         # the worker queue for it instead of failing with "database is locked" mid-way; the
         # audit chain relies on writers being serialised this way.
-        path = rest.partition("/")[2].partition("?")[0]
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": path or ":memory:",
+            "NAME": database or ":memory:",
             "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
         }
     if backend in {"postgresql", "postgres"}:
-        parsed = urllib.parse.urlsplit(f"postgresql://{rest}")
-        try:
-            port = parsed.port
-        except ValueError:
-            raise ImproperlyConfigured("DATABASE_URL has a port that is not a number") from None
-        unquote = urllib.parse.unquote
+        port = found["port"] or ""
+        if port and not port.isdigit():
+            raise ImproperlyConfigured("DATABASE_URL has a port that is not a number")
         return {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parsed.path.lstrip("/")),
-            "USER": unquote(parsed.username or ""),
-            "PASSWORD": unquote(parsed.password or ""),
-            "HOST": unquote(parsed.hostname or ""),
-            "PORT": str(port or ""),
+            "NAME": database,
+            "USER": urllib.parse.unquote(found["user"] or ""),
+            "PASSWORD": urllib.parse.unquote(found["password"] or ""),
+            "HOST": found["ipv6"] or found["host"] or "",
+            "PORT": str(int(port)) if port else "",
             "CONN_MAX_AGE": conn_max_age,
             "CONN_HEALTH_CHECKS": True,
         }
