@@ -60,7 +60,7 @@ def quick_read(
     """The gate's answer without Alembic, stored like a full read's, when every project's
     digest holds and every environment is at its script heads or could not be connected to;
     None (nothing stored) otherwise. The databases are read side by side, RETORT_READ_WORKERS
-    at a time, each within its own connect and statement timeouts."""
+    at a time, within the full read's deadline (`_read_side_by_side`)."""
     answers = {}
     for project in projects:
         answer = script_digests.digest_answer(project)
@@ -73,10 +73,8 @@ def quick_read(
         ]
     except UrlUnavailable:
         return None
-    workers = max(1, min(settings.RETORT_READ_WORKERS, len(targets)))
-    with concurrent.futures.ThreadPoolExecutor(workers, "retort-gate") as pool:
-        states = list(pool.map(_quick_state, targets))
-    if any(state is None for state in states):
+    states = _read_side_by_side(targets)
+    if states is None or any(state is None for state in states):
         return None
     found = {environment.pk: state for environment, state in zip(environments, states, strict=True)}
     rows = reads.reads_store(environments, found) if environments else {}
@@ -88,6 +86,26 @@ def quick_read(
         GateOverview(project, answers[project.pk].verdict, by_project[project.pk])
         for project in projects
     ]
+
+
+def _read_side_by_side(targets: list[_Target]) -> list[EnvironmentState | None] | None:
+    """Each target's quick state, RETORT_READ_WORKERS at a time; None when any has not
+    answered within the connect timeout and a grace (as `status.read_many` allows a read)
+    times the rounds the slots need — the full read then words it."""
+    if not targets:
+        return []
+    timeout = settings.RETORT_CONNECT_TIMEOUT
+    workers = max(1, min(settings.RETORT_READ_WORKERS, len(targets)))
+    rounds = -(-len(targets) // workers)
+    pool = concurrent.futures.ThreadPoolExecutor(workers, "retort-gate")
+    try:
+        futures = [pool.submit(_quick_state, target) for target in targets]
+        _, late = concurrent.futures.wait(futures, timeout=rounds * (timeout + 0.5))
+        if late:
+            return None
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -118,10 +136,10 @@ def _quick_state(target: _Target) -> EnvironmentState | None:
             version_table_schema=target.version_table_schema,
             timeout=settings.RETORT_CONNECT_TIMEOUT,
         )
-    except quick_versions.Unsure:
-        return None
     except quick_versions.ConnectFailed as failed:
         return _unreachable(target.url, failed.error, started)
+    except Exception:  # noqa: BLE001 - Unsure, or anything unforeseen: the full read says it
+        return None
     answer = target.answer
     if not answer.current_at_heads or heads != tuple(sorted(answer.heads)):
         return None
@@ -131,8 +149,9 @@ def _quick_state(target: _Target) -> EnvironmentState | None:
 
 
 def _unreachable(url: str, error: BaseException, started: float) -> EnvironmentState:
-    """A connection that failed, in the words of a full read (which would fail the same way:
-    reading it again would only cost the timeout twice)."""
+    """A connection that failed, in the words of a full read (which would fail the same way).
+    Kept only when every other database is answered quickly too; otherwise the full read reads
+    them all again, this one included."""
     kind, message = classify(error)
     return EnvironmentState(
         status=Status(kind.value), error=redact(message, url), duration_ms=_since(started)

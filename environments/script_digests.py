@@ -5,12 +5,14 @@ A full read builds Alembic's map over every revision file (environments/core/scr
 the gate only needs three of its answers: the heads, whether a database holding exactly them
 is current (Alembic's own plan from there, worked out on the full read), and the project's
 heads verdict. The workers' and the gate's reads store those with the key they hold for: the
-project's script settings, the sizes and mtimes of alembic.ini and pyproject.toml, of every
-revision file Alembic would load (listed as the full read lists them) and of every module of
-the project a header's name was looked up in — the same fingerprint by which a process keeps
-its own index. The gate lists and stats those files again; when everything is as it was, it
-has the answers without importing Alembic or SQLAlchemy. Anything that changed, or a digest
-never written, sends it the full way.
+project's script settings and where its paths lead now (links followed), the Alembic version
+that answered, and the size, mtime, ctime and inode of alembic.ini, pyproject.toml, every
+revision file Alembic would load (listed as the full read lists them) and every module of the
+project a header's name was looked up in. The gate resolves the locations again, lists and
+stats those files again; when everything is as it was, it has the answers without importing
+Alembic or SQLAlchemy. Anything that changed, or a digest never written, sends it the full
+way. (A file rewritten with the same size and times while a full read is storing its digest
+could go unseen until it changes again; ctime cannot be set back by hand.)
 
 Pages never write here: a GET renders what workers stored.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from environments.core import static_names
+from environments.core import script_config
 from environments.core.heads import HeadsVerdict
 from environments.core.revision_files import list_revision_files
 from environments.core.script_config import ScriptConfig
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from environments.core.scripts import ScriptIndex
 
 # bump when what a digest holds, or what its key covers, changes: older ones are not used
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,14 @@ class Answer:
     verdict: HeadsVerdict
 
 
-def _stat(path: Path) -> list[int] | None:
+def _stat(path: str | Path) -> list[int] | None:
+    """Size, mtime, ctime and inode (None: no such file): a file replaced, or rewritten with
+    its size and mtime kept (reproducible builds fix mtimes), still shows."""
     try:
         found = os.stat(path)
     except OSError:
         return None
-    return [found.st_size, found.st_mtime_ns]
+    return [found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino]
 
 
 def _jsonable(value: object) -> object:
@@ -70,7 +75,10 @@ def _settings_of(project: Project) -> dict[str, object]:
     from (their size and mtime: an edited alembic.ini may move the scripts)."""
     run_dir = project.run_dir
     return {
+        "alembic": importlib.metadata.version("alembic"),  # whose answers these are
         "alembic_ini": project.alembic_ini,
+        "alembic_ini_is": os.path.realpath(project.alembic_ini) if project.alembic_ini else "",
+        "run_dir_is": os.path.realpath(run_dir),
         "script_location": project.script_location,
         "version_locations": list(project.version_locations or []),
         "recursive": project.recursive_version_locations,
@@ -83,6 +91,7 @@ def _settings_of(project: Project) -> dict[str, object]:
 
 
 def _config_from(data: dict) -> ScriptConfig:
+    location, versions, recursive, base, roots = data["written"]
     return ScriptConfig(
         script_location=Path(data["script_location"]),
         version_locations=tuple(Path(p) for p in data["version_locations"]),
@@ -90,6 +99,7 @@ def _config_from(data: dict) -> ScriptConfig:
         import_roots=tuple(Path(p) for p in data["import_roots"]),
         warnings=tuple(data["warnings"]),
         max_bytes=data["max_bytes"],
+        written=(location, tuple(versions), recursive, base, tuple(roots)),
     )
 
 
@@ -105,9 +115,10 @@ def _key(
         "format": FORMAT,
         "settings": _settings_of(project),
         "config": dataclasses.asdict(config),
-        "files": files,
+        # as listed (size, mtime), then ctime and inode
+        "files": [[*file, *(_stat(file[0]) or [None, None])[2:]] for file in files],
         "refused": refused,
-        "modules": modules,
+        "modules": [[path, _stat(path)] for path, _ in modules],
     }
 
 
@@ -155,11 +166,13 @@ def digest_answer(project: Project) -> Answer | None:
         return None
     try:
         config = _config_from(stored.key["config"])
+        if script_config.resolved_again(config) != config:
+            return None  # a link now leads elsewhere: the scripts may have moved
         refused: list[tuple[str, str]] = []
         files = list_revision_files(config, refused)  # listed and stat'ed as a full read does
-        modules = static_names.snapshot(path for path, _ in stored.key["modules"])
+        modules = [(path, None) for path, _ in stored.key["modules"]]
         now = _jsonable(_key(project, config, files, refused, modules))
-    except (KeyError, TypeError, ValueError, OSError):
+    except (KeyError, TypeError, ValueError, OSError, script_config.ScriptConfigError):
         return None
     if now != stored.key:
         return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from environments import gate, reads
 from environments.core import quick_versions, versions
 from environments.models import CurrentState, Project, ScriptsDigest
 from examples.inventory import revisions as inv
-from tests.conftest import REPO, alembic, pg_url, write_revision
+from tests.conftest import EXAMPLE, REPO, alembic, pg_url, write_revision
 
 pytestmark = pytest.mark.django_db
 
@@ -195,6 +196,44 @@ def test_an_edited_alembic_ini_or_project_setting_sends_the_gate_the_full_way(
     assert _quick(project) is None
 
 
+def test_a_release_link_switched_to_other_scripts_is_seen(tmp_path, make_project, sqlite_url):
+    releases = tmp_path / "releases"
+    first = releases / "1"
+    shutil.copytree(EXAMPLE, first, ignore=shutil.ignore_patterns("__pycache__"))
+    second = releases / "2"
+    shutil.copytree(first, second)  # the same files, the same sizes and mtimes
+    write_revision(second / "migrations" / "versions", "a1b2c3d4e5f6", inv.HEAD)
+    current = tmp_path / "current"
+    current.symlink_to(first)
+    url = sqlite_url()
+    alembic(current / "alembic.ini", url, "upgrade", "head")
+    project = make_project(current / "alembic.ini", {"prod": url})
+    _read_fully(project)
+    assert _quick(project) is not None
+
+    current.unlink()
+    current.symlink_to(second)  # the deploy
+
+    assert _quick(project) is None
+    code, rows = _status("--project", "inventory")
+    assert code == 1 and rows[0]["pending"] == ["a1b2c3d4e5f6"]
+
+
+def test_answers_stored_by_another_alembic_version_are_not_reused(
+    inventory, make_project, sqlite_url
+):
+    url = sqlite_url()
+    alembic(inventory, url, "upgrade", "head")
+    project = make_project(inventory, {"prod": url})
+    _read_fully(project)
+    assert _quick(project) is not None
+    stored = ScriptsDigest.objects.get(project=project)
+    stored.key["settings"]["alembic"] = "0.0.1"
+    stored.save()
+
+    assert _quick(project) is None
+
+
 @pytest.mark.parametrize(
     ("backend", "table", "schema"),
     [
@@ -278,3 +317,28 @@ def test_django_starts_without_sqlalchemy_alembic_or_celery():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_admin_checks_see_every_registration_though_start_up_loads_none():
+    code = (
+        "import os, django\n"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'dashboard.settings')\n"
+        "django.setup()\n"
+        "from django.contrib import admin\n"
+        "from django.core import checks\n"
+        "before = len(admin.site._registry)\n"
+        "problems = checks.run_checks(tags=['admin'])\n"
+        "print(before, len(admin.site._registry), len(problems))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "RETORT_DATA_DIR": str(REPO / "var")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    before, after, problems = map(int, result.stdout.split())
+    assert before == 0 and after >= 10 and problems == 0

@@ -32,6 +32,10 @@ class ScriptConfig:
     # a revision file larger than this has only its header read: never compiled, analysed or
     # shown (a 57 MB file once took the web process to 17 GB)
     max_bytes: int = 1_000_000
+    # the locations as written and where they were resolved from (`build_config`'s arguments),
+    # so that what they resolve to now can be compared (`resolved_again`): a link switched to
+    # another release moves the scripts without changing any file
+    written: tuple = ()
 
 
 def config_from_ini(
@@ -86,7 +90,7 @@ def config_from_ini(
         [str(loc) for loc in version_locations or ()] or None,
         recursive=recursive_version_locations,
         base=base,
-        import_roots=[(base / path).resolve() for path in prepend if path] + [ini.parent],
+        import_roots=[base / path for path in prepend if path] + [ini.parent],
     )
     return dataclasses.replace(found, warnings=notes)
 
@@ -106,10 +110,31 @@ def build_config(
         locations = (root / "versions",)
     # where a revision's `import constants` is looked for: prepend_sys_path, the ini's folder,
     # the folder alembic runs in, then the script location, as Python would search sys.path
-    roots = tuple(dict.fromkeys([*import_roots, base, root]))
-    return ScriptConfig(
-        script_location=root, version_locations=locations, recursive=recursive, import_roots=roots
+    roots = tuple(dict.fromkeys([*(Path(r).resolve() for r in import_roots), base, root]))
+    written = (
+        script_location,
+        tuple(version_locations or ()),
+        bool(recursive),
+        str(base),
+        tuple(str(r) for r in import_roots),
     )
+    return ScriptConfig(
+        script_location=root,
+        version_locations=locations,
+        recursive=recursive,
+        import_roots=roots,
+        written=written,
+    )
+
+
+def resolved_again(config: ScriptConfig) -> ScriptConfig:
+    """`config` with its locations resolved from what was written again, now (links followed
+    as they are now); its warnings and size limit kept."""
+    location, versions, recursive, base, roots = config.written
+    again = build_config(
+        location, list(versions) or None, recursive=recursive, base=Path(base), import_roots=roots
+    )
+    return dataclasses.replace(again, warnings=config.warnings, max_bytes=config.max_bytes)
 
 
 def _resolve(location: str, base: Path) -> Path:
