@@ -202,7 +202,10 @@ def overview_build(
     projects = list(projects)
     if environments is None:
         environments = [env for project in projects for env in project.environments.all()]
-    indexes: Indexes = {project.pk: project.load_scripts() for project in projects}
+    # the gate's read prints no problems: nothing to compile for it
+    indexes: Indexes = {
+        project.pk: project.load_scripts(syntax=not refresh) for project in projects
+    }
     states = environments_read(environments=environments, indexes=indexes) if refresh else None
     cards = _cards(environments, indexes, states)
     by_project: dict[int, list[EnvironmentCard]] = {project.pk: [] for project in projects}

@@ -55,7 +55,7 @@ def environments_read(
     for environment in environments:
         project = environment.project
         if project.pk not in indexes:
-            indexes[project.pk] = project.load_scripts()
+            indexes[project.pk] = project.load_scripts(syntax=False)  # states need no compile
         targets.append(_target(environment, *indexes[project.pk]))
     found = core_status.read_many(
         targets,

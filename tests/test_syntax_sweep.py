@@ -50,6 +50,9 @@ def test_every_syntax_error_is_found_when_the_files_are_compiled_on_two_cores(hi
     sweeping = syntax_check.sweep_start(files, 10**6)
     assert sweeping is not None
     sweeping.finish()
+    assert all(
+        syntax_check._syntax_cache.holds(*file) for file in files
+    )  # a verdict for every file
 
     found = _problems(history)
 
@@ -96,3 +99,14 @@ def test_a_child_that_dies_leaves_no_file_unchecked(history, monkeypatch):
     verdicts = {os.path.basename(path): syntax_check._syntax_cache[path][2] for path, _, _ in files}
     assert len(verdicts) == 400
     assert sorted(name for name, problem in verdicts.items() if problem) == sorted(broken)
+
+
+def test_a_reader_that_asks_for_no_problems_compiles_nothing(history, monkeypatch):
+    written, versions, _ = history
+    made = []
+    monkeypatch.setattr(syntax_check.Sweep, "__init__", lambda self, files: made.append(files))
+
+    index = scripts.load_index(script_config.config_from_ini(written.alembic_ini), syntax=False)
+
+    assert len(index.revisions) == 400 and made == []
+    assert not any(str(path) in syntax_check._syntax_cache for path in versions.iterdir())

@@ -122,10 +122,14 @@ def _outside(real: str) -> str:
 class FileCache(dict):
     """Results computed from a file, kept while its size and modification time stay the same."""
 
-    def get_or_compute(self, path: Path, size: int, mtime: int, compute: Callable[[], T]) -> T:
+    def holds(self, path: Path | str, size: int, mtime: int) -> bool:
+        """Whether a result for this version of the file is kept."""
         cached = self.get(path)
-        if cached is not None and cached[0] == size and cached[1] == mtime:
-            return cached[2]
+        return cached is not None and cached[0] == size and cached[1] == mtime
+
+    def get_or_compute(self, path: Path, size: int, mtime: int, compute: Callable[[], T]) -> T:
+        if self.holds(path, size, mtime):
+            return self[path][2]
         result = compute()
         self[path] = (size, mtime, result)
         return result

@@ -175,9 +175,11 @@ _index_cache: dict[ScriptConfig, ScriptIndex] = {}
 _build_lock = threading.Lock()
 
 
-def load_index(config: ScriptConfig) -> ScriptIndex:
+def load_index(config: ScriptConfig, *, syntax: bool = True) -> ScriptIndex:
     """The script directory's index; re-read only when its fingerprint changed (its revision
-    files, and any module of the project a header's name was looked up in)."""
+    files, and any module of the project a header's name was looked up in). `syntax`: many
+    files are compiled on a second core while it is read, for `problems` (off for a caller
+    that never asks for them: a reader of version tables)."""
     refused: list[tuple[str, str]] = []
     files = list_revision_files(config, refused)
     print_ = (config, tuple(files), tuple(refused))
@@ -191,7 +193,7 @@ def load_index(config: ScriptConfig) -> ScriptIndex:
         gc_was_enabled = gc.isenabled()
         gc.disable()  # a build allocates many small objects and frees none of them
         try:
-            index = _build_index(config, files, print_, refused)
+            index = _build_index(config, files, print_, refused, syntax=syntax)
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -212,9 +214,11 @@ def _build_index(
     files: list[tuple[str, int, int]],
     print_: tuple,
     refused: Sequence[tuple[str, str]] = (),
+    *,
+    syntax: bool = True,
 ) -> ScriptIndex:
     # many files: compiled on a second core while their headers are read (syntax_check.py)
-    sweep = syntax_check.sweep_start(files, config.max_bytes)
+    sweep = syntax_check.sweep_start(files, config.max_bytes) if syntax else None
     try:
         return _read_index(config, files, print_, refused)
     finally:

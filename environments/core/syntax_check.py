@@ -56,11 +56,6 @@ def check_syntax(path: str, size: int, mtime: int) -> ScriptProblem | None:
     return _syntax_cache.get_or_compute(path, size, mtime, lambda: compile_problem(path))
 
 
-def _known(path: str, size: int, mtime: int) -> bool:
-    cached = _syntax_cache.get(path)
-    return cached is not None and cached[0] == size and cached[1] == mtime
-
-
 class Sweep:
     """The files of one index build being compiled by a child and, later, by the parent."""
 
@@ -68,7 +63,13 @@ class Sweep:
         self.files = list(files)
         self.claims = mmap.mmap(-1, len(self.files))  # shared with the child: who took each
         self.reader, writer = os.pipe()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:  # no process to be had (a limit): the caller compiles as asked
+            os.close(self.reader)
+            os.close(writer)
+            self.claims.close()
+            raise
         if self.pid == 0:  # the child: compile forwards, report, leave without cleaning up
             code = 1
             try:
@@ -94,42 +95,65 @@ class Sweep:
 
     def finish(self) -> None:
         """Compile backwards until meeting the child, then take its verdicts; every file of
-        the sweep has one in the cache afterwards."""
-        for position in range(len(self.files) - 1, -1, -1):
-            if self.claims[position] != _FREE:
-                break
-            self.claims[position] = _PARENT
-            self._keep(position, compile_problem(self.files[position][0]))
+        the sweep has one in the cache afterwards (what the child did not report as done is
+        compiled here)."""
         found: dict[int, ScriptProblem] = {}
-        done = False
+        collecting = done = False
+        try:
+            for position in range(len(self.files) - 1, -1, -1):
+                if self.claims[position] != _FREE:
+                    break
+                self.claims[position] = _PARENT
+                self._keep(position, compile_problem(self.files[position][0]))
+            collecting = True
+            done = self._collect(found)
+        finally:
+            if not collecting:  # interrupted: a child blocked on a full pipe gets EPIPE, leaves
+                os.close(self.reader)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            claims = bytes(self.claims)
+            self.claims.close()
+        for position, (path, _, _) in enumerate(self.files):
+            if claims[position] == _CHILD:
+                self._keep(position, found.get(position) if done else compile_problem(path))
+
+    def _collect(self, found: dict[int, ScriptProblem]) -> bool:
+        """The child's problems, until its "done" (False: it never said it, or said something
+        unreadable)."""
         with os.fdopen(self.reader) as results:
             for line in results:
                 if line == "done\n":
-                    done = True
-                    break
-                position, name, message = json.loads(line)
+                    return True
+                try:
+                    position, name, message = json.loads(line)
+                except ValueError:
+                    return False
                 found[position] = ScriptProblem(name, message)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-        for position, (path, _, _) in enumerate(self.files):
-            if self.claims[position] == _CHILD:
-                self._keep(position, found.get(position) if done else compile_problem(path))
-        self.claims.close()
+        return False
 
     def _keep(self, position: int, problem: ScriptProblem | None) -> None:
         path, size, mtime = self.files[position]
         _syntax_cache[path] = (size, mtime, problem)
 
 
+def _cores() -> int:
+    """The cores this process may run on (its affinity), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def sweep_start(files: Sequence[tuple[str, int, int]], max_bytes: int) -> Sweep | None:
     """Start compiling these files on a second core, when there are enough not compiled yet
     (None: each is compiled when first asked about, in this process)."""
-    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+    if not hasattr(os, "fork") or _cores() < 2:
         return None
     wanted = [
         (path, size, mtime)
         for path, size, mtime in files
-        if size <= max_bytes and not _known(path, size, mtime)
+        if size <= max_bytes and not _syntax_cache.holds(path, size, mtime)
     ]
     if len(wanted) < SWEEP_FROM:
         return None

@@ -186,12 +186,13 @@ class Project(AuditedModel):
         """Whether the scripts' heads are as this project intends (the CI gate fails if not)."""
         return core_heads.assess(index, self.multiple_heads)
 
-    def load_scripts(self) -> tuple[scripts.ScriptIndex | None, str | None]:
-        """The script index, or None and the reason it could not be read."""
+    def load_scripts(self, *, syntax: bool = True) -> tuple[scripts.ScriptIndex | None, str | None]:
+        """The script index, or None and the reason it could not be read (`syntax`: see
+        `scripts.load_index`)."""
         from environments.core import scripts  # Alembic's map: imported when first read
 
         try:
-            return scripts.load_index(self.script_config()), None
+            return scripts.load_index(self.script_config(), syntax=syntax), None
         except script_config.ScriptConfigError as exc:
             return None, str(exc)
 
