@@ -114,11 +114,12 @@ SCOPES: dict[str, str] = {
     "13b": "inside: one HTTP request to gunicorn (1 sync worker) over loopback, client side; "
     "cold = the first after the server started (scripts read, templates compiled); not: the "
     "server's start, the login; alembic: whole `python -m alembic` processes",
-    "13c": "the ratio of 13a's alembic read to Retort's `load_index` + `index.problems` at "
-    "10,000 (and to the index alone)",
+    "13c": "the ratio of 13a's alembic read to Retort's `load_index` with no file compiled "
+    "at 10,000 (and to `load_index` + `index.problems`)",
     "13d": "the ratio of 13a's alembic read to Retort's `load_index` + `index.problems` at 2,000",
-    "13e": "13a at 20,000: `load_index` + `index.problems`, and that process's peak RSS "
-    "(VmHWM; the compiling child's own pages are not in it)",
+    "13e": "13a at 20,000: `load_index` with no file compiled (with the check beside), and "
+    "the larger peak RSS of the two processes (VmHWM; the compiling child's own pages are not "
+    "in it)",
     "13f": "13b's graph page with prod picked at 10,000, warm (cold in 13b)",
     "14": "inside: each command a whole new process, wall clock — `manage.py migration_status` "
     "(Django start-up, the dashboard database, the read, storing it) and `python -m alembic "
