@@ -409,7 +409,11 @@ def read_figures(reads: scripts_read.ReadFigures) -> list[Figure]:
     ratio_min = reads.alembic_cold.minimum / reads.retort_cold.minimum
     cached_ratio = reads.alembic_bytecode.median / reads.retort_cold.median
     return [
-        Figure("1a. Cold read, Retort `load_index` (caches emptied)", _spread(reads.retort_cold)),
+        Figure(
+            "1a. Cold read, Retort `load_index` (caches emptied; the index alone, no file "
+            "compiled)",
+            _spread(reads.retort_cold),
+        ),
         Figure(
             "1b. Cold read, Alembic `walk_revisions()` (fresh ScriptDirectory, no bytecode)",
             _spread(reads.alembic_cold),
@@ -429,7 +433,8 @@ def read_figures(reads: scripts_read.ReadFigures) -> list[Figure]:
             _spread(reads.retort_warm),
         ),
         Figure(
-            "1f. First `index.problems` after a cold read (the overview page shows them)",
+            "1f. Cold read as the overview needs it: the index and its syntax check (every file "
+            "compiled), caches emptied",
             _spread(reads.problems_first),
         ),
         Figure(
@@ -445,7 +450,7 @@ def read_notes(caches: tuple[str, ...]) -> list[str]:
     names = ", ".join(f"`{name}`" for name in caches)
     cold = (
         "Cold reads: before each timed call `gc.collect()` runs (untimed) and every "
-        f"module-level cache of `environments.core.scripts` ({names}) is emptied; Alembic gets "
+        f"module-level cache of Retort's reader ({names}) is emptied; Alembic gets "
         "a fresh `ScriptDirectory.from_config(Config(ini))` and its `walk_revisions()` iterator "
         "is consumed. The two alternate (the order flips every round), after one untimed call "
         "of each, which imports what the revision files import and checks both see the same "
@@ -462,8 +467,8 @@ def read_notes(caches: tuple[str, ...]) -> list[str]:
     warm = (
         "Warm read: `load_index(config_from_ini(ini))` on the unchanged directory, which lists "
         "the version directory and stats every file to compare the fingerprint; it must return "
-        "the cached index (checked). 1f: `problems` of an index just read cold, timed once per "
-        "cold read."
+        "the cached index (checked). 1f: `load_index` as the pages call it and `problems`, "
+        "with every cache emptied first (the syntax verdicts included), three times."
     )
     return [cold, bytecode, warm]
 
